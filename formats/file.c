@@ -1,0 +1,141 @@
+/* Sparse-file primitives shared by the engines that sit on plain files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "format.h"
+
+int file_pread_full(int fd, void *buf, uint64_t length, uint64_t offset)
+{
+  char *p = buf;
+
+  while (length > 0) {
+    ssize_t n = pread(fd, p, length, (off_t)offset);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0) {
+      /* Past the end of a file shorter than its virtual size: zeroes. */
+      memset(p, 0, length);
+      return 0;
+    }
+    p += n;
+    length -= (uint64_t)n;
+    offset += (uint64_t)n;
+  }
+  return 0;
+}
+
+int file_pwrite_full(int fd, const void *buf, uint64_t length, uint64_t offset)
+{
+  const char *p = buf;
+
+  while (length > 0) {
+    ssize_t n = pwrite(fd, p, length, (off_t)offset);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += n;
+    length -= (uint64_t)n;
+    offset += (uint64_t)n;
+  }
+  return 0;
+}
+
+/* Writes zeroes the slow way, in bounded chunks. */
+static int write_zeroes(int fd, uint64_t length, uint64_t offset)
+{
+  const size_t chunk = 1024 * 1024;
+  CLEANUP_FREE void *zeroes = calloc(1, chunk);
+
+  if (zeroes == NULL)
+    return -ENOMEM;
+  while (length > 0) {
+    uint64_t n = length < chunk ? length : chunk;
+    int r = file_pwrite_full(fd, zeroes, n, offset);
+    if (r < 0)
+      return r;
+    length -= n;
+    offset += n;
+  }
+  return 0;
+}
+
+int file_zero(int fd, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  int r;
+
+  if (flags & FMT_MAY_TRIM) {
+    /* PUNCH_HOLE zeroes partial blocks at the edges itself. */
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)length) == 0)
+      goto done;
+    if (errno != EOPNOTSUPP && errno != ENOSYS)
+      return -errno;
+  }
+  if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length) == 0)
+    goto done;
+  if (errno != EOPNOTSUPP && errno != ENOSYS)
+    return -errno;
+  if (flags & FMT_FAST_ZERO)
+    return -ENOTSUP;
+  r = write_zeroes(fd, length, offset);
+  if (r < 0)
+    return r;
+done:
+  if ((flags & FMT_FUA) && fdatasync(fd) == -1)
+    return -errno;
+  return 0;
+}
+
+int file_extents(int fd, uint64_t size, uint64_t length, uint64_t offset, fmt_extent_fn fn,
+                 void *opaque)
+{
+  uint64_t end = offset + length;
+
+  if (end > size)
+    end = size;
+  while (offset < end) {
+    off_t data = lseek(fd, (off_t)offset, SEEK_DATA);
+    uint64_t next;
+
+    if (data == -1 && errno != ENXIO)
+      return -errno;
+    if (data == -1 || (uint64_t)data >= end) {
+      /* ENXIO: no data after OFFSET, the rest of the file is a hole. */
+      fn(opaque, offset, end - offset, FMT_EXTENT_HOLE | FMT_EXTENT_ZERO);
+      return 0;
+    }
+    if ((uint64_t)data > offset) {
+      if (fn(opaque, offset, (uint64_t)data - offset, FMT_EXTENT_HOLE | FMT_EXTENT_ZERO) < 0)
+        return 0;
+      offset = (uint64_t)data;
+    }
+    off_t hole = lseek(fd, (off_t)offset, SEEK_HOLE);
+    if (hole == -1)
+      return -errno;
+    next = (uint64_t)hole < end ? (uint64_t)hole : end;
+    if (fn(opaque, offset, next - offset, 0) < 0)
+      return 0;
+    offset = next;
+  }
+  return 0;
+}
+
+int64_t file_allocated(int fd)
+{
+  struct stat st;
+
+  if (fstat(fd, &st) == -1)
+    return -errno;
+  return (int64_t)st.st_blocks * 512;
+}

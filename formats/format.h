@@ -1,0 +1,151 @@
+/* blockd formats: the table of operations every storage engine implements.
+ *
+ * Three front ends use this header: the blockd server, the blockd-img tool and
+ * the nbdkit plugin.  An engine offers two paths:
+ *
+ *  - the map path (->map): a non-blocking translation of a virtual range into
+ *    one file range.  blockd's workers use it to issue the I/O themselves on
+ *    their io_uring, so raw files and the owned clusters of an overlay never
+ *    leave the event loop;
+ *  - the synchronous path (->pread, ->pwrite, ...): plain blocking calls, safe
+ *    to call from several threads at once.  blockd runs them on its blocking
+ *    pool (pool.c), the nbdkit plugin and blockd-img call them directly.
+ *
+ * Every operation returns 0 or a positive count on success, -errno on failure.
+ */
+#ifndef BLOCKD_FORMAT_H
+#define BLOCKD_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fmt;
+
+/* Flags for ->pwrite, ->trim and ->zero. */
+#define FMT_FUA       (1u << 0) /* durable before returning */
+#define FMT_MAY_TRIM  (1u << 1) /* ->zero may punch a hole (NBD: no NO_HOLE flag) */
+#define FMT_FAST_ZERO (1u << 2) /* ->zero fails with -ENOTSUP rather than write zeroes */
+
+/* Extent types reported by ->extents, as in NBD base:allocation. */
+#define FMT_EXTENT_HOLE (1u << 0) /* not allocated */
+#define FMT_EXTENT_ZERO (1u << 1) /* reads as zeroes */
+
+/* What the caller wants to do with a mapped range. */
+enum fmt_map_dir {
+  FMT_MAP_READ,  /* pread (and fadvise WILLNEED) on the file range */
+  FMT_MAP_WRITE, /* pwrite on the file range */
+  FMT_MAP_TRIM,  /* fallocate(PUNCH_HOLE|KEEP_SIZE) on the file range */
+  FMT_MAP_ZERO,  /* fallocate(PUNCH_HOLE or ZERO_RANGE) on the file range */
+  FMT_MAP_FLUSH, /* fdatasync of the file: offset and length unused */
+};
+
+/* One file range that a virtual range maps onto. */
+struct fmt_map {
+  int fd;          /* file to operate on; -1: the range reads as zeroes */
+  uint64_t offset; /* file offset of the first byte */
+};
+
+/* Called by ->extents once per extent, in order. Returns 0, or -1 to stop early. */
+typedef int (*fmt_extent_fn)(void *opaque, uint64_t offset, uint64_t length, uint32_t type);
+
+struct fmt_ops {
+  /* Format name as written on command lines: "raw", "qcow2", "overlay". */
+  const char *name;
+
+  /* Returns true if HEAD (the first LEN bytes of a file, LEN >= 512 unless the
+   * file is shorter) is this format's magic. NULL for raw, the fallback. */
+  bool (*probe)(const void *head, size_t len);
+
+  /* Opens PATH. On failure returns NULL and writes a one-line message naming
+   * the file and the cause into ERR (no trailing newline). */
+  struct fmt *(*open)(const char *path, bool readonly, char *err, size_t errlen);
+
+  /* Closes and frees. Does not flush: call ->flush first if it matters. */
+  void (*close)(struct fmt *f);
+
+  /* Non-blocking: maps [OFFSET, OFFSET+LENGTH) for DIR onto one file range.
+   * Returns true and fills M when the whole range maps and doing DIR on M is
+   * the complete operation; returns false when the caller must use the
+   * synchronous operation instead.  May be NULL (always false).  Must not
+   * block, take a lock that a synchronous operation holds across I/O, or
+   * allocate.  M->fd stays open until ->close. */
+  bool (*map)(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t length,
+              struct fmt_map *m);
+
+  /* Synchronous operations; all thread-safe, all return 0 or -errno. */
+  int (*pread)(struct fmt *f, void *buf, uint64_t length, uint64_t offset);
+  /* May be NULL on read-only formats. flags: FMT_FUA. */
+  int (*pwrite)(struct fmt *f, const void *buf, uint64_t length, uint64_t offset, uint32_t flags);
+  /* May be NULL. flags: FMT_FUA. After success the range reads as zeroes. */
+  int (*trim)(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags);
+  /* May be NULL. flags: FMT_FUA, FMT_MAY_TRIM, FMT_FAST_ZERO.
+   * Returns -ENOTSUP under FMT_FAST_ZERO when only a slow write would do. */
+  int (*zero)(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags);
+  /* May be NULL when there is nothing to flush. Makes every completed write durable. */
+  int (*flush)(struct fmt *f);
+  /* Reports extents covering at least [OFFSET, OFFSET+1) and at most the
+   * range, in order and contiguous.  May be NULL: all data. */
+  int (*extents)(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn, void *opaque);
+  /* May be NULL. Prefetches the range into the page cache. */
+  int (*cache)(struct fmt *f, uint64_t length, uint64_t offset);
+};
+
+/* Fields every open image has; engines embed it first in their own struct. */
+struct fmt {
+  const struct fmt_ops *ops; /* the engine */
+  char *path;                /* file name as given, for messages (owned) */
+  uint64_t size;             /* virtual size in bytes */
+  bool readonly;             /* opened read-only: no pwrite, trim, zero */
+  bool can_trim;             /* trim returns space to the host */
+  bool can_zero;             /* zero is efficient (no data written) */
+  bool can_fast_zero;        /* zero honours FMT_FAST_ZERO cheaply */
+  bool can_extents;          /* extents reports real holes */
+  bool can_multi_conn;       /* a flush on one handle covers writes on all */
+  uint32_t block_min;        /* NBD block size constraints */
+  uint32_t block_pref;
+  uint32_t block_max;
+};
+
+/* format.c */
+extern const struct fmt_ops fmt_raw_ops;
+extern const struct fmt_ops fmt_qcow2_ops;   /* only if built with libqcow */
+extern const struct fmt_ops fmt_overlay_ops;
+
+/* Finds a format by name ("raw", "qcow2", "overlay"); NULL if unknown or not built. */
+const struct fmt_ops *fmt_lookup(const char *name);
+/* Names of the formats built in, comma-separated, for --help and --dump-plugin. */
+const char *fmt_names(void);
+/* Detects PATH's format from its first bytes (never its name). Returns NULL
+ * and a message in ERR if PATH cannot be read. */
+const struct fmt_ops *fmt_detect(const char *path, char *err, size_t errlen);
+/* Opens PATH as FORMAT (NULL: detect). NULL with a message in ERR on failure. */
+struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err, size_t errlen);
+/* Closes F (NULL is fine). */
+void fmt_close(struct fmt *f);
+/* Fills the common fields of a freshly allocated image. Returns 0 or -errno. */
+int fmt_init(struct fmt *f, const struct fmt_ops *ops, const char *path, uint64_t size,
+             bool readonly);
+/* Frees the common fields. */
+void fmt_fini(struct fmt *f);
+
+/* size.c */
+/* Parses "4096", "10M", "1.5G", "2T" (binary units, optional B/iB).
+ * Returns 0 and sets *OUT, or -EINVAL / -ERANGE. */
+int size_parse(const char *s, uint64_t *out);
+
+/* file.c: helpers for engines that sit on sparse files */
+/* Punches a hole, falling back to ZERO_RANGE then to writing zeroes as the
+ * file system allows and FLAGS permits. Returns 0 or -errno. */
+int file_zero(int fd, uint64_t length, uint64_t offset, uint32_t flags);
+/* Reports SEEK_DATA/SEEK_HOLE extents of FD within [OFFSET, OFFSET+LENGTH),
+ * clipped to SIZE. Returns 0 or -errno. */
+int file_extents(int fd, uint64_t size, uint64_t length, uint64_t offset, fmt_extent_fn fn,
+                 void *opaque);
+/* pread/pwrite loops that finish short transfers; reads past EOF give zeroes. */
+int file_pread_full(int fd, void *buf, uint64_t length, uint64_t offset);
+int file_pwrite_full(int fd, const void *buf, uint64_t length, uint64_t offset);
+/* Returns the allocated bytes of the file behind FD (st_blocks * 512) or -errno. */
+int64_t file_allocated(int fd);
+
+#endif

@@ -1,0 +1,137 @@
+/* raw: a sparse file, byte for byte the disk. The fast path. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "format.h"
+
+struct raw {
+  struct fmt fmt; /* common fields, first */
+  int fd;         /* the file, O_RDWR unless read-only */
+};
+
+static struct fmt *raw_open(const char *path, bool readonly, char *err, size_t errlen)
+{
+  struct raw *r;
+  struct stat st;
+  int fd, e;
+
+  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  if (fstat(fd, &st) == -1) {
+    snprintf(err, errlen, "%s: stat: %s", path, strerror(errno));
+    goto err;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "%s: not a regular file", path);
+    goto err;
+  }
+  r = calloc(1, sizeof *r);
+  if (r == NULL || (e = fmt_init(&r->fmt, &fmt_raw_ops, path, (uint64_t)st.st_size, readonly)) < 0) {
+    free(r);
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    goto err;
+  }
+  r->fd = fd;
+  r->fmt.can_trim = !readonly;
+  r->fmt.can_zero = !readonly;
+  r->fmt.can_fast_zero = !readonly;
+  r->fmt.can_extents = true;
+  /* One file, one page cache: fdatasync through any handle covers every write. */
+  r->fmt.can_multi_conn = true;
+  return &r->fmt;
+err:
+  close(fd);
+  return NULL;
+}
+
+static void raw_close(struct fmt *f)
+{
+  struct raw *r = (struct raw *)f;
+
+  close(r->fd);
+  fmt_fini(f);
+  free(r);
+}
+
+static bool raw_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t length,
+                    struct fmt_map *m)
+{
+  struct raw *r = (struct raw *)f;
+
+  (void)dir;
+  (void)length;
+  m->fd = r->fd;
+  m->offset = offset;
+  return true;
+}
+
+static int raw_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
+{
+  return file_pread_full(((struct raw *)f)->fd, buf, length, offset);
+}
+
+static int raw_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                      uint32_t flags)
+{
+  struct raw *r = (struct raw *)f;
+  int e = file_pwrite_full(r->fd, buf, length, offset);
+
+  if (e == 0 && (flags & FMT_FUA) && fdatasync(r->fd) == -1)
+    e = -errno;
+  return e;
+}
+
+static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  struct raw *r = (struct raw *)f;
+
+  /* Zeroes with a hole allowed is exactly a punched hole, with fallbacks
+   * for file systems that cannot punch. */
+  return file_zero(r->fd, length, offset, (flags & FMT_FUA) | FMT_MAY_TRIM);
+}
+
+static int raw_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  return file_zero(((struct raw *)f)->fd, length, offset, flags);
+}
+
+static int raw_flush(struct fmt *f)
+{
+  return fdatasync(((struct raw *)f)->fd) == -1 ? -errno : 0;
+}
+
+static int raw_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
+                       void *opaque)
+{
+  return file_extents(((struct raw *)f)->fd, f->size, length, offset, fn, opaque);
+}
+
+static int raw_cache(struct fmt *f, uint64_t length, uint64_t offset)
+{
+  return -posix_fadvise(((struct raw *)f)->fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
+}
+
+const struct fmt_ops fmt_raw_ops = {
+  .name = "raw",
+  .probe = NULL,
+  .open = raw_open,
+  .close = raw_close,
+  .map = raw_map,
+  .pread = raw_pread,
+  .pwrite = raw_pwrite,
+  .trim = raw_trim,
+  .zero = raw_zero,
+  .flush = raw_flush,
+  .extents = raw_extents,
+  .cache = raw_cache,
+};
