@@ -1,0 +1,81 @@
+"""Glue for the integration tests in Python: a blockd serving a fresh sparse
+file in a private directory, removed when the test ends, with blockd's log
+printed if the test fails."""
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+from testlib import Blockd, sparse_file, check, skip  # noqa: F401  (re-exported)
+
+MiB = 1 << 20
+
+
+@contextlib.contextmanager
+def served(*args, size=64 * MiB, disk="disk.img", extra_files=()):
+    """Yields (blockd, disk path) with blockd serving a sparse file of SIZE.
+
+    ARGS go before the file on blockd's command line; DISK=None serves no
+    lone FILE (use --export in ARGS, with EXTRA_FILES created in tmp first:
+    a list of (name, size))."""
+    tmp = tempfile.mkdtemp(prefix="blockd-test.")
+    try:
+        for name, fsize in extra_files:
+            sparse_file(os.path.join(tmp, name), fsize)
+        argv = [a.replace("@TMP@", tmp) for a in args]
+        path = None
+        if disk is not None:
+            path = sparse_file(os.path.join(tmp, disk), size)
+            argv.append(path)
+        b = Blockd(*argv, tmp=tmp)
+        with b:
+            try:
+                yield b, path
+            except BaseException:
+                print("---- blockd log ----\n" + b.logtext(), file=sys.stderr)
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def vmrss(pid):
+    """Resident set size of PID in bytes, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def expect_error(what, got, want):
+    """Checks an NBD error number; WANT may be a tuple of acceptable ones."""
+    from nbdraw import errname
+    wants = want if isinstance(want, tuple) else (want,)
+    check(got in wants, "%s: got %s, expected %s"
+          % (what, errname(got), "/".join(errname(w) for w in wants)))
+
+
+def wait_until(cond, timeout=5, step=0.05):
+    """Polls COND until true or TIMEOUT seconds; returns its last value."""
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def main(fn):
+    """Runs FN(); a failed check prints FAIL and the traceback, exit 1."""
+    try:
+        fn()
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        print("FAIL", file=sys.stderr)
+        sys.exit(1)
+    print("PASS")
