@@ -350,6 +350,36 @@ def run_job(job, srv, runtime, tmp, use_perf):
     return res
 
 
+def median(values):
+    """Returns the median of VALUES, ignoring None; None if there are none."""
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def median_result(runs):
+    """Folds repeated runs of one job on one server into one result: each
+    figure is the median over the runs, and the runs are kept under "runs"."""
+    if len(runs) == 1:
+        return runs[0]
+    res = dict(runs[0])
+    for k in ("iops", "mbps", "server_cpu_s_per_mio", "server_cpu_pct", "fio_usr_cpu",
+              "fio_sys_cpu", "lat_mean_us", "clat_p99_us", "syscalls_per_io", "ctxsw_per_io"):
+        if any(k in r for r in runs):
+            res[k] = median(r.get(k) for r in runs)
+    res["total_ios"] = sum(r["total_ios"] for r in runs)
+    res["server_cpu_s"] = sum(r["server_cpu_s"] for r in runs)
+    errors = [r["error"] for r in runs if r.get("error")]
+    if errors:
+        res["error"] = errors[0]
+    else:
+        res.pop("error", None)
+    res["runs"] = runs
+    return res
+
+
 def ratio(a, b):
     """Returns a/b, or None when either is missing or b is zero."""
     if a is None or b is None or b == 0:
@@ -396,7 +426,7 @@ def print_table(results, servers, baseline, peak_rss, out=sys.stdout):
                 fmt(r["mbps"]), fmtx(rx.get("mbps")),
                 fmt(r.get("server_cpu_s_per_mio")), fmtx(rx.get("server_cpu_s_per_mio")),
                 fmt(r.get("server_cpu_pct")), fmt(fiocpu),
-                ("   syscalls/IO %.2f" % r["syscalls_per_io"]) if "syscalls_per_io" in r else ""),
+                ("   syscalls/IO %.2f  ctxsw/IO %.2f" % (r["syscalls_per_io"], r.get("ctxsw_per_io") or 0)) if r.get("syscalls_per_io") is not None else ""),
                 file=out)
         print(file=out)
     print("peak RSS (VmHWM at the end of the run)", file=out)
@@ -423,9 +453,10 @@ def parse_args(argv):
         prog="bench/run.py",
         description="fio over NBD, side by side: blockd, nbdkit file, "
                     "qemu-storage-daemon and nbdkit with the blockd plugin.")
-    p.add_argument("--build", default=os.environ.get("BUILDDIR", "build"),
+    p.add_argument("--build",
                    help="meson build directory holding blockd/blockd and "
-                        "formats/nbdkit-blockd-plugin.so (default: $BUILDDIR or build)")
+                        "formats/nbdkit-blockd-plugin.so (default: $BLOCKD and "
+                        "$NBDKIT_PLUGIN if set, else under $BUILDDIR or ./build)")
     p.add_argument("--servers",
                    help="comma-separated subset of %s (default: all, the plugin "
                         "only if built)" % ",".join(SERVER_NAMES))
@@ -435,6 +466,9 @@ def parse_args(argv):
                    help="smoke mode: 1 s per job on a 64 MiB file; fails unless "
                         "every server answered every job")
     p.add_argument("--runtime", type=float, help="seconds per job (default 10, quick 1)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every job N times per server, in rotating order, and "
+                        "report the median of each figure (default 1)")
     p.add_argument("--size", help="test file size, e.g. 1G, 64M (default 1G, quick 64M)")
     p.add_argument("--dir", help="where the socket and test files go "
                    "(default: a new directory in $TMPDIR)")
@@ -467,6 +501,8 @@ def parse_args(argv):
         args.runtime = 1.0 if args.quick else 10.0
     if args.runtime <= 0:
         p.error("--runtime must be positive")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     try:
         args.size_bytes = parse_size(args.size or ("64M" if args.quick else "1G"))
     except ValueError as e:
@@ -505,9 +541,11 @@ def main(argv):
         print("bench: --guest is not implemented yet (needs blockd-launch); "
               "see bench/README.md", file=sys.stderr)
         return SKIP
-    build = os.path.abspath(args.build)
-    paths = {"blockd": os.environ.get("BLOCKD") or os.path.join(build, "blockd", "blockd"),
-             "plugin": os.environ.get("NBDKIT_PLUGIN") or
+    # An explicit --build wins; otherwise meson test's environment decides.
+    env = {} if args.build else os.environ
+    build = os.path.abspath(args.build or os.environ.get("BUILDDIR", "build"))
+    paths = {"blockd": env.get("BLOCKD") or os.path.join(build, "blockd", "blockd"),
+             "plugin": env.get("NBDKIT_PLUGIN") or
              os.path.join(build, "formats", "nbdkit-blockd-plugin.so")}
     if not fio_has_nbd():
         print("SKIP: fio with the nbd engine is not installed", file=sys.stderr)
@@ -549,20 +587,28 @@ def main(argv):
             srv.start()
             log("%s ready, pid %d" % (name, srv.proc.pid))
         for job in jobs:
+            runs = {srv.name: [] for srv in running}
+            for rnd in range(args.repeat):
+                # Rotate the order each round so no server always runs first
+                # (or right after another's writes).
+                k = rnd % len(running)
+                for srv in running[k:] + running[:k]:
+                    # Write back what the previous job dirtied, so its
+                    # writeback is not charged to this one.
+                    os.sync()
+                    log("%s on %s%s" % (job.name, srv.name,
+                                        " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
+                    if srv.proc.poll() is not None:
+                        raise RuntimeError("%s died (status %d): %s" %
+                                           (srv.name, srv.proc.returncode, srv.logtail()))
+                    r = run_job(job, srv, args.runtime, tmp, args.perf)
+                    runs[srv.name].append(r)
+                    if r.get("error") or not r["iops"] > 0:
+                        log("FAIL: %s on %s: %s" % (job.name, srv.name,
+                                                   r.get("error", "zero IOPS")))
+                        status = 1
             for srv in running:
-                # Write back what the previous job dirtied, so its writeback
-                # is not charged to this one.
-                os.sync()
-                log("%s on %s" % (job.name, srv.name))
-                if srv.proc.poll() is not None:
-                    raise RuntimeError("%s died (status %d): %s" %
-                                       (srv.name, srv.proc.returncode, srv.logtail()))
-                r = run_job(job, srv, args.runtime, tmp, args.perf)
-                results.append(r)
-                if r.get("error") or not r["iops"] > 0:
-                    log("FAIL: %s on %s: %s" % (job.name, srv.name,
-                                               r.get("error", "zero IOPS")))
-                    status = 1
+                results.append(median_result(runs[srv.name]))
         for srv in running:
             peak_rss[srv.name] = proc_status_kib(srv.proc.pid, "VmHWM")
     except KeyboardInterrupt:
@@ -595,7 +641,7 @@ def main(argv):
             "fio": subprocess.run(["fio", "--version"], capture_output=True,
                                   text=True).stdout.strip(),
             "file_size": args.size_bytes, "runtime_s": args.runtime,
-            "quick": args.quick, "baseline": baseline, "clk_tck": CLK_TCK,
+            "quick": args.quick, "repeat": args.repeat, "baseline": baseline, "clk_tck": CLK_TCK,
             "mb": "1e6 bytes",
         }
         doc = {"meta": meta,
