@@ -148,4 +148,55 @@ int file_pwrite_full(int fd, const void *buf, uint64_t length, uint64_t offset);
 /* Returns the allocated bytes of the file behind FD (st_blocks * 512) or -errno. */
 int64_t file_allocated(int fd);
 
+/* bitmap.c: the overlay's owned-cluster map (lock-free reads, ordered sync) */
+struct bitmap {
+  uint64_t *live;      /* bits set so far; atomic loads and ORs */
+  uint64_t *durable;   /* bits known to be on disk; atomic loads */
+  uint64_t *stage;     /* snapshot being written by bitmap_sync */
+  unsigned char *dirty; /* per 4096-byte page: set since the last sync */
+  unsigned char *snap; /* per page: part of the running sync's snapshot */
+  uint64_t nbits;      /* number of bits (clusters) */
+  uint64_t bytes;      /* on-disk size: whole 4096-byte pages */
+  uint64_t pages;      /* bytes / 4096 */
+  uint64_t set_gen;    /* bumped by every bit newly set */
+  uint64_t synced_gen; /* set_gen covered by the last successful sync */
+};
+/* Bytes of an on-disk bitmap of NBITS bits (whole 4096-byte pages). */
+uint64_t bitmap_bytes(uint64_t nbits);
+int bitmap_init(struct bitmap *bm, uint64_t nbits);
+void bitmap_free(struct bitmap *bm);
+int bitmap_load(struct bitmap *bm, int fd, uint64_t offset);
+bool bitmap_test(const struct bitmap *bm, uint64_t i);
+bool bitmap_all(const struct bitmap *bm, uint64_t first, uint64_t last, bool durable);
+bool bitmap_none(const struct bitmap *bm, uint64_t first, uint64_t last);
+uint64_t bitmap_run_end(const struct bitmap *bm, uint64_t i, uint64_t end);
+void bitmap_set(struct bitmap *bm, uint64_t i);
+bool bitmap_clean(const struct bitmap *bm);
+uint64_t bitmap_count(const struct bitmap *bm);
+int bitmap_sync(struct bitmap *bm, int fd, uint64_t offset);
+
+/* overlay.c: copy-on-write over a read-only base (docs/overlay-format.md) */
+#define OVERLAY_DEFAULT_CLUSTER_BITS 16 /* 64 KiB */
+/* What blockd-img info shows about an overlay. */
+struct overlay_info {
+  uint32_t version;         /* on-disk format version */
+  uint32_t cluster_size;    /* bytes per cluster */
+  uint64_t clusters;        /* clusters in the virtual disk */
+  uint64_t owned;           /* clusters the overlay owns */
+  const char *base_path;    /* base image as recorded (owned by the image) */
+  const char *base_format;  /* base format as recorded */
+  struct fmt *base;         /* the open base image */
+};
+/* Creates overlay PATH over BASE (opened read-only to record its identity)
+ * with clusters of 2^CLUSTER_BITS bytes. O(1) in the base's size. Returns 0,
+ * or -1 with a one-line message in ERR. */
+int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
+                   size_t errlen);
+/* Fills INFO if F is an overlay; returns -EINVAL otherwise. */
+int overlay_get_info(struct fmt *f, struct overlay_info *info);
+
+/* qcow2.c */
+/* Returns F's backing file name if F is a qcow2 image with one, else NULL. */
+const char *qcow2_backing(struct fmt *f);
+
 #endif

@@ -1,0 +1,521 @@
+/* blockd-img: create, inspect and convert blockd disk images.
+ *
+ *   blockd-img create -s SIZE FILE       sparse raw
+ *   blockd-img create -b BASE FILE       copy-on-write overlay, O(1)
+ *   blockd-img info [--json] FILE        format, sizes, owned clusters, base chain
+ *   blockd-img convert SRC DST           any format -> flattened sparse raw
+ *
+ * Exit status: 0 ok, 1 runtime error, 2 usage error; every error is one line
+ * naming the file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "format.h"
+#include "progress.h"
+
+#define EXIT_USAGE 2
+#define COPY_CHUNK (1u << 20)     /* bytes read and written at a time */
+#define ZERO_GRAIN 4096u          /* smallest zero run convert leaves as a hole */
+#define EXTENT_WINDOW (1ULL << 30) /* virtual bytes asked of ->extents at a time */
+
+static const char *progname = "blockd-img";
+
+/* Prints "blockd-img: MESSAGE" and exits with STATUS. */
+static void __attribute__((noreturn, format(printf, 2, 3))) die(int status, const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf(stderr, "%s: ", progname);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  if (status == EXIT_USAGE)
+    fprintf(stderr, "Try '%s --help' for more information.\n", progname);
+  exit(status);
+}
+
+/* Prints the help text on STREAM. */
+static void usage(FILE *stream)
+{
+  fprintf(stream,
+          "Usage: %s COMMAND [OPTIONS] ARGS\n"
+          "Create, inspect and convert blockd disk images.\n"
+          "\n"
+          "Commands:\n"
+          "  create -s SIZE FILE            create a sparse raw image of SIZE bytes\n"
+          "                                 (suffixes K, M, G, T: binary units)\n"
+          "  create -b BASE [-c SIZE] FILE  create a copy-on-write overlay over BASE\n"
+          "                                 (raw, qcow2 or overlay), in constant time;\n"
+          "                                 -c: cluster size, 4K to 16M (default 64K)\n"
+          "  info [--json] FILE             show format, virtual size, allocated bytes,\n"
+          "                                 owned clusters and the base chain\n"
+          "  convert [-f FORMAT] SRC DST    write SRC flattened into a new sparse raw DST,\n"
+          "                                 keeping zeroes as holes; a progress bar is\n"
+          "                                 drawn when stderr is a terminal\n"
+          "\n"
+          "Options:\n"
+          "  -h, --help                     show this help and exit\n"
+          "  -V, --version                  show the version and exit\n"
+          "\n"
+          "Formats are detected by content, never by file name. Built in: %s.\n"
+          "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
+          progname, fmt_names());
+}
+
+/* Formats N bytes as "1.5 GiB" into BUF. */
+static const char *human(uint64_t n, char *buf, size_t len)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+  double v = (double)n;
+  size_t u = 0;
+
+  while (v >= 1024 && u < ARRAY_SIZE(units) - 1) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, len, "%" PRIu64 " B", n);
+  else
+    snprintf(buf, len, "%.3g %s", v, units[u]);
+  return buf;
+}
+
+/* Bytes allocated on disk for PATH, or -1. */
+static int64_t allocated_bytes(const char *path)
+{
+  struct stat st;
+
+  if (stat(path, &st) == -1)
+    return -1;
+  return (int64_t)st.st_blocks * 512;
+}
+
+/* Writes S as a JSON string. */
+static void json_string(const char *s)
+{
+  putchar('"');
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      printf("\\%c", c);
+    else if (c < 0x20)
+      printf("\\u%04x", c);
+    else
+      putchar(c);
+  }
+  putchar('"');
+}
+
+/* Prints one image of a chain as a JSON object, its base nested inside. */
+static void info_json(struct fmt *f, int depth)
+{
+  struct overlay_info oi;
+  const char *backing = NULL;
+
+#ifdef HAVE_QCOW2
+  backing = qcow2_backing(f);
+#endif
+  printf("%*s{\n%*s\"filename\": ", depth * 2, "", depth * 2 + 2, "");
+  json_string(f->path);
+  printf(",\n%*s\"format\": ", depth * 2 + 2, "");
+  json_string(f->ops->name);
+  printf(",\n%*s\"virtual-size\": %" PRIu64, depth * 2 + 2, "", f->size);
+  printf(",\n%*s\"allocated-bytes\": %" PRId64, depth * 2 + 2, "", allocated_bytes(f->path));
+  if (backing != NULL) {
+    printf(",\n%*s\"backing-filename\": ", depth * 2 + 2, "");
+    json_string(backing);
+  }
+  if (overlay_get_info(f, &oi) == 0) {
+    printf(",\n%*s\"overlay-version\": %u", depth * 2 + 2, "", oi.version);
+    printf(",\n%*s\"cluster-size\": %u", depth * 2 + 2, "", oi.cluster_size);
+    printf(",\n%*s\"clusters\": %" PRIu64, depth * 2 + 2, "", oi.clusters);
+    printf(",\n%*s\"owned-clusters\": %" PRIu64, depth * 2 + 2, "", oi.owned);
+    printf(",\n%*s\"base-filename\": ", depth * 2 + 2, "");
+    json_string(oi.base_path);
+    printf(",\n%*s\"base\":\n", depth * 2 + 2, "");
+    info_json(oi.base, depth + 1);
+  }
+  printf("\n%*s}", depth * 2, "");
+}
+
+/* Prints F's facts as text. */
+static void info_text(struct fmt *f)
+{
+  struct overlay_info oi;
+  const char *backing = NULL;
+  char b1[32], b2[32];
+  int64_t alloc = allocated_bytes(f->path);
+
+#ifdef HAVE_QCOW2
+  backing = qcow2_backing(f);
+#endif
+  printf("image: %s\n", f->path);
+  printf("format: %s\n", f->ops->name);
+  printf("virtual size: %s (%" PRIu64 " bytes)\n", human(f->size, b1, sizeof b1), f->size);
+  printf("allocated: %s (%" PRId64 " bytes)\n", human((uint64_t)(alloc < 0 ? 0 : alloc), b2,
+                                                     sizeof b2), alloc);
+  if (backing != NULL)
+    printf("backing file: %s\n", backing);
+  if (overlay_get_info(f, &oi) == 0) {
+    printf("overlay version: %u\n", oi.version);
+    printf("cluster size: %u\n", oi.cluster_size);
+    printf("owned clusters: %" PRIu64 " of %" PRIu64 "\n", oi.owned, oi.clusters);
+    printf("base: %s (%s)\n", oi.base_path, oi.base_format);
+    printf("base chain: %s (%s)", f->path, f->ops->name);
+    for (struct fmt *b = oi.base; b != NULL;) {
+      printf(" -> %s (%s)", b->path, b->ops->name);
+      b = overlay_get_info(b, &oi) == 0 ? oi.base : NULL;
+    }
+    printf("\n");
+  }
+}
+
+/* blockd-img info [--json] FILE */
+static int cmd_info(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  bool json = false;
+  char err[2048];
+  struct fmt *f;
+  int c;
+
+  while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'j': json = true; break;
+    case 'h': usage(stdout); return 0;
+    default: die(EXIT_USAGE, "info: unknown option or missing argument: %s", argv[optind - 1]);
+    }
+  }
+  if (argc - optind != 1)
+    die(EXIT_USAGE, "info: expected one FILE");
+  f = fmt_open(argv[optind], NULL, true, err, sizeof err);
+  if (f == NULL)
+    die(EXIT_FAILURE, "%s", err);
+  if (json) {
+    info_json(f, 0);
+    printf("\n");
+  }
+  else
+    info_text(f);
+  fmt_close(f);
+  return 0;
+}
+
+/* Creates a sparse raw image of SIZE bytes at PATH. */
+static void create_raw(const char *path, uint64_t size)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+
+  if (fd == -1)
+    die(EXIT_FAILURE, "%s: %s", path, strerror(errno));
+  if (ftruncate(fd, (off_t)size) == -1) {
+    int e = errno;
+    unlink(path);
+    die(EXIT_FAILURE, "%s: %s", path, strerror(e));
+  }
+  if (fsync(fd) == -1 || close(fd) == -1)
+    die(EXIT_FAILURE, "%s: %s", path, strerror(errno));
+}
+
+/* Parses a cluster size: a power of two from 4 KiB to 16 MiB. Returns its log2 or -1. */
+static int cluster_bits_of(const char *s)
+{
+  uint64_t v;
+
+  if (size_parse(s, &v) < 0 || v < 4096 || v > (1u << 24) || (v & (v - 1)) != 0)
+    return -1;
+  return __builtin_ctzll(v);
+}
+
+/* blockd-img create (-s SIZE | -b BASE [-c SIZE]) FILE */
+static int cmd_create(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "size", required_argument, NULL, 's' },
+    { "base", required_argument, NULL, 'b' },
+    { "cluster-size", required_argument, NULL, 'c' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  const char *size_arg = NULL, *base = NULL;
+  int bits = OVERLAY_DEFAULT_CLUSTER_BITS;
+  char err[2048];
+  uint64_t size;
+  int c;
+
+  while ((c = getopt_long(argc, argv, "+s:b:c:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 's': size_arg = optarg; break;
+    case 'b': base = optarg; break;
+    case 'c':
+      bits = cluster_bits_of(optarg);
+      if (bits < 0)
+        die(EXIT_USAGE, "create: invalid cluster size '%s' (a power of two, 4K to 16M)", optarg);
+      break;
+    case 'h': usage(stdout); return 0;
+    default: die(EXIT_USAGE, "create: unknown option or missing argument: %s", argv[optind - 1]);
+    }
+  }
+  if (argc - optind != 1)
+    die(EXIT_USAGE, "create: expected one FILE");
+  if ((size_arg == NULL) == (base == NULL))
+    die(EXIT_USAGE, "create: give exactly one of -s SIZE (raw) or -b BASE (overlay)");
+  if (size_arg != NULL) {
+    int r = size_parse(size_arg, &size);
+    if (r < 0 || size > (uint64_t)INT64_MAX)
+      die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
+    create_raw(argv[optind], size);
+  }
+  else if (overlay_create(argv[optind], base, (unsigned)bits, err, sizeof err) < 0)
+    die(EXIT_FAILURE, "%s", err);
+  return 0;
+}
+
+/* Returns true if LEN bytes at P are all zero. */
+static bool is_zero(const char *p, size_t len)
+{
+  return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/* Writes the non-zero ZERO_GRAIN blocks of BUF at OFFSET of FD: zero blocks
+ * stay holes in the freshly truncated file. */
+static int write_nonzero(int fd, const char *buf, size_t len, uint64_t offset)
+{
+  size_t i = 0;
+
+  while (i < len) {
+    size_t n = len - i < ZERO_GRAIN ? len - i : ZERO_GRAIN;
+    if (is_zero(buf + i, n)) {
+      i += n;
+      continue;
+    }
+    size_t j = i + n;
+    while (j < len) {
+      size_t m = len - j < ZERO_GRAIN ? len - j : ZERO_GRAIN;
+      if (is_zero(buf + j, m))
+        break;
+      j += m;
+    }
+    int r = file_pwrite_full(fd, buf + i, j - i, offset + i);
+    if (r < 0)
+      return r;
+    i = j;
+  }
+  return 0;
+}
+
+/* One extent as reported by ->extents. */
+struct extent {
+  uint64_t offset; /* virtual offset */
+  uint64_t length; /* bytes */
+  uint32_t type;   /* FMT_EXTENT_* */
+};
+
+/* A growing list of extents. */
+struct extent_list {
+  struct extent *v; /* entries */
+  size_t n;         /* used */
+  size_t cap;       /* allocated */
+};
+
+/* ->extents callback: appends to the list. */
+static int extent_add(void *opaque, uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct extent_list *l = opaque;
+
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    struct extent *v = realloc(l->v, cap * sizeof *v);
+    if (v == NULL)
+      return -1;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = (struct extent){ offset, length, type };
+  return 0;
+}
+
+/* Copies the data of SRC into FD, skipping zero extents and zero blocks.
+ * Returns 0, or -1 with a message in ERR. */
+static int copy_image(struct fmt *src, int fd, const char *dst, char *err, size_t errlen)
+{
+  CLEANUP_FREE char *buf = malloc(COPY_CHUNK);
+  struct extent_list l = { NULL, 0, 0 };
+  struct progress bar;
+  uint64_t offset = 0;
+  int r = 0;
+
+  if (buf == NULL) {
+    snprintf(err, errlen, "%s", strerror(ENOMEM));
+    return -1;
+  }
+  progress_start(&bar, src->size);
+  while (offset < src->size && r == 0) {
+    uint64_t want = src->size - offset < EXTENT_WINDOW ? src->size - offset : EXTENT_WINDOW;
+
+    l.n = 0;
+    if (src->ops->extents == NULL)
+      extent_add(&l, offset, want, 0);
+    else {
+      r = src->ops->extents(src, want, offset, extent_add, &l);
+      if (r < 0) {
+        snprintf(err, errlen, "%s: extents: %s", src->path, strerror(-r));
+        break;
+      }
+      if (l.n == 0 || l.v[0].offset != offset) {
+        snprintf(err, errlen, "%s: extents: no extent at offset %" PRIu64, src->path, offset);
+        r = -1;
+        break;
+      }
+    }
+    for (size_t i = 0; i < l.n && r == 0; i++) {
+      struct extent *e = &l.v[i];
+      if (e->type & FMT_EXTENT_ZERO) {
+        offset = e->offset + e->length;
+        progress_update(&bar, offset);
+        continue;
+      }
+      for (uint64_t done = 0; done < e->length;) {
+        size_t n = e->length - done < COPY_CHUNK ? (size_t)(e->length - done) : COPY_CHUNK;
+        r = src->ops->pread(src, buf, n, e->offset + done);
+        if (r < 0) {
+          snprintf(err, errlen, "%s: read at %" PRIu64 ": %s", src->path, e->offset + done,
+                   strerror(-r));
+          break;
+        }
+        r = write_nonzero(fd, buf, n, e->offset + done);
+        if (r < 0) {
+          snprintf(err, errlen, "%s: write: %s", dst, strerror(-r));
+          break;
+        }
+        done += n;
+        progress_update(&bar, e->offset + done);
+      }
+      offset = e->offset + e->length;
+    }
+  }
+  progress_end(&bar, r == 0);
+  free(l.v);
+  return r < 0 ? -1 : 0;
+}
+
+/* Returns true if PATH is the file of F or of any image under it. */
+static bool in_chain(struct fmt *f, const struct stat *st)
+{
+  struct overlay_info oi;
+  struct stat fst;
+
+  for (; f != NULL; f = overlay_get_info(f, &oi) == 0 ? oi.base : NULL)
+    if (stat(f->path, &fst) == 0 && fst.st_dev == st->st_dev && fst.st_ino == st->st_ino)
+      return true;
+  return false;
+}
+
+/* blockd-img convert [-f FORMAT] SRC DST */
+static int cmd_convert(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "format", required_argument, NULL, 'f' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  const char *format = NULL, *srcpath, *dst;
+  char err[2048];
+  struct stat st;
+  struct fmt *src;
+  int c, fd;
+
+  while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'f':
+      if (fmt_lookup(optarg) == NULL)
+        die(EXIT_USAGE, "convert: unknown format '%s' (built in: %s)", optarg, fmt_names());
+      format = optarg;
+      break;
+    case 'h': usage(stdout); return 0;
+    default: die(EXIT_USAGE, "convert: unknown option or missing argument: %s", argv[optind - 1]);
+    }
+  }
+  if (argc - optind != 2)
+    die(EXIT_USAGE, "convert: expected SRC and DST");
+  srcpath = argv[optind];
+  dst = argv[optind + 1];
+  src = fmt_open(srcpath, format, true, err, sizeof err);
+  if (src == NULL)
+    die(EXIT_FAILURE, "%s", err);
+  /* Truncating DST must never destroy what we are about to read. */
+  if (stat(dst, &st) == 0 && in_chain(src, &st))
+    die(EXIT_FAILURE, "%s: is the source image or one of its bases", dst);
+  fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd == -1)
+    die(EXIT_FAILURE, "%s: %s", dst, strerror(errno));
+  if (ftruncate(fd, (off_t)src->size) == -1) {
+    snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
+    goto fail;
+  }
+  if (copy_image(src, fd, dst, err, sizeof err) < 0)
+    goto fail;
+  if (fsync(fd) == -1 || close(fd) == -1) {
+    snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
+    fd = -1;
+    goto fail;
+  }
+  fmt_close(src);
+  return 0;
+fail:
+  if (fd >= 0)
+    close(fd);
+  /* A half-written copy looks complete: do not leave it behind. */
+  unlink(dst);
+  fmt_close(src);
+  die(EXIT_FAILURE, "%s", err);
+}
+
+int main(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+  };
+  const char *cmd;
+  int c;
+
+  opterr = 0; /* our own one-line messages */
+  /* '+': stop at the command; its options are parsed by the command. */
+  while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+    switch (c) {
+    case 'h': usage(stdout); return 0;
+    case 'V': printf("blockd-img %s\n", BLOCKD_VERSION); return 0;
+    default: die(EXIT_USAGE, "unknown option: %s", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc)
+    die(EXIT_USAGE, "missing COMMAND (create, info or convert)");
+  cmd = argv[optind];
+  argc -= optind;
+  argv += optind;
+  optind = 1;
+  if (strcmp(cmd, "create") == 0)
+    return cmd_create(argc, argv);
+  if (strcmp(cmd, "info") == 0)
+    return cmd_info(argc, argv);
+  if (strcmp(cmd, "convert") == 0)
+    return cmd_convert(argc, argv);
+  die(EXIT_USAGE, "unknown command '%s' (create, info or convert)", cmd);
+}

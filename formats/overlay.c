@@ -1,0 +1,783 @@
+/* overlay: a copy-on-write disk over a read-only base (raw, qcow2, overlay).
+ *
+ * One sparse file: a 4096-byte header, a bitmap of the clusters the overlay
+ * owns, and a data area where virtual offset X lives at data_offset + X, so
+ * owned I/O is offset arithmetic and holes stay holes (docs/overlay-format.md).
+ * Unowned clusters read from the base.  Owning is one-way: a write, trim or
+ * zero makes a cluster the overlay's for good, so base data never resurfaces.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "format.h"
+
+#define OVL_MAGIC "BLKDOVL\0"
+#define OVL_VERSION 1
+#define OVL_HEADER_SIZE 4096u
+#define OVL_HASH_BYTES 65536u /* bytes of the base file hashed into its identity */
+#define OVL_MAX_DEPTH 16      /* longest chain of overlays we follow */
+#define OVL_LOCKS 64          /* copy-up lock stripes */
+
+/* The header as stored: little-endian, at offset 0. */
+struct ovl_header {
+  char magic[8];             /* OVL_MAGIC */
+  uint32_t version;          /* OVL_VERSION */
+  uint32_t header_size;      /* OVL_HEADER_SIZE */
+  uint64_t incompat;         /* feature bits a reader must know; 0 in version 1 */
+  uint32_t cluster_bits;     /* log2 of the cluster size, 12..24 */
+  uint32_t reserved0;        /* 0 */
+  uint64_t virtual_size;     /* disk size in bytes */
+  uint64_t bitmap_offset;    /* file offset of the owned-cluster bitmap */
+  uint64_t bitmap_size;      /* bytes, a multiple of 4096 */
+  uint64_t data_offset;      /* file offset of virtual byte 0, cluster aligned */
+  uint64_t base_file_size;   /* identity: st_size of the base file */
+  int64_t base_mtime_sec;    /* identity: st_mtime of the base file */
+  uint32_t base_mtime_nsec;  /* identity: nanoseconds of st_mtime */
+  uint32_t reserved1;        /* 0 */
+  uint64_t base_virtual_size; /* identity: the base's virtual size */
+  uint64_t base_hash;        /* identity: FNV-1a 64 of the base file's first 64 KiB */
+  char base_format[16];      /* "raw", "qcow2" or "overlay", NUL padded */
+  uint32_t base_path_len;    /* bytes of base_path before its NUL */
+  uint32_t reserved2;        /* 0 */
+  char base_path[OVL_HEADER_SIZE - 128]; /* absolute path of the base, NUL terminated */
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct ovl_header) == OVL_HEADER_SIZE, "overlay header is one page");
+
+struct overlay {
+  struct fmt fmt;              /* common fields, first */
+  int fd;                      /* the overlay file, locked (OFD lock) */
+  struct fmt *base;            /* read-only base image */
+  unsigned cluster_bits;       /* log2 of the cluster size */
+  uint64_t clusters;           /* clusters in the virtual disk */
+  uint64_t bitmap_offset;      /* file offset of the on-disk bitmap */
+  uint64_t data_offset;        /* file offset of virtual byte 0 */
+  struct bitmap bm;            /* owned clusters */
+  pthread_mutex_t sync_lock;   /* serializes bitmap_sync */
+  pthread_mutex_t copy_locks[OVL_LOCKS]; /* a cluster's first write, by index % OVL_LOCKS */
+  char base_path[PATH_MAX];    /* base as recorded in the header */
+  char base_format[16];        /* base format as recorded */
+};
+
+/* Overlays opened by this thread's current fmt_open, to stop cycles. */
+static __thread int open_depth;
+
+/* FNV-1a 64 of LEN bytes. */
+static uint64_t fnv1a(const unsigned char *p, size_t len)
+{
+  uint64_t h = 0xcbf29ce484222325ULL;
+
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/* Hashes the first OVL_HASH_BYTES of the file at PATH into *HASH. Returns 0 or -errno. */
+static int hash_head(const char *path, uint64_t *hash)
+{
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_FREE unsigned char *buf = calloc(1, OVL_HASH_BYTES);
+  int r;
+
+  if (fd == -1)
+    return -errno;
+  if (buf == NULL)
+    return -ENOMEM;
+  r = file_pread_full(fd, buf, OVL_HASH_BYTES, 0);
+  if (r < 0)
+    return r;
+  *hash = fnv1a(buf, OVL_HASH_BYTES);
+  return 0;
+}
+
+/* Takes an OFD lock on all of FD: exclusive for writers, shared for readers. */
+static int lock_file(int fd, bool exclusive)
+{
+  struct flock fl = {
+    .l_type = exclusive ? F_WRLCK : F_RDLCK,
+    .l_whence = SEEK_SET,
+    .l_start = 0,
+    .l_len = 0,
+  };
+
+  /* OFD locks belong to the open file description, so two opens in one
+   * process conflict too, and closing another fd never drops them. */
+  if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
+    return -errno;
+  return 0;
+}
+
+/* Decodes and checks a header read from PATH; fills H in host order. */
+static int header_decode(struct ovl_header *h, uint64_t file_size, const char *path, char *err,
+                         size_t errlen)
+{
+  uint64_t bitmap_end;
+
+  if (memcmp(h->magic, OVL_MAGIC, 8) != 0) {
+    snprintf(err, errlen, "%s: not a blockd overlay", path);
+    return -1;
+  }
+  h->version = le32toh(h->version);
+  h->header_size = le32toh(h->header_size);
+  h->incompat = le64toh(h->incompat);
+  h->cluster_bits = le32toh(h->cluster_bits);
+  h->virtual_size = le64toh(h->virtual_size);
+  h->bitmap_offset = le64toh(h->bitmap_offset);
+  h->bitmap_size = le64toh(h->bitmap_size);
+  h->data_offset = le64toh(h->data_offset);
+  h->base_file_size = le64toh(h->base_file_size);
+  h->base_mtime_sec = (int64_t)le64toh((uint64_t)h->base_mtime_sec);
+  h->base_mtime_nsec = le32toh(h->base_mtime_nsec);
+  h->base_virtual_size = le64toh(h->base_virtual_size);
+  h->base_hash = le64toh(h->base_hash);
+  h->base_path_len = le32toh(h->base_path_len);
+
+  if (h->version != OVL_VERSION) {
+    snprintf(err, errlen, "%s: overlay format version %u not supported (this is version %u)",
+             path, h->version, OVL_VERSION);
+    return -1;
+  }
+  if (h->incompat != 0) {
+    snprintf(err, errlen, "%s: overlay uses unknown features 0x%llx", path,
+             (unsigned long long)h->incompat);
+    return -1;
+  }
+  if (h->cluster_bits < 12 || h->cluster_bits > 24)
+    goto corrupt;
+  if (h->header_size != OVL_HEADER_SIZE || h->bitmap_offset < OVL_HEADER_SIZE ||
+      h->bitmap_offset % 4096 != 0)
+    goto corrupt;
+  if (h->virtual_size > (1ULL << 56))
+    goto corrupt;
+  if (h->bitmap_size != bitmap_bytes((h->virtual_size + (1ULL << h->cluster_bits) - 1) >>
+                                     h->cluster_bits))
+    goto corrupt;
+  bitmap_end = h->bitmap_offset + h->bitmap_size;
+  if (h->data_offset < bitmap_end || h->data_offset % (1ULL << h->cluster_bits) != 0)
+    goto corrupt;
+  if (file_size < bitmap_end)
+    goto corrupt;
+  if (h->base_path_len == 0 || h->base_path_len >= sizeof h->base_path ||
+      h->base_path_len >= PATH_MAX || h->base_path[h->base_path_len] != '\0' ||
+      h->base_format[sizeof h->base_format - 1] != '\0')
+    goto corrupt;
+  return 0;
+corrupt:
+  snprintf(err, errlen, "%s: corrupt overlay header", path);
+  return -1;
+}
+
+/* Checks that the base at O->base_path is the one recorded in H. */
+static int check_base(struct overlay *o, const struct ovl_header *h, const char *path, char *err,
+                      size_t errlen)
+{
+  struct stat st;
+  uint64_t hash;
+  int r;
+
+  if (stat(o->base_path, &st) == -1) {
+    snprintf(err, errlen, "%s: base image %s: %s", path, o->base_path, strerror(errno));
+    return -1;
+  }
+  r = hash_head(o->base_path, &hash);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: base image %s: %s", path, o->base_path, strerror(-r));
+    return -1;
+  }
+  if ((uint64_t)st.st_size != h->base_file_size || st.st_mtim.tv_sec != h->base_mtime_sec ||
+      (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec || hash != h->base_hash ||
+      o->base->size != h->base_virtual_size) {
+    snprintf(err, errlen, "%s: base image %s changed since the overlay was created", path,
+             o->base_path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Frees an overlay, opened or half opened. */
+static void overlay_free(struct overlay *o)
+{
+  if (o->fd >= 0)
+    close(o->fd);
+  fmt_close(o->base);
+  bitmap_free(&o->bm);
+  pthread_mutex_destroy(&o->sync_lock);
+  for (int i = 0; i < OVL_LOCKS; i++)
+    pthread_mutex_destroy(&o->copy_locks[i]);
+  fmt_fini(&o->fmt);
+  free(o);
+}
+
+static struct fmt *overlay_open(const char *path, bool readonly, char *err, size_t errlen)
+{
+  struct overlay *o;
+  struct ovl_header h;
+  struct stat st;
+  char berr[1024];
+  int r;
+
+  o = calloc(1, sizeof *o);
+  if (o == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    return NULL;
+  }
+  o->fd = -1;
+  pthread_mutex_init(&o->sync_lock, NULL);
+  for (int i = 0; i < OVL_LOCKS; i++)
+    pthread_mutex_init(&o->copy_locks[i], NULL);
+
+  o->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (o->fd == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    goto err;
+  }
+  if (fstat(o->fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "%s: not a regular file", path);
+    goto err;
+  }
+  r = lock_file(o->fd, !readonly);
+  if (r == -EAGAIN || r == -EACCES) {
+    snprintf(err, errlen, "%s: locked by another process", path);
+    goto err;
+  }
+  if (r < 0) {
+    snprintf(err, errlen, "%s: lock: %s", path, strerror(-r));
+    goto err;
+  }
+  r = file_pread_full(o->fd, &h, sizeof h, 0);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: read: %s", path, strerror(-r));
+    goto err;
+  }
+  if (header_decode(&h, (uint64_t)st.st_size, path, err, errlen) < 0)
+    goto err;
+  o->cluster_bits = h.cluster_bits;
+  o->clusters = (h.virtual_size + (1ULL << h.cluster_bits) - 1) >> h.cluster_bits;
+  o->bitmap_offset = h.bitmap_offset;
+  o->data_offset = h.data_offset;
+  memcpy(o->base_path, h.base_path, h.base_path_len + 1);
+  memcpy(o->base_format, h.base_format, sizeof o->base_format);
+
+  if (open_depth >= OVL_MAX_DEPTH) {
+    snprintf(err, errlen, "%s: chain of overlays deeper than %d (a loop?)", path, OVL_MAX_DEPTH);
+    goto err;
+  }
+  open_depth++;
+  o->base = fmt_open(o->base_path, o->base_format[0] ? o->base_format : NULL, true, berr,
+                     sizeof berr);
+  open_depth--;
+  if (o->base == NULL) {
+    snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);
+    goto err;
+  }
+  if (check_base(o, &h, path, err, errlen) < 0)
+    goto err;
+
+  r = bitmap_init(&o->bm, o->clusters);
+  if (r == 0)
+    r = bitmap_load(&o->bm, o->fd, o->bitmap_offset);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: bitmap: %s", path, strerror(-r));
+    goto err;
+  }
+  r = fmt_init(&o->fmt, &fmt_overlay_ops, path, h.virtual_size, readonly);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: %s", path, strerror(-r));
+    goto err;
+  }
+  o->fmt.can_trim = !readonly;
+  o->fmt.can_zero = !readonly;
+  o->fmt.can_fast_zero = !readonly;
+  o->fmt.can_extents = true;
+  /* One handle per open image, shared by every connection. */
+  o->fmt.can_multi_conn = true;
+  return &o->fmt;
+err:
+  overlay_free(o);
+  return NULL;
+}
+
+static void overlay_close(struct fmt *f)
+{
+  overlay_free((struct overlay *)f);
+}
+
+static bool overlay_probe(const void *head, size_t len)
+{
+  return len >= 8 && memcmp(head, OVL_MAGIC, 8) == 0;
+}
+
+/* Index of the cluster holding byte OFFSET. */
+static inline uint64_t cluster_of(const struct overlay *o, uint64_t offset)
+{
+  return offset >> o->cluster_bits;
+}
+
+static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t length,
+                        struct fmt_map *m)
+{
+  struct overlay *o = (struct overlay *)f;
+  uint64_t first, last;
+
+  if (dir == FMT_MAP_FLUSH) {
+    /* Flushing is a plain fdatasync only when the bitmap has nothing new. */
+    if (!bitmap_clean(&o->bm))
+      return false;
+    m->fd = o->fd;
+    m->offset = 0;
+    return true;
+  }
+  if (length == 0 || offset + length > f->size)
+    return false;
+  first = cluster_of(o, offset);
+  last = cluster_of(o, offset + length - 1);
+  switch (dir) {
+  case FMT_MAP_READ:
+    if (bitmap_all(&o->bm, first, last, false))
+      break;
+    if (bitmap_none(&o->bm, first, last) && o->base->ops->map != NULL)
+      return o->base->ops->map(o->base, FMT_MAP_READ, offset, length, m);
+    return false;
+  case FMT_MAP_WRITE:
+    /* Only clusters whose bit is on disk: a FUA write must not depend on
+     * a bitmap page that a crash could still lose. */
+    if (bitmap_all(&o->bm, first, last, true))
+      break;
+    return false;
+  default:
+    /* Trim and zero must mark clusters owned: synchronous path. */
+    return false;
+  }
+  m->fd = o->fd;
+  m->offset = o->data_offset + offset;
+  return true;
+}
+
+static int overlay_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
+{
+  struct overlay *o = (struct overlay *)f;
+  char *p = buf;
+
+  while (length > 0) {
+    uint64_t c = cluster_of(o, offset);
+    uint64_t end = bitmap_run_end(&o->bm, c, cluster_of(o, offset + length - 1) + 1);
+    uint64_t n = (end << o->cluster_bits) - offset;
+    int r;
+
+    if (n > length)
+      n = length;
+    if (bitmap_test(&o->bm, c))
+      r = file_pread_full(o->fd, p, n, o->data_offset + offset);
+    else
+      r = o->base->ops->pread(o->base, p, n, offset);
+    if (r < 0)
+      return r;
+    p += n;
+    offset += n;
+    length -= n;
+  }
+  return 0;
+}
+
+/* What a range operation does to the clusters it covers. */
+enum op { OP_WRITE, OP_TRIM, OP_ZERO };
+
+/* Does OP on [OFFSET, OFFSET+LEN) of the data area, all in owned clusters
+ * or whole clusters about to be owned. */
+static int do_owned(struct overlay *o, enum op op, const char *buf, uint64_t len,
+                    uint64_t offset, uint32_t flags)
+{
+  switch (op) {
+  case OP_WRITE:
+    return file_pwrite_full(o->fd, buf, len, o->data_offset + offset);
+  case OP_TRIM:
+    return file_zero(o->fd, len, o->data_offset + offset, FMT_MAY_TRIM);
+  case OP_ZERO:
+    return file_zero(o->fd, len, o->data_offset + offset, flags & (FMT_MAY_TRIM | FMT_FAST_ZERO));
+  }
+  return -EINVAL;
+}
+
+/* Copies unowned cluster C up from the base with [OFFSET, OFFSET+LEN) replaced
+ * by BUF (OP_WRITE) or zeroes, then owns it. Caller holds C's copy lock. */
+static int copy_up(struct overlay *o, uint64_t c, enum op op, const char *buf, uint64_t len,
+                   uint64_t offset)
+{
+  uint64_t start = c << o->cluster_bits;
+  uint64_t clen = 1ULL << o->cluster_bits;
+  CLEANUP_FREE char *tmp = NULL;
+  int r;
+
+  if (start + clen > o->fmt.size)
+    clen = o->fmt.size - start;
+  tmp = malloc(clen);
+  if (tmp == NULL)
+    return -ENOMEM;
+  r = o->base->ops->pread(o->base, tmp, clen, start);
+  if (r < 0)
+    return r;
+  if (op == OP_WRITE)
+    memcpy(tmp + (offset - start), buf, len);
+  else
+    memset(tmp + (offset - start), 0, len);
+  r = file_pwrite_full(o->fd, tmp, clen, o->data_offset + start);
+  if (r < 0)
+    return r;
+  bitmap_set(&o->bm, c);
+  return 0;
+}
+
+/* Does OP on one unowned cluster C's part [OFFSET, OFFSET+LEN), owning it. */
+static int do_unowned(struct overlay *o, uint64_t c, enum op op, const char *buf, uint64_t len,
+                      uint64_t offset, uint32_t flags)
+{
+  pthread_mutex_t *lock = &o->copy_locks[c % OVL_LOCKS];
+  uint64_t start = c << o->cluster_bits;
+  uint64_t clen = 1ULL << o->cluster_bits;
+  int r;
+
+  if (start + clen > o->fmt.size)
+    clen = o->fmt.size - start;
+  /* The first write of a cluster is serialized with any other, so two
+   * copy-ups never clobber each other's bytes with base data. */
+  pthread_mutex_lock(lock);
+  if (bitmap_test(&o->bm, c))
+    r = do_owned(o, op, buf, len, offset, flags);
+  else if (len == clen) {
+    /* Whole cluster: nothing of the base survives, no copy needed. For
+     * trim and zero the data area must still be zeroed: an unflushed
+     * write before a crash may have left bytes there. */
+    r = do_owned(o, op, buf, len, offset, op == OP_TRIM ? FMT_MAY_TRIM : flags);
+    if (r == 0)
+      bitmap_set(&o->bm, c);
+  }
+  else
+    r = copy_up(o, c, op, buf, len, offset);
+  pthread_mutex_unlock(lock);
+  return r;
+}
+
+static int overlay_flush(struct fmt *f);
+
+/* Applies OP to [OFFSET, OFFSET+LENGTH): owned runs in one call, unowned
+ * clusters one by one. */
+static int do_range(struct overlay *o, enum op op, const char *buf, uint64_t length,
+                    uint64_t offset, uint32_t flags)
+{
+  uint64_t cs = 1ULL << o->cluster_bits;
+  int r;
+
+  if (o->fmt.readonly)
+    return -EROFS;
+  if (op == OP_ZERO && (flags & FMT_FAST_ZERO)) {
+    /* A partial unowned cluster at either edge needs a copy-up: not fast. */
+    uint64_t a = cluster_of(o, offset), b = cluster_of(o, offset + length - 1);
+    if ((offset % cs != 0 && !bitmap_test(&o->bm, a)) ||
+        ((offset + length) % cs != 0 && offset + length != o->fmt.size &&
+         !bitmap_test(&o->bm, b)))
+      return -ENOTSUP;
+  }
+  while (length > 0) {
+    uint64_t c = cluster_of(o, offset);
+    uint64_t n;
+
+    if (bitmap_test(&o->bm, c)) {
+      uint64_t end = bitmap_run_end(&o->bm, c, cluster_of(o, offset + length - 1) + 1);
+      n = (end << o->cluster_bits) - offset;
+      if (n > length)
+        n = length;
+      r = do_owned(o, op, buf, n, offset, flags);
+    }
+    else {
+      n = ((c + 1) << o->cluster_bits) - offset;
+      if (n > length)
+        n = length;
+      r = do_unowned(o, c, op, buf, n, offset, flags);
+    }
+    if (r < 0)
+      return r;
+    if (buf != NULL)
+      buf += n;
+    offset += n;
+    length -= n;
+  }
+  /* FUA covers the data and the bitmap bits that make it visible. */
+  if (flags & FMT_FUA)
+    return overlay_flush(&o->fmt);
+  return 0;
+}
+
+static int overlay_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                          uint32_t flags)
+{
+  return do_range((struct overlay *)f, OP_WRITE, buf, length, offset, flags);
+}
+
+static int overlay_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  return do_range((struct overlay *)f, OP_TRIM, NULL, length, offset, flags);
+}
+
+static int overlay_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  return do_range((struct overlay *)f, OP_ZERO, NULL, length, offset, flags);
+}
+
+static int overlay_flush(struct fmt *f)
+{
+  struct overlay *o = (struct overlay *)f;
+  int r;
+
+  if (f->readonly)
+    return 0;
+  pthread_mutex_lock(&o->sync_lock);
+  r = bitmap_sync(&o->bm, o->fd, o->bitmap_offset);
+  pthread_mutex_unlock(&o->sync_lock);
+  return r;
+}
+
+/* Merges adjacent extents of one type before passing them on. */
+struct merge {
+  fmt_extent_fn fn;    /* the caller's callback */
+  void *opaque;        /* its argument */
+  uint64_t shift;      /* subtracted from offsets (data area -> virtual) */
+  uint64_t offset;     /* pending extent, length 0 if none */
+  uint64_t length;     /* pending extent length */
+  uint32_t type;       /* pending extent type */
+  bool stopped;        /* the callback asked to stop */
+};
+
+/* Queues one extent, emitting the pending one when the type changes. */
+static int merge_add(void *opaque, uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct merge *mg = opaque;
+
+  if (mg->stopped)
+    return -1;
+  offset -= mg->shift;
+  if (mg->length > 0 && mg->type == type && mg->offset + mg->length == offset) {
+    mg->length += length;
+    return 0;
+  }
+  if (mg->length > 0 && mg->fn(mg->opaque, mg->offset, mg->length, mg->type) < 0) {
+    mg->stopped = true;
+    return -1;
+  }
+  mg->offset = offset;
+  mg->length = length;
+  mg->type = type;
+  return 0;
+}
+
+static int overlay_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
+                           void *opaque)
+{
+  struct overlay *o = (struct overlay *)f;
+  struct merge mg = { .fn = fn, .opaque = opaque };
+  uint64_t end;
+  int r = 0;
+
+  if (offset >= f->size)
+    return 0;
+  if (length > f->size - offset)
+    length = f->size - offset;
+  end = offset + length;
+  while (offset < end && !mg.stopped) {
+    uint64_t c = cluster_of(o, offset);
+    uint64_t cend = bitmap_run_end(&o->bm, c, cluster_of(o, end - 1) + 1);
+    uint64_t n = (cend << o->cluster_bits) - offset;
+
+    if (n > end - offset)
+      n = end - offset;
+    if (bitmap_test(&o->bm, c)) {
+      /* Owned: the overlay file's own holes are zeroes. */
+      mg.shift = o->data_offset;
+      r = file_extents(o->fd, o->data_offset + f->size, n, o->data_offset + offset, merge_add,
+                       &mg);
+    }
+    else if (o->base->ops->extents != NULL) {
+      mg.shift = 0;
+      r = o->base->ops->extents(o->base, n, offset, merge_add, &mg);
+    }
+    else {
+      mg.shift = 0;
+      r = merge_add(&mg, offset, n, 0);
+    }
+    if (r < 0 && !mg.stopped)
+      return r;
+    /* An engine may report less than asked: stop at the first gap. */
+    if (!mg.stopped && mg.offset + mg.length < offset + n)
+      break;
+    offset += n;
+  }
+  if (!mg.stopped && mg.length > 0)
+    fn(opaque, mg.offset, mg.length, mg.type);
+  return 0;
+}
+
+static int overlay_cache(struct fmt *f, uint64_t length, uint64_t offset)
+{
+  struct overlay *o = (struct overlay *)f;
+
+  while (length > 0) {
+    uint64_t c = cluster_of(o, offset);
+    uint64_t end = bitmap_run_end(&o->bm, c, cluster_of(o, offset + length - 1) + 1);
+    uint64_t n = (end << o->cluster_bits) - offset;
+    int r = 0;
+
+    if (n > length)
+      n = length;
+    if (bitmap_test(&o->bm, c))
+      r = -posix_fadvise(o->fd, (off_t)(o->data_offset + offset), (off_t)n, POSIX_FADV_WILLNEED);
+    else if (o->base->ops->cache != NULL)
+      r = o->base->ops->cache(o->base, n, offset);
+    if (r < 0)
+      return r;
+    offset += n;
+    length -= n;
+  }
+  return 0;
+}
+
+int overlay_get_info(struct fmt *f, struct overlay_info *info)
+{
+  struct overlay *o = (struct overlay *)f;
+
+  if (f->ops != &fmt_overlay_ops)
+    return -EINVAL;
+  info->version = OVL_VERSION;
+  info->cluster_size = 1u << o->cluster_bits;
+  info->clusters = o->clusters;
+  info->owned = bitmap_count(&o->bm);
+  info->base_path = o->base_path;
+  info->base_format = o->base_format;
+  info->base = o->base;
+  return 0;
+}
+
+/* Fsyncs the directory holding PATH, so a new file's name is durable. */
+static void sync_dir(const char *path)
+{
+  CLEANUP_FREE char *dir = strdup(path);
+  char *slash = dir ? strrchr(dir, '/') : NULL;
+  int fd;
+
+  if (dir == NULL)
+    return;
+  if (slash == dir)
+    slash[1] = '\0';
+  else if (slash != NULL)
+    *slash = '\0';
+  fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
+int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
+                   size_t errlen)
+{
+  struct ovl_header h;
+  struct stat bst, st;
+  char real[PATH_MAX];
+  struct fmt *b;
+  uint64_t hash, cs, clusters;
+  CLEANUP_CLOSE int fd = -1;
+  int r;
+
+  if (cluster_bits < 12 || cluster_bits > 24) {
+    snprintf(err, errlen, "%s: cluster size must be 4 KiB to 16 MiB", path);
+    return -1;
+  }
+  if (realpath(base, real) == NULL) {
+    snprintf(err, errlen, "%s: %s", base, strerror(errno));
+    return -1;
+  }
+  if (strlen(real) >= sizeof h.base_path) {
+    snprintf(err, errlen, "%s: path too long for an overlay header", base);
+    return -1;
+  }
+  if (stat(real, &bst) == -1) {
+    snprintf(err, errlen, "%s: %s", base, strerror(errno));
+    return -1;
+  }
+  if (stat(path, &st) == 0 && st.st_dev == bst.st_dev && st.st_ino == bst.st_ino) {
+    snprintf(err, errlen, "%s: is the base image itself", path);
+    return -1;
+  }
+  /* Opening the base checks it (and its own chain) and gives its size. */
+  b = fmt_open(real, NULL, true, err, errlen);
+  if (b == NULL)
+    return -1;
+  memset(&h, 0, sizeof h);
+  memcpy(h.magic, OVL_MAGIC, 8);
+  h.version = htole32(OVL_VERSION);
+  h.header_size = htole32(OVL_HEADER_SIZE);
+  h.cluster_bits = htole32(cluster_bits);
+  cs = 1ULL << cluster_bits;
+  clusters = (b->size + cs - 1) / cs;
+  h.virtual_size = htole64(b->size);
+  h.bitmap_offset = htole64(OVL_HEADER_SIZE);
+  h.bitmap_size = htole64(bitmap_bytes(clusters));
+  uint64_t data_offset = (OVL_HEADER_SIZE + bitmap_bytes(clusters) + cs - 1) / cs * cs;
+  h.data_offset = htole64(data_offset);
+  h.base_file_size = htole64((uint64_t)bst.st_size);
+  h.base_mtime_sec = (int64_t)htole64((uint64_t)bst.st_mtim.tv_sec);
+  h.base_mtime_nsec = htole32((uint32_t)bst.st_mtim.tv_nsec);
+  h.base_virtual_size = htole64(b->size);
+  snprintf(h.base_format, sizeof h.base_format, "%s", b->ops->name);
+  h.base_path_len = htole32((uint32_t)strlen(real));
+  memcpy(h.base_path, real, strlen(real) + 1);
+  uint64_t vsize = b->size;
+  fmt_close(b);
+  r = hash_head(real, &hash);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: %s", base, strerror(-r));
+    return -1;
+  }
+  h.base_hash = htole64(hash);
+
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  r = lock_file(fd, true);
+  if (r == -EAGAIN || r == -EACCES) {
+    snprintf(err, errlen, "%s: locked by another process", path);
+    return -1;
+  }
+  /* The file is all holes but the header: O(1) whatever the base's size. */
+  if (r < 0 || ftruncate(fd, 0) == -1 || (r = file_pwrite_full(fd, &h, sizeof h, 0)) < 0 ||
+      ftruncate(fd, (off_t)(data_offset + vsize)) == -1 || fsync(fd) == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(r < 0 ? -r : errno));
+    return -1;
+  }
+  sync_dir(path);
+  return 0;
+}
+
+const struct fmt_ops fmt_overlay_ops = {
+  .name = "overlay",
+  .probe = overlay_probe,
+  .open = overlay_open,
+  .close = overlay_close,
+  .map = overlay_map,
+  .pread = overlay_pread,
+  .pwrite = overlay_pwrite,
+  .trim = overlay_trim,
+  .zero = overlay_zero,
+  .flush = overlay_flush,
+  .extents = overlay_extents,
+  .cache = overlay_cache,
+};
