@@ -1,0 +1,383 @@
+/* Fixed newstyle negotiation, on a blocking socket, before a connection
+ * reaches a worker (proto.md "Handshake"). */
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Options a client may send before we give up on it. */
+#define MAX_OPTIONS 256
+
+/* Per-handshake state. */
+struct hs {
+  int fd;                     /* the client socket */
+  bool no_zeroes;             /* client set NBD_FLAG_C_NO_ZEROES */
+  bool structured;            /* NBD_OPT_STRUCTURED_REPLY acknowledged */
+  bool meta;                  /* base:allocation selected by SET_META_CONTEXT */
+  char meta_export[NBD_MAX_STRING + 1]; /* export the meta context was set for */
+  size_t meta_export_len;
+};
+
+/* Reads exactly LEN bytes. Returns 0, or -1 on EOF or error (errno 0 on EOF). */
+static int recv_full(int fd, void *buf, size_t len)
+{
+  char *p = buf;
+
+  while (len > 0) {
+    ssize_t n = recv(fd, p, len, 0);
+    if (n == 0) {
+      errno = 0;
+      return -1;
+    }
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Writes exactly LEN bytes. Returns 0 or -1. */
+static int send_full(int fd, const void *buf, size_t len)
+{
+  const char *p = buf;
+
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Sends one option reply with LEN bytes of DATA. Returns 0 or -1. */
+static int send_reply(struct hs *h, uint32_t option, uint32_t reply, const void *data,
+                      size_t len)
+{
+  struct nbd_fixed_new_option_reply r = {
+    .magic = htobe64(NBD_REP_MAGIC),
+    .option = htobe32(option),
+    .reply = htobe32(reply),
+    .replylen = htobe32((uint32_t)len),
+  };
+
+  if (send_full(h->fd, &r, sizeof r) < 0 || (len > 0 && send_full(h->fd, data, len) < 0))
+    return -1;
+  return 0;
+}
+
+/* Sends an error reply whose payload is a human-readable message. */
+static int send_error(struct hs *h, uint32_t option, uint32_t reply, const char *msg)
+{
+  debug("option %" PRIu32 ": %s", option, msg);
+  return send_reply(h, option, reply, msg, strlen(msg));
+}
+
+/* Cursor over an option's payload. */
+struct cursor {
+  const char *p; /* next byte */
+  size_t left;   /* bytes left */
+};
+
+/* Takes LEN bytes from C. Returns NULL if the payload is too short. */
+static const char *take(struct cursor *c, size_t len)
+{
+  const char *p = c->p;
+
+  if (c->left < len)
+    return NULL;
+  c->p += len;
+  c->left -= len;
+  return p;
+}
+
+static bool take_u32(struct cursor *c, uint32_t *v)
+{
+  const char *p = take(c, 4);
+
+  if (p)
+    *v = be32toh(*(const uint32_t *)(const void *)p);
+  return p != NULL;
+}
+
+static bool take_u16(struct cursor *c, uint16_t *v)
+{
+  const char *p = take(c, 2);
+
+  if (p)
+    *v = be16toh(*(const uint16_t *)(const void *)p);
+  return p != NULL;
+}
+
+/* Sends the NBD_REP_INFO replies for EXP: always EXPORT and BLOCK_SIZE, NAME
+ * and DESCRIPTION when asked. */
+static int send_infos(struct hs *h, uint32_t option, const struct export *e, bool want_name,
+                      bool want_description)
+{
+  struct nbd_info_export ie = {
+    .info = htobe16(NBD_INFO_EXPORT),
+    .exportsize = htobe64(e->fmt->size),
+    .eflags = htobe16(e->eflags),
+  };
+  struct nbd_info_block_size bs = {
+    .info = htobe16(NBD_INFO_BLOCK_SIZE),
+    .minimum = htobe32(e->fmt->block_min),
+    .preferred = htobe32(e->fmt->block_pref),
+    .maximum = htobe32(e->fmt->block_max < BLOCKD_MAX_PAYLOAD ? e->fmt->block_max
+                                                              : BLOCKD_MAX_PAYLOAD),
+  };
+  char buf[2 + NBD_MAX_STRING + 256];
+  uint16_t type;
+  size_t len;
+
+  if (send_reply(h, option, NBD_REP_INFO, &ie, sizeof ie) < 0 ||
+      send_reply(h, option, NBD_REP_INFO, &bs, sizeof bs) < 0)
+    return -1;
+  if (want_name) {
+    type = htobe16(NBD_INFO_NAME);
+    len = strlen(e->name);
+    memcpy(buf, &type, 2);
+    memcpy(buf + 2, e->name, len);
+    if (send_reply(h, option, NBD_REP_INFO, buf, 2 + len) < 0)
+      return -1;
+  }
+  if (want_description) {
+    type = htobe16(NBD_INFO_DESCRIPTION);
+    len = strnlen(e->description, sizeof buf - 2);
+    memcpy(buf, &type, 2);
+    memcpy(buf + 2, e->description, len);
+    if (send_reply(h, option, NBD_REP_INFO, buf, 2 + len) < 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* NBD_OPT_INFO and NBD_OPT_GO. Returns 1 to enter transmission, 0 to go
+ * on negotiating, -1 on error. */
+static int opt_info_go(struct hs *h, uint32_t option, struct cursor *c, struct conn_params *p)
+{
+  uint32_t namelen;
+  uint16_t nr, type = 0;
+  const char *name;
+  bool want_name = false, want_description = false;
+  struct export *e;
+
+  if (!take_u32(c, &namelen) || (name = take(c, namelen)) == NULL || !take_u16(c, &nr) ||
+      c->left != (size_t)nr * 2)
+    return send_error(h, option, NBD_REP_ERR_INVALID, "malformed INFO/GO request");
+  while (nr-- > 0) {
+    take_u16(c, &type);
+    want_name |= type == NBD_INFO_NAME;
+    want_description |= type == NBD_INFO_DESCRIPTION;
+  }
+  e = export_find(name, namelen);
+  if (e == NULL) {
+    nbd_log("client asked for unknown export '%.*s'", (int)(namelen > 256 ? 256 : namelen), name);
+    return send_error(h, option, NBD_REP_ERR_UNKNOWN, "unknown export name");
+  }
+  if (send_infos(h, option, e, want_name, want_description) < 0 ||
+      send_reply(h, option, NBD_REP_ACK, NULL, 0) < 0)
+    return -1;
+  if (option == NBD_OPT_INFO)
+    return 0;
+  p->exp = e;
+  p->structured = h->structured;
+  /* Meta contexts are only valid for the export they were set on. */
+  p->meta = h->meta && h->meta_export_len == namelen && memcmp(h->meta_export, name, namelen) == 0;
+  return 1;
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: blockd knows one
+ * context, base:allocation. */
+static int opt_meta(struct hs *h, uint32_t option, struct cursor *c)
+{
+  static const char ba[] = "base:allocation";
+  bool set = option == NBD_OPT_SET_META_CONTEXT, match = false;
+  uint32_t namelen, nr, qlen;
+  const char *name, *q;
+  char reply[4 + sizeof ba];
+  uint32_t id = htobe32(META_BASE_ALLOCATION_ID);
+
+  if (set && !h->structured)
+    return send_error(h, option, NBD_REP_ERR_INVALID, "structured replies not negotiated");
+  if (!take_u32(c, &namelen) || namelen > NBD_MAX_STRING || (name = take(c, namelen)) == NULL ||
+      !take_u32(c, &nr))
+    return send_error(h, option, NBD_REP_ERR_INVALID, "malformed META_CONTEXT request");
+  if (export_find(name, namelen) == NULL)
+    return send_error(h, option, NBD_REP_ERR_UNKNOWN, "unknown export name");
+  if (nr == 0 && !set)
+    match = true; /* list everything */
+  while (nr-- > 0) {
+    if (!take_u32(c, &qlen) || qlen > NBD_MAX_STRING || (q = take(c, qlen)) == NULL)
+      return send_error(h, option, NBD_REP_ERR_INVALID, "malformed META_CONTEXT query");
+    if (qlen == sizeof ba - 1 && memcmp(q, ba, qlen) == 0)
+      match = true;
+    else if (!set && qlen == 5 && memcmp(q, "base:", 5) == 0)
+      match = true;
+  }
+  if (c->left != 0)
+    return send_error(h, option, NBD_REP_ERR_INVALID, "trailing bytes in META_CONTEXT request");
+  if (set) {
+    h->meta = match;
+    memcpy(h->meta_export, name, namelen);
+    h->meta_export_len = namelen;
+  }
+  if (match) {
+    memcpy(reply, &id, 4);
+    memcpy(reply + 4, ba, sizeof ba - 1);
+    if (send_reply(h, option, NBD_REP_META_CONTEXT, reply, 4 + sizeof ba - 1) < 0)
+      return -1;
+  }
+  return send_reply(h, option, NBD_REP_ACK, NULL, 0);
+}
+
+/* NBD_OPT_LIST: one NBD_REP_SERVER per export. */
+static int opt_list(struct hs *h, struct cursor *c)
+{
+  char buf[4 + NBD_MAX_STRING];
+
+  if (c->left != 0)
+    return send_error(h, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
+  for (size_t i = 0; i < exports_count(); i++) {
+    const struct export *e = exports_get(i);
+    size_t len = strnlen(e->name, NBD_MAX_STRING);
+    uint32_t be = htobe32((uint32_t)len);
+
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, e->name, len);
+    if (send_reply(h, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + len) < 0)
+      return -1;
+  }
+  return send_reply(h, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+}
+
+/* NBD_OPT_EXPORT_NAME: the old way in, with no way to report an error. */
+static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p)
+{
+  static const char zeroes[124];
+  struct export *e = export_find(c->p, c->left);
+  struct nbd_export_name_reply r;
+
+  if (e == NULL) {
+    nbd_log("client asked for unknown export '%.*s' (EXPORT_NAME): closing",
+            (int)(c->left > 256 ? 256 : c->left), c->p);
+    return -1;
+  }
+  r.exportsize = htobe64(e->fmt->size);
+  r.eflags = htobe16(e->eflags);
+  if (send_full(h->fd, &r, sizeof r) < 0 ||
+      (!h->no_zeroes && send_full(h->fd, zeroes, sizeof zeroes) < 0))
+    return -1;
+  p->exp = e;
+  p->structured = h->structured;
+  p->meta = h->meta && h->meta_export_len == c->left &&
+            memcmp(h->meta_export, c->p, c->left) == 0;
+  return 1;
+}
+
+int handshake(int fd, struct conn_params *p)
+{
+  struct hs h = { .fd = fd };
+  struct nbd_new_handshake greeting = {
+    .nbdmagic = htobe64(NBD_MAGIC),
+    .version = htobe64(NBD_IHAVEOPT),
+    .gflags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES),
+  };
+  uint32_t cflags;
+  CLEANUP_FREE char *data = malloc(NBD_MAX_OPTION_LEN);
+
+  if (data == NULL)
+    return -1;
+  if (send_full(fd, &greeting, sizeof greeting) < 0 || recv_full(fd, &cflags, 4) < 0)
+    goto io_error;
+  cflags = be32toh(cflags);
+  if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+    nbd_log("client sent unknown handshake flags 0x%" PRIx32 ": closing", cflags);
+    return -1;
+  }
+  h.no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+
+  for (int i = 0; i < MAX_OPTIONS; i++) {
+    struct nbd_new_option opt;
+    struct cursor c;
+    uint32_t option, len;
+    int r;
+
+    if (recv_full(fd, &opt, sizeof opt) < 0)
+      goto io_error;
+    if (be64toh(opt.version) != NBD_IHAVEOPT) {
+      nbd_log("bad option magic: closing");
+      return -1;
+    }
+    option = be32toh(opt.option);
+    len = be32toh(opt.optlen);
+    if (len > NBD_MAX_OPTION_LEN) {
+      nbd_log("option %" PRIu32 " of %" PRIu32 " bytes is too large: closing", option, len);
+      return -1;
+    }
+    if (recv_full(fd, data, len) < 0)
+      goto io_error;
+    c.p = data;
+    c.left = len;
+    debug("option %" PRIu32 ", %" PRIu32 " bytes", option, len);
+
+    switch (option) {
+    case NBD_OPT_EXPORT_NAME:
+      return opt_export_name(&h, &c, p);
+    case NBD_OPT_ABORT:
+      send_reply(&h, option, NBD_REP_ACK, NULL, 0);
+      return 0;
+    case NBD_OPT_LIST:
+      r = opt_list(&h, &c);
+      break;
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+      r = opt_info_go(&h, option, &c, p);
+      if (r == 1)
+        return 1;
+      break;
+    case NBD_OPT_STRUCTURED_REPLY:
+      if (len != 0)
+        r = send_error(&h, option, NBD_REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
+      else {
+        h.structured = true;
+        r = send_reply(&h, option, NBD_REP_ACK, NULL, 0);
+      }
+      break;
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+      r = opt_meta(&h, option, &c);
+      break;
+    default:
+      r = send_error(&h, option, NBD_REP_ERR_UNSUP, "option not supported");
+      break;
+    }
+    if (r < 0)
+      goto io_error;
+  }
+  nbd_log("client sent more than %d options: closing", MAX_OPTIONS);
+  return -1;
+
+io_error:
+  if (errno == 0)
+    debug("client closed during the handshake");
+  else if (errno == EAGAIN || errno == EWOULDBLOCK)
+    nbd_log("handshake timed out after %d s: closing", BLOCKD_HANDSHAKE_TIMEOUT);
+  else
+    nbd_log("handshake: %m");
+  return errno == 0 ? 0 : -1;
+}

@@ -1,0 +1,262 @@
+/* The command line (DESIGN.md CONTRACT). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const char usage_text[] =
+  "Usage: blockd [OPTION]... [FILE]\n"
+  "Serve sparse disk images over NBD, with all socket and file I/O on io_uring.\n"
+  "\n"
+  "  --unix PATH           listen on a unix socket (created mode 0600)\n"
+  "  --listen HOST:PORT    listen on TCP (HOST defaults to 127.0.0.1; ':PORT' works)\n"
+  "  --pidfile FILE        write the process id once the socket accepts connections\n"
+  "  --readonly            serve every export read-only\n"
+  "  --threads N           worker threads, each with its own io_uring (default: CPUs)\n"
+  "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay]\n"
+  "                        serve FILE under NAME; may be repeated\n"
+  "  -v, --verbose         log the control path\n"
+  "  --help                show this help and exit\n"
+  "  --version             show the version and exit\n"
+  "\n"
+  "A lone FILE is the default export (name \"\"). The format is detected from\n"
+  "the file's contents unless format= says otherwise. Without --unix or\n"
+  "--listen, blockd listens on 127.0.0.1:10809.\n"
+  "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush, exit 0.\n"
+  "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
+
+enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
+       OPT_HELP, OPT_VERSION };
+
+static const struct option long_options[] = {
+  { "unix", required_argument, NULL, OPT_UNIX },
+  { "listen", required_argument, NULL, OPT_LISTEN },
+  { "pidfile", required_argument, NULL, OPT_PIDFILE },
+  { "readonly", no_argument, NULL, OPT_READONLY },
+  { "threads", required_argument, NULL, OPT_THREADS },
+  { "export", required_argument, NULL, OPT_EXPORT },
+  { "verbose", no_argument, NULL, 'v' },
+  { "help", no_argument, NULL, OPT_HELP },
+  { "version", no_argument, NULL, OPT_VERSION },
+  { NULL, 0, NULL, 0 },
+};
+
+/* Appends an export; NAME and PATH are copied. Returns 0 or -1. */
+static int add_export(struct options *o, const char *name, size_t namelen, const char *path,
+                      size_t pathlen, const char *format, size_t formatlen, bool readonly)
+{
+  struct export_spec *e, *n = realloc(o->exports, (o->nr_exports + 1) * sizeof *n);
+
+  if (n == NULL)
+    return -1;
+  o->exports = n;
+  e = &n[o->nr_exports];
+  e->name = strndup(name, namelen);
+  e->path = strndup(path, pathlen);
+  e->format = format ? strndup(format, formatlen) : NULL;
+  e->readonly = readonly;
+  if (e->name == NULL || e->path == NULL || (format && e->format == NULL))
+    return -1;
+  o->nr_exports++;
+  return 0;
+}
+
+/* Parses NAME=FILE[,readonly][,format=F]. Returns 0 or -1 with ERR set. */
+static int parse_export(struct options *o, const char *arg, char *err, size_t errlen)
+{
+  const char *eq = strchr(arg, '='), *path, *comma, *format = NULL;
+  size_t pathlen, formatlen = 0;
+  bool readonly = false;
+
+  if (eq == NULL) {
+    snprintf(err, errlen, "--export '%s': expected NAME=FILE", arg);
+    return -1;
+  }
+  if (eq - arg > NBD_MAX_STRING) {
+    snprintf(err, errlen, "--export: export name longer than %d bytes", NBD_MAX_STRING);
+    return -1;
+  }
+  path = eq + 1;
+  comma = strchr(path, ',');
+  pathlen = comma ? (size_t)(comma - path) : strlen(path);
+  if (pathlen == 0) {
+    snprintf(err, errlen, "--export '%s': missing FILE", arg);
+    return -1;
+  }
+  while (comma != NULL) {
+    const char *opt = comma + 1;
+    size_t len;
+
+    comma = strchr(opt, ',');
+    len = comma ? (size_t)(comma - opt) : strlen(opt);
+    if (len == 8 && strncmp(opt, "readonly", 8) == 0)
+      readonly = true;
+    else if (len > 7 && strncmp(opt, "format=", 7) == 0) {
+      format = opt + 7;
+      formatlen = len - 7;
+    }
+    else {
+      snprintf(err, errlen, "--export '%s': unknown option '%.*s'", arg, (int)len, opt);
+      return -1;
+    }
+  }
+  for (size_t i = 0; i < o->nr_exports; i++) {
+    if (strlen(o->exports[i].name) == (size_t)(eq - arg) &&
+        strncmp(o->exports[i].name, arg, (size_t)(eq - arg)) == 0) {
+      snprintf(err, errlen, "--export: export '%.*s' given twice", (int)(eq - arg), arg);
+      return -1;
+    }
+  }
+  if (add_export(o, arg, (size_t)(eq - arg), path, pathlen, format, formatlen, readonly) < 0) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* Splits HOST:PORT; a missing host means 127.0.0.1, [v6]:port works. */
+static int parse_listen(struct options *o, const char *arg, char *err, size_t errlen)
+{
+  const char *colon = strrchr(arg, ':');
+  const char *host = arg;
+  size_t hostlen;
+  char *end;
+  long port;
+
+  if (colon == NULL) {
+    snprintf(err, errlen, "--listen '%s': expected HOST:PORT", arg);
+    return -1;
+  }
+  port = strtol(colon + 1, &end, 10);
+  if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535) {
+    snprintf(err, errlen, "--listen '%s': bad port", arg);
+    return -1;
+  }
+  hostlen = (size_t)(colon - arg);
+  if (hostlen >= 2 && host[0] == '[' && host[hostlen - 1] == ']') {
+    host++;
+    hostlen -= 2;
+  }
+  free(o->listen_host);
+  free(o->listen_port);
+  o->listen_host = hostlen ? strndup(host, hostlen) : strdup("127.0.0.1");
+  o->listen_port = strdup(colon + 1);
+  return 0;
+}
+
+enum options_result options_parse(struct options *o, int argc, char **argv, char *err,
+                                  size_t errlen)
+{
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int c;
+
+  memset(o, 0, sizeof *o);
+  o->threads = cpus > 0 ? (unsigned)cpus : 1;
+  optind = 1;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, "+:v", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_UNIX:
+      free(o->unix_path);
+      o->unix_path = strdup(optarg);
+      break;
+    case OPT_LISTEN:
+      if (parse_listen(o, optarg, err, errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case OPT_PIDFILE:
+      free(o->pidfile);
+      o->pidfile = strdup(optarg);
+      break;
+    case OPT_READONLY:
+      o->readonly = true;
+      break;
+    case OPT_THREADS: {
+      char *end;
+      long n;
+
+      errno = 0;
+      n = strtol(optarg, &end, 10);
+      if (errno || *end || end == optarg || n < 1 || n > 256) {
+        snprintf(err, errlen, "--threads '%s': expected a number from 1 to 256", optarg);
+        return OPTIONS_USAGE;
+      }
+      o->threads = (unsigned)n;
+      break;
+    }
+    case OPT_EXPORT:
+      if (parse_export(o, optarg, err, errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case 'v':
+      o->verbose = true;
+      break;
+    case OPT_HELP:
+      fputs(usage_text, stdout);
+      return OPTIONS_EXIT;
+    case OPT_VERSION:
+      printf("blockd %s\n", BLOCKD_VERSION);
+      return OPTIONS_EXIT;
+    case ':':
+      snprintf(err, errlen, "option '%s' needs an argument (try --help)", argv[optind - 1]);
+      return OPTIONS_USAGE;
+    default:
+      if (optopt != 0 && optopt < 256)
+        snprintf(err, errlen, "unknown option '-%c' (try --help)", optopt);
+      else
+        snprintf(err, errlen, "unknown option '%s' (try --help)", argv[optind - 1]);
+      return OPTIONS_USAGE;
+    }
+  }
+  if (optind < argc) {
+    if (argc - optind > 1) {
+      snprintf(err, errlen, "unexpected argument '%s': one FILE at most", argv[optind + 1]);
+      return OPTIONS_USAGE;
+    }
+    for (size_t i = 0; i < o->nr_exports; i++) {
+      if (o->exports[i].name[0] == '\0') {
+        snprintf(err, errlen, "FILE and --export '=...' both name the default export");
+        return OPTIONS_USAGE;
+      }
+    }
+    if (add_export(o, "", 0, argv[optind], strlen(argv[optind]), NULL, 0, false) < 0) {
+      snprintf(err, errlen, "out of memory");
+      return OPTIONS_USAGE;
+    }
+  }
+  if (o->nr_exports == 0) {
+    snprintf(err, errlen, "nothing to serve: give a FILE or --export NAME=FILE (try --help)");
+    return OPTIONS_USAGE;
+  }
+  if (o->unix_path && o->listen_port) {
+    snprintf(err, errlen, "--unix and --listen cannot be used together");
+    return OPTIONS_USAGE;
+  }
+  if (o->unix_path == NULL && o->listen_port == NULL) {
+    o->listen_host = strdup("127.0.0.1");
+    o->listen_port = strdup("10809");
+  }
+  if (o->readonly)
+    for (size_t i = 0; i < o->nr_exports; i++)
+      o->exports[i].readonly = true;
+  return OPTIONS_RUN;
+}
+
+void options_free(struct options *o)
+{
+  for (size_t i = 0; i < o->nr_exports; i++) {
+    free(o->exports[i].name);
+    free(o->exports[i].path);
+    free(o->exports[i].format);
+  }
+  free(o->exports);
+  free(o->unix_path);
+  free(o->listen_host);
+  free(o->listen_port);
+  free(o->pidfile);
+  memset(o, 0, sizeof *o);
+}

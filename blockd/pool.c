@@ -1,0 +1,85 @@
+/* The blocking pool: threads that run what must not run on a worker's event
+ * loop (engines without a map for the range, libqcow, lseek for block status). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static struct pool_job *head, *tail; /* FIFO of queued jobs */
+static bool stopping;                /* pool_stop called: exit when the queue is empty */
+static pthread_t *threads;
+static unsigned nr_threads;
+
+/* Body of one pool thread. */
+static void *pool_thread(void *arg)
+{
+  (void)arg;
+  for (;;) {
+    struct pool_job *job;
+
+    pthread_mutex_lock(&lock);
+    while (head == NULL && !stopping)
+      pthread_cond_wait(&cond, &lock);
+    job = head;
+    if (job != NULL) {
+      head = job->next;
+      if (head == NULL)
+        tail = NULL;
+    }
+    pthread_mutex_unlock(&lock);
+    if (job == NULL)
+      return NULL;
+    job->run(job);
+    worker_job_done(job->worker, job);
+  }
+}
+
+int pool_start(unsigned n)
+{
+  threads = calloc(n, sizeof *threads);
+  if (threads == NULL) {
+    nbd_log("out of memory");
+    return -1;
+  }
+  stopping = false;
+  for (nr_threads = 0; nr_threads < n; nr_threads++) {
+    int e = pthread_create(&threads[nr_threads], NULL, pool_thread, NULL);
+    if (e != 0) {
+      errno = e;
+      nbd_log("pthread_create: %m");
+      pool_stop();
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void pool_submit(struct pool_job *job)
+{
+  job->next = NULL;
+  pthread_mutex_lock(&lock);
+  if (tail)
+    tail->next = job;
+  else
+    head = job;
+  tail = job;
+  pthread_cond_signal(&cond);
+  pthread_mutex_unlock(&lock);
+}
+
+void pool_stop(void)
+{
+  pthread_mutex_lock(&lock);
+  stopping = true;
+  pthread_cond_broadcast(&cond);
+  pthread_mutex_unlock(&lock);
+  for (unsigned i = 0; i < nr_threads; i++)
+    pthread_join(threads[i], NULL);
+  free(threads);
+  threads = NULL;
+  nr_threads = 0;
+}

@@ -1,0 +1,333 @@
+/* Worker threads: each owns an io_uring that carries the socket I/O and the
+ * file I/O of its connections, and an eventfd through which other threads
+ * hand it connections and finished pool jobs. */
+#include <errno.h>
+#include <semaphore.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Submission queue entries per ring. */
+#define RING_ENTRIES 256
+/* Seconds a stopping worker waits for clients to take their replies. */
+#define DRAIN_TIMEOUT 10
+
+static struct worker *workers;
+static unsigned nr_workers;
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+  struct io_uring_sqe *sqe;
+
+  while ((sqe = io_uring_get_sqe(&w->ring)) == NULL)
+    io_uring_submit(&w->ring);
+  return sqe;
+}
+
+/* Creates W's ring and eventfd, on the thread that will use the ring.
+ * Returns 0 or -1 after logging. */
+static int worker_init(struct worker *w)
+{
+  struct io_uring_params params;
+  int r;
+
+  pthread_mutex_init(&w->lock, NULL);
+  w->efd = eventfd(0, EFD_CLOEXEC);
+  if (w->efd == -1) {
+    nbd_log("eventfd: %m");
+    return -1;
+  }
+  /* Only this thread submits, and it reaps completions itself: let the
+   * kernel defer task work to our waits (Linux 6.1), else fall back. */
+  memset(&params, 0, sizeof params);
+  params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+  params.cq_entries = RING_ENTRIES * 8;
+  r = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &params);
+  if (r == -EINVAL) {
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_CQSIZE;
+    params.cq_entries = RING_ENTRIES * 8;
+    r = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &params);
+  }
+  if (r < 0) {
+    errno = -r;
+    nbd_log("io_uring_queue_init: %m");
+    close(w->efd);
+    return -1;
+  }
+  return 0;
+}
+
+/* Frees W's ring and eventfd. */
+static void worker_fini(struct worker *w)
+{
+  io_uring_queue_exit(&w->ring);
+  close(w->efd);
+  pthread_mutex_destroy(&w->lock);
+}
+
+/* Wakes W's event loop. */
+static void worker_wake(struct worker *w)
+{
+  uint64_t one = 1;
+
+  if (write(w->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+    nbd_log("eventfd write: %m");
+}
+
+/* Posts the read that completes when W's eventfd is written. */
+static void arm_event(struct worker *w)
+{
+  struct io_uring_sqe *sqe = worker_sqe(w);
+
+  io_uring_prep_read(sqe, w->efd, &w->efd_value, sizeof w->efd_value, 0);
+  sqe->user_data = (uint64_t)(uintptr_t)w | TAG_EVENT;
+}
+
+/* Shuts every connection's read side: no new requests, finish the rest. */
+static void close_all_reads(struct worker *w)
+{
+  for (struct conn *c = w->conns, *next; c; c = next) {
+    next = c->next;
+    conn_close_read(c);
+  }
+}
+
+/* Takes what other threads handed W: connections, finished jobs, stop. */
+static void event(struct worker *w)
+{
+  struct conn *incoming;
+  struct pool_job *done, *reversed = NULL;
+  bool stopping;
+
+  pthread_mutex_lock(&w->lock);
+  incoming = w->incoming;
+  w->incoming = NULL;
+  done = w->done;
+  w->done = NULL;
+  stopping = w->stopping;
+  pthread_mutex_unlock(&w->lock);
+
+  /* Jobs were pushed newest first; reply in completion order. */
+  while (done) {
+    struct pool_job *next = done->next;
+    done->next = reversed;
+    reversed = done;
+    done = next;
+  }
+  for (struct pool_job *next; reversed; reversed = next) {
+    next = reversed->next;
+    dispatch_job_done(reversed);
+  }
+  while (incoming) {
+    struct conn *next = incoming->next;
+    conn_new(w, incoming->fd, &incoming->p);
+    free(incoming);
+    incoming = next;
+  }
+  if (stopping)
+    close_all_reads(w);
+}
+
+/* Handles one completion. */
+static void complete(struct worker *w, struct io_uring_cqe *cqe)
+{
+  void *ptr = (void *)(uintptr_t)(cqe->user_data & ~TAG_MASK);
+
+  switch (cqe->user_data & TAG_MASK) {
+  case TAG_RECV:
+    conn_recv_done(ptr, cqe->res);
+    break;
+  case TAG_SEND:
+    conn_send_done(ptr, cqe->res);
+    break;
+  case TAG_FILE:
+    dispatch_file_done(ptr, cqe->res);
+    break;
+  case TAG_EVENT:
+    event(w);
+    arm_event(w);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Runs W's event loop until it is stopped and idle, or, with ONE, until its
+ * connections are gone. */
+static void worker_loop(struct worker *w, bool one)
+{
+  struct timespec deadline = { 0 };
+
+  arm_event(w);
+  for (;;) {
+    struct __kernel_timespec ts = { .tv_sec = 1 };
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    bool stopping;
+    int r;
+
+    pthread_mutex_lock(&w->lock);
+    stopping = w->stopping;
+    pthread_mutex_unlock(&w->lock);
+    if ((one || stopping) && w->conns == NULL)
+      break;
+    if (stopping) {
+      struct timespec now;
+
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (deadline.tv_sec == 0)
+        deadline.tv_sec = now.tv_sec + DRAIN_TIMEOUT;
+      else if (now.tv_sec >= deadline.tv_sec) {
+        /* Clients that never take their replies must not hold up exit. */
+        for (struct conn *c = w->conns, *next; c; c = next) {
+          next = c->next;
+          nbd_log("connection still busy after %d s: dropping it", DRAIN_TIMEOUT);
+          conn_abort(c);
+        }
+      }
+      r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+    }
+    else
+      r = io_uring_submit_and_wait(&w->ring, 1);
+    if (r < 0 && r != -EINTR && r != -ETIME && r != -EAGAIN && r != -EBUSY) {
+      errno = -r;
+      nbd_log("io_uring_submit_and_wait: %m");
+      break;
+    }
+    io_uring_for_each_cqe(&w->ring, head, cqe) {
+      complete(w, cqe);
+      n++;
+    }
+    io_uring_cq_advance(&w->ring, n);
+  }
+}
+
+/* Body of a worker thread. */
+static void *worker_thread(void *arg)
+{
+  struct worker *w = arg;
+
+  /* A SINGLE_ISSUER ring belongs to the thread that creates it. */
+  w->init_result = worker_init(w);
+  sem_post(&w->started);
+  if (w->init_result == 0) {
+    worker_loop(w, false);
+    worker_fini(w);
+  }
+  return NULL;
+}
+
+int workers_start(unsigned n)
+{
+  workers = calloc(n, sizeof *workers);
+  if (workers == NULL) {
+    nbd_log("out of memory");
+    return -1;
+  }
+  for (nr_workers = 0; nr_workers < n; nr_workers++) {
+    struct worker *w = &workers[nr_workers];
+    int e;
+
+    sem_init(&w->started, 0, 0);
+    e = pthread_create(&w->thread, NULL, worker_thread, w);
+    if (e != 0) {
+      errno = e;
+      nbd_log("pthread_create: %m");
+      goto err;
+    }
+    sem_wait(&w->started);
+    if (w->init_result < 0) {
+      pthread_join(w->thread, NULL);
+      goto err;
+    }
+  }
+  return 0;
+err:
+  workers_stop();
+  return -1;
+}
+
+void workers_add_conn(int fd, const struct conn_params *p)
+{
+  struct worker *best = NULL;
+  struct conn *c;
+
+  for (unsigned i = 0; i < nr_workers; i++) {
+    struct worker *w = &workers[i];
+    if (best == NULL || __atomic_load_n(&w->nr_conns, __ATOMIC_RELAXED) <
+                          __atomic_load_n(&best->nr_conns, __ATOMIC_RELAXED))
+      best = w;
+  }
+  /* The record carries the fd and parameters to the worker, which makes
+   * the real connection on its own thread. */
+  c = calloc(1, sizeof *c);
+  if (best == NULL || c == NULL) {
+    nbd_log("cannot hand over a connection: out of memory");
+    free(c);
+    close(fd);
+    return;
+  }
+  c->fd = fd;
+  c->p = *p;
+  __atomic_add_fetch(&best->nr_conns, 1, __ATOMIC_RELAXED);
+  pthread_mutex_lock(&best->lock);
+  c->next = best->incoming;
+  best->incoming = c;
+  pthread_mutex_unlock(&best->lock);
+  worker_wake(best);
+}
+
+void worker_job_done(struct worker *w, struct pool_job *job)
+{
+  bool wake;
+
+  pthread_mutex_lock(&w->lock);
+  wake = w->done == NULL;
+  job->next = w->done;
+  w->done = job;
+  pthread_mutex_unlock(&w->lock);
+  if (wake)
+    worker_wake(w);
+}
+
+void workers_stop(void)
+{
+  for (unsigned i = 0; i < nr_workers; i++) {
+    pthread_mutex_lock(&workers[i].lock);
+    workers[i].stopping = true;
+    pthread_mutex_unlock(&workers[i].lock);
+    worker_wake(&workers[i]);
+  }
+  for (unsigned i = 0; i < nr_workers; i++)
+    pthread_join(workers[i].thread, NULL);
+  free(workers);
+  workers = NULL;
+  nr_workers = 0;
+}
+
+int worker_serve_one(int fd)
+{
+  struct conn_params p;
+  struct worker w = { 0 };
+  int r = handshake(fd, &p);
+
+  if (r <= 0) {
+    close(fd);
+    return r;
+  }
+  if (worker_init(&w) < 0) {
+    close(fd);
+    return -1;
+  }
+  __atomic_add_fetch(&w.nr_conns, 1, __ATOMIC_RELAXED);
+  if (conn_new(&w, fd, &p) == 0)
+    worker_loop(&w, true);
+  worker_fini(&w);
+  return 0;
+}
