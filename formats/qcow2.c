@@ -5,8 +5,15 @@
  * sends every read to its blocking pool, never to a worker's event loop.
  * Backing files are followed when they are qcow2 too (libqcow's parent file);
  * compressed clusters are decoded by libqcow.
+ *
+ * libqcow (20201213) ignores the qcow2 v3 "reads as zero" flag of an L2
+ * entry and reads such clusters from the backing file.  So this file also
+ * reads the L1/L2 tables itself (plain preads, no lock): reads are patched
+ * with zeroes where the chain says zero, and ->extents reports real holes.
  */
+#include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <libqcow.h>
 #include <limits.h>
@@ -14,19 +21,172 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "format.h"
 
 #define QCOW2_MAX_CHAIN 16 /* backing files we follow */
 
+#define L2_OFFSET_MASK 0x00fffffffffffe00ULL /* host offset bits of L1/L2 entries */
+#define L2_COMPRESSED (1ULL << 62)             /* compressed cluster */
+#define L2_ZERO 1ULL                           /* v3: cluster reads as zeroes */
+#define INCOMPAT_KNOWN 0x3ULL                  /* dirty, corrupt: harmless for reads */
+
+/* One image of the chain, for our own L1/L2 lookups. */
+struct level {
+  int fd;                /* the image file, read-only */
+  unsigned cluster_bits; /* log2 of its cluster size */
+  uint32_t version;      /* 2 or 3: only v3 has the zero flag */
+  uint64_t size;         /* its virtual size */
+  uint64_t *l1;          /* L1 table, host order */
+  uint32_t l1_size;      /* entries in l1 */
+};
+
+/* How a range of the chain reads. */
+enum state { ST_DATA, ST_ZERO };
+
 struct qcow2 {
   struct fmt fmt;                        /* common fields, first */
   pthread_mutex_t lock;                  /* serializes every libqcow call */
   libqcow_file_t *files[QCOW2_MAX_CHAIN]; /* the image, then its backing chain */
-  int nfiles;                            /* entries used in files[] */
+  struct level levels[QCOW2_MAX_CHAIN];  /* the same chain, for L2 lookups */
+  int nfiles;                            /* entries used in files[] and levels[] */
   char backing[PATH_MAX];                /* the image's backing file, "" if none */
 };
+
+/* Opens PATH's tables into LV. Returns 0, or -1 with a message in ERR. */
+static int level_open(struct level *lv, const char *path, char *err, size_t errlen)
+{
+  unsigned char h[104];
+  uint64_t l1_offset, incompat = 0;
+  int r;
+
+  lv->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (lv->fd == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  r = file_pread_full(lv->fd, h, sizeof h, 0);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: read: %s", path, strerror(-r));
+    return -1;
+  }
+  lv->version = be32toh(*(uint32_t *)(h + 4));
+  lv->cluster_bits = be32toh(*(uint32_t *)(h + 20));
+  lv->size = be64toh(*(uint64_t *)(h + 24));
+  lv->l1_size = be32toh(*(uint32_t *)(h + 36));
+  l1_offset = be64toh(*(uint64_t *)(h + 40));
+  if (lv->version >= 3)
+    incompat = be64toh(*(uint64_t *)(h + 72));
+  if (lv->cluster_bits < 9 || lv->cluster_bits > 21 || lv->l1_size > (1u << 26)) {
+    snprintf(err, errlen, "%s: corrupt qcow2 header", path);
+    return -1;
+  }
+  if (incompat & ~INCOMPAT_KNOWN) {
+    /* External data files, zstd, extended L2 entries: libqcow cannot. */
+    snprintf(err, errlen, "%s: qcow2 features 0x%llx not supported (try qemu-img convert -O raw)",
+             path, (unsigned long long)(incompat & ~INCOMPAT_KNOWN));
+    return -1;
+  }
+  lv->l1 = calloc(lv->l1_size ? lv->l1_size : 1, sizeof *lv->l1);
+  if (lv->l1 == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    return -1;
+  }
+  r = file_pread_full(lv->fd, lv->l1, (uint64_t)lv->l1_size * 8, l1_offset);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: L1 table: %s", path, strerror(-r));
+    return -1;
+  }
+  for (uint32_t i = 0; i < lv->l1_size; i++)
+    lv->l1[i] = be64toh(lv->l1[i]);
+  return 0;
+}
+
+/* Frees LV. */
+static void level_close(struct level *lv)
+{
+  if (lv->fd > 0)
+    close(lv->fd);
+  free(lv->l1);
+}
+
+/* Reads the L2 entries of COUNT clusters from FIRST, all in one L2 table. */
+static int l2_entries(const struct level *lv, uint64_t first, uint64_t count, uint64_t *out)
+{
+  unsigned l2_bits = lv->cluster_bits - 3;
+  uint64_t l1i = first >> l2_bits;
+  uint64_t l2_offset = l1i < lv->l1_size ? lv->l1[l1i] & L2_OFFSET_MASK : 0;
+  int r;
+
+  if (l2_offset == 0) {
+    memset(out, 0, count * 8);
+    return 0;
+  }
+  r = file_pread_full(lv->fd, out, count * 8,
+                      l2_offset + (first & ((1ULL << l2_bits) - 1)) * 8);
+  if (r < 0)
+    return r;
+  for (uint64_t i = 0; i < count; i++)
+    out[i] = be64toh(out[i]);
+  return 0;
+}
+
+/* Called by walk() for each run of one state. */
+typedef int (*walk_fn)(void *opaque, uint64_t offset, uint64_t length, enum state st);
+
+/* Reports how [OFFSET, OFFSET+LENGTH) reads through the chain from level I:
+ * data wherever some level has data first, zero where a level says zero first
+ * or nothing does. Returns 0 or -errno. */
+static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, walk_fn fn,
+                void *opaque)
+{
+  const struct level *lv = &q->levels[i];
+  unsigned cb = lv->cluster_bits;
+  uint64_t per_table = 1ULL << (cb - 3);
+  CLEANUP_FREE uint64_t *e = NULL;
+  int r;
+
+  if (offset >= lv->size)
+    return fn(opaque, offset, length, ST_ZERO);
+  if (offset + length > lv->size) {
+    r = walk(q, i, offset, lv->size - offset, fn, opaque);
+    return r < 0 ? r : fn(opaque, lv->size, offset + length - lv->size, ST_ZERO);
+  }
+  e = malloc(per_table * 8);
+  if (e == NULL)
+    return -ENOMEM;
+  while (length > 0) {
+    uint64_t c = offset >> cb;
+    uint64_t last = (offset + length - 1) >> cb;
+    uint64_t count = per_table - (c & (per_table - 1));
+
+    if (count > last - c + 1)
+      count = last - c + 1;
+    r = l2_entries(lv, c, count, e);
+    if (r < 0)
+      return r;
+    for (uint64_t k = 0; k < count; k++) {
+      uint64_t end = (c + k + 1) << cb;
+      uint64_t n = (end < offset + length ? end : offset + length) - offset;
+      bool zero = lv->version >= 3 && !(e[k] & L2_COMPRESSED) && (e[k] & L2_ZERO);
+      bool data = (e[k] & L2_COMPRESSED) || (!zero && (e[k] & L2_OFFSET_MASK) != 0);
+
+      if (data)
+        r = fn(opaque, offset, n, ST_DATA);
+      else if (zero || i + 1 == q->nfiles)
+        r = fn(opaque, offset, n, ST_ZERO);
+      else
+        r = walk(q, i + 1, offset, n, fn, opaque);
+      if (r < 0)
+        return r;
+      offset += n;
+      length -= n;
+    }
+  }
+  return 0;
+}
 
 /* Writes "PATH: WHAT: libqcow's message" into ERR and frees E. */
 static void qcow_error(char *err, size_t errlen, const char *path, const char *what,
@@ -106,8 +266,11 @@ static void qcow2_close(struct fmt *f)
   struct qcow2 *q = (struct qcow2 *)f;
 
   for (int i = 0; i < q->nfiles; i++) {
-    libqcow_file_close(q->files[i], NULL);
-    libqcow_file_free(&q->files[i], NULL);
+    if (q->files[i] != NULL) {
+      libqcow_file_close(q->files[i], NULL);
+      libqcow_file_free(&q->files[i], NULL);
+    }
+    level_close(&q->levels[i]);
   }
   pthread_mutex_destroy(&q->lock);
   fmt_fini(f);
@@ -136,6 +299,8 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
     if (file == NULL)
       goto err;
     q->files[q->nfiles++] = file;
+    if (level_open(&q->levels[q->nfiles - 1], cur, err, errlen) < 0)
+      goto err;
     if (q->nfiles > 1 &&
         libqcow_file_set_parent_file(q->files[q->nfiles - 2], file, &e) != 1) {
       qcow_error(err, errlen, cur, "cannot use as backing file", &e);
@@ -171,15 +336,34 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
     snprintf(err, errlen, "%s: %s", path, strerror(-r));
     goto err;
   }
+  q->fmt.can_extents = true;
   return &q->fmt;
 err:
   qcow2_close(&q->fmt);
   return NULL;
 }
 
+/* Where a read landed, for zero_patch(). */
+struct zero_patch {
+  char *buf;      /* the read buffer */
+  uint64_t start; /* virtual offset of buf[0] */
+};
+
+/* walk() callback: zeroes the parts of a read that the chain says are zero. */
+static int zero_patch(void *opaque, uint64_t offset, uint64_t length, enum state st)
+{
+  struct zero_patch *zp = opaque;
+
+  if (st == ST_ZERO)
+    memset(zp->buf + (offset - zp->start), 0, length);
+  return 0;
+}
+
 static int qcow2_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
 {
   struct qcow2 *q = (struct qcow2 *)f;
+  struct zero_patch zp = { buf, offset };
+  uint64_t start = offset, total = length;
   char *p = buf;
   int r = 0;
 
@@ -203,7 +387,41 @@ static int qcow2_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offse
     length -= (uint64_t)got;
   }
   pthread_mutex_unlock(&q->lock);
+  if (r == 0)
+    r = walk(q, 0, start, total, zero_patch, &zp);
   return r;
+}
+
+/* Passes walk()'s runs to an fmt_extent_fn. */
+struct extents_ctx {
+  fmt_extent_fn fn; /* the caller's callback */
+  void *opaque;     /* its argument */
+  bool stopped;     /* it asked to stop */
+};
+
+/* walk() callback for ->extents. */
+static int extents_run(void *opaque, uint64_t offset, uint64_t length, enum state st)
+{
+  struct extents_ctx *x = opaque;
+
+  if (x->stopped)
+    return 0;
+  if (x->fn(x->opaque, offset, length, st == ST_ZERO ? FMT_EXTENT_HOLE | FMT_EXTENT_ZERO : 0) < 0)
+    x->stopped = true;
+  return 0;
+}
+
+static int qcow2_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
+                         void *opaque)
+{
+  struct qcow2 *q = (struct qcow2 *)f;
+  struct extents_ctx x = { fn, opaque, false };
+
+  if (offset >= f->size)
+    return 0;
+  if (length > f->size - offset)
+    length = f->size - offset;
+  return walk(q, 0, offset, length, extents_run, &x);
 }
 
 const char *qcow2_backing(struct fmt *f)
@@ -226,6 +444,6 @@ const struct fmt_ops fmt_qcow2_ops = {
   .trim = NULL,
   .zero = NULL,
   .flush = NULL,
-  .extents = NULL,
+  .extents = qcow2_extents,
   .cache = NULL,
 };
