@@ -9,7 +9,7 @@ import tempfile
 import time
 import traceback
 
-from testlib import Blockd, sparse_file, check, skip  # noqa: F401  (re-exported)
+from testlib import Blockd, sparse_file, allocated, check, skip  # noqa: F401  (re-exported)
 
 MiB = 1 << 20
 
@@ -79,3 +79,38 @@ def main(fn):
         print("FAIL", file=sys.stderr)
         sys.exit(1)
     print("PASS")
+
+
+def extents(h, count, offset, flags=0):
+    """base:allocation extents from libnbd handle H: [(offset, length, flags)]."""
+    got = []
+
+    def cb(context, off, entries, err):
+        if context != "base:allocation":
+            return 0
+        o = off
+        for i in range(0, len(entries), 2):
+            got.append((o, entries[i], entries[i + 1]))
+            o += entries[i]
+        return 0
+
+    h.block_status(count, offset, cb, flags)
+    return got
+
+
+def status_at(ext, offset):
+    """The flags of the extent in EXT covering OFFSET."""
+    for o, n, f in ext:
+        if o <= offset < o + n:
+            return f
+    raise AssertionError("no extent covers offset %d: %r" % (offset, ext))
+
+
+def nbd_errno(fn, *args, **kw):
+    """Calls FN; returns the errno of the nbd.Error it raises, 0 if none."""
+    import nbd
+    try:
+        fn(*args, **kw)
+    except nbd.Error as e:
+        return e.errnum or -1
+    return 0

@@ -1,0 +1,66 @@
+"""blockd: SIGTERM with requests in flight drains them: blockd exits 0, every
+write it acknowledged is in the file, and an idle connection does not keep it
+alive."""
+import hashlib
+import os
+import signal
+import struct
+import threading
+
+import nbdraw as N
+from itest import served, check, main, MiB
+
+COUNT = 64
+LEN = MiB
+
+
+def pattern(i):
+    return hashlib.sha256(b"%d" % i).digest() * (LEN // 32)
+
+
+def run():
+    with served(size=COUNT * LEN) as (b, disk):
+        idle = N.Client(b.sock).handshake()
+        c = N.Client(b.sock).handshake(structured=False)
+        c.sock.settimeout(30)
+
+        def sender():
+            try:
+                for i in range(COUNT):
+                    c.send(struct.pack(">IHHQQI", N.REQUEST_MAGIC, 0, N.CMD_WRITE, i + 1,
+                                       i * LEN, LEN) + pattern(i))
+            except OSError:
+                pass      # blockd stopped reading: fine, it is shutting down
+
+        for i in range(COUNT):
+            c.pending[i + 1] = (N.CMD_WRITE, LEN, i * LEN)
+        t = threading.Thread(target=sender)
+        t.start()
+        replies = [c.recv_reply()]          # blockd is busy with our writes
+        b.proc.send_signal(signal.SIGTERM)
+        try:
+            while len(replies) < COUNT:
+                replies.append(c.recv_reply())
+        except (N.Closed, OSError):
+            pass
+        t.join(30)
+        rc = b.proc.wait(timeout=30)
+        check(rc == 0, "blockd exited %d after SIGTERM: %s" % (rc, b.logtext()))
+        c.close()
+        idle.close()
+
+        ok = [r.cookie for r in replies if r.error == 0]
+        bad = [(r.cookie, N.errname(r.error)) for r in replies
+               if r.error not in (0, N.ESHUTDOWN)]
+        print("writes sent %d, acknowledged %d, other replies %d"
+              % (COUNT, len(ok), len(replies) - len(ok)))
+        check(not bad, "unexpected errors during shutdown: %r" % bad)
+        with open(disk, "rb") as f:
+            for cookie in ok:
+                i = cookie - 1
+                f.seek(i * LEN)
+                check(f.read(LEN) == pattern(i),
+                      "write %d was acknowledged but is not in the file" % i)
+
+
+main(run)
