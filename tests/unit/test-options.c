@@ -1,0 +1,135 @@
+/* Unit tests: blockd's command line (options.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+/* Parses a NULL-terminated argument list. */
+static enum options_result parse(struct options *o, char *err, const char *const *args)
+{
+  char *argv[32];
+  int argc = 0;
+
+  argv[argc++] = (char *)"blockd";
+  while (*args)
+    argv[argc++] = (char *)*args++;
+  argv[argc] = NULL;
+  return options_parse(o, argc, argv, err, 256);
+}
+
+static void test_options_lone_file(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "--unix", "/tmp/s", "disk.img", NULL };
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_string_equal(o.unix_path, "/tmp/s");
+  assert_int_equal(o.nr_exports, 1);
+  assert_string_equal(o.exports[0].name, "");
+  assert_string_equal(o.exports[0].path, "disk.img");
+  assert_null(o.exports[0].format);
+  assert_false(o.exports[0].readonly);
+  assert_true(o.threads >= 1);
+  options_free(&o);
+}
+
+static void test_options_exports(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "--export", "a=x.img,readonly", "--export", "b=y.ovl,format=overlay",
+                         "--threads", "3", "--listen", ":10900", NULL };
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_int_equal(o.nr_exports, 2);
+  assert_string_equal(o.exports[0].name, "a");
+  assert_true(o.exports[0].readonly);
+  assert_string_equal(o.exports[1].path, "y.ovl");
+  assert_string_equal(o.exports[1].format, "overlay");
+  assert_int_equal(o.threads, 3);
+  assert_string_equal(o.listen_host, "127.0.0.1");
+  assert_string_equal(o.listen_port, "10900");
+  options_free(&o);
+}
+
+static void test_options_readonly_applies_to_all(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "--readonly", "--export", "a=x", "f", NULL };
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_true(o.exports[0].readonly);
+  assert_true(o.exports[1].readonly);
+  options_free(&o);
+}
+
+static void test_options_default_listen(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "f", NULL };
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_null(o.unix_path);
+  assert_string_equal(o.listen_host, "127.0.0.1");
+  assert_string_equal(o.listen_port, "10809");
+  options_free(&o);
+}
+
+/* Each bad command line is refused with a message naming the problem. */
+static void test_options_usage_errors(void **state)
+{
+  static const struct {
+    const char *args[6];
+    const char *msg;
+  } cases[] = {
+    { { "--bogus", "f" }, "unknown option '--bogus'" },
+    { { "--threads", "0", "f" }, "--threads '0'" },
+    { { "--threads", "x", "f" }, "--threads 'x'" },
+    { { "--export", "noequals" }, "expected NAME=FILE" },
+    { { "--export", "a=" }, "missing FILE" },
+    { { "--export", "a=f,what" }, "unknown option 'what'" },
+    { { "--export", "a=f", "--export", "a=g" }, "given twice" },
+    { { "--listen", "nohost" }, "expected HOST:PORT" },
+    { { "--listen", "h:99999", "f" }, "bad port" },
+    { { "--unix", "s", "--listen", ":1", "f" }, "cannot be used together" },
+    { { "a", "b" }, "one FILE at most" },
+    { { NULL }, "nothing to serve" },
+    { { "--unix" }, "needs an argument" },
+  };
+
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct options o;
+    char err[256] = "";
+
+    assert_int_equal(parse(&o, err, cases[i].args), OPTIONS_USAGE);
+    if (strstr(err, cases[i].msg) == NULL)
+      fail_msg("case %zu: message '%s' lacks '%s'", i, err, cases[i].msg);
+    options_free(&o);
+  }
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_options_lone_file),
+    cmocka_unit_test(test_options_exports),
+    cmocka_unit_test(test_options_readonly_applies_to_all),
+    cmocka_unit_test(test_options_default_listen),
+    cmocka_unit_test(test_options_usage_errors),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
