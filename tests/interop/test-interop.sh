@@ -17,7 +17,7 @@
 #          that serve our overlay format run it; qemu-storage-daemon runs it
 #          on a qcow2 overlay as the reference for the same semantics.
 # A server that cannot run here (not built, not installed) exits 77.
-. "$SRCDIR/tests/lib.sh"
+. "${SRCDIR:?run through meson test}/tests/lib.sh"
 
 server=${1:?usage: test-interop.sh SERVER [basic|overlay]}
 part=${2:-basic}

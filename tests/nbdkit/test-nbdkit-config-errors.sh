@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A bad parameter gives nbdkit's usual one-line error naming the problem and
 # a non-zero exit, before any client could connect.
-. "$SRCDIR/tests/lib.sh"
+. "${SRCDIR:?run through meson test}/tests/lib.sh"
 require nbdkit
 [ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nbdkit --dump-plugin shows the plugin's own facts and every callback the
 # plugin promises (API version 2, parallel, errno preserved, native FUA ...).
-. "$SRCDIR/tests/lib.sh"
+. "${SRCDIR:?run through meson test}/tests/lib.sh"
 require nbdkit
 [ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
 

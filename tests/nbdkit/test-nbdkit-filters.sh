@@ -2,7 +2,7 @@
 # The examples of docs/nbdkit-blockd-plugin.md work: nbdkit's filters stack
 # on the plugin (--filter=cow keeps the image untouched, --filter=blocksize
 # turns unaligned requests into aligned ones).
-. "$SRCDIR/tests/lib.sh"
+. "${SRCDIR:?run through meson test}/tests/lib.sh"
 require nbdkit qemu-io qemu-img
 [ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
 for f in cow blocksize; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # nbdkit PLUGIN --help lists every parameter of the plugin.
-. "$SRCDIR/tests/lib.sh"
+. "${SRCDIR:?run through meson test}/tests/lib.sh"
 require nbdkit
 [ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The plugin exports its entry point and nothing else: the formats library
 # linked into it stays private (version script + -fvisibility=hidden).
-. "$SRCDIR/tests/lib.sh"
+. "${SRCDIR:?run through meson test}/tests/lib.sh"
 require nm
 [ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
 
