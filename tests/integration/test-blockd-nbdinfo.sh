@@ -69,7 +69,6 @@ nbdinfo --json "$NBD_URI" > "$TMP/info.json" || fail "nbdinfo --json (readonly) 
 json_check "$TMP/info.json" \
   'e["is_read_only"] is True' \
   'e["export-size"] == 64 * 1024 * 1024' \
-  'e["can_flush"] is True' \
   '"base:allocation" in e["contexts"]' \
   || fail "--readonly: wrong nbdinfo --json"
 

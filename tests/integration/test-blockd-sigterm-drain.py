@@ -1,14 +1,17 @@
 """blockd: SIGTERM with requests in flight drains them: blockd exits 0, every
-write it acknowledged is in the file, and an idle connection does not keep it
-alive."""
+write it acknowledged is in the file, every request it had fully received gets
+its reply, and an idle connection does not keep it alive."""
+import array
+import fcntl
 import hashlib
-import os
 import signal
 import struct
+import termios
 import threading
+import time
 
 import nbdraw as N
-from itest import served, check, main, MiB
+from itest import served, check, main, wait_until, MiB
 
 COUNT = 64
 LEN = MiB
@@ -63,4 +66,39 @@ def run():
                       "write %d was acknowledged but is not in the file" % i)
 
 
-main(run)
+def unread(sock):
+    """Bytes we sent on the unix socket SOCK that the peer has not read yet
+    (SIOCOUTQ counts them until the receiver consumes them)."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf, True)
+    return buf[0]
+
+
+def run_received():
+    """Every request blockd has read off the socket before SIGTERM is answered."""
+    n, ln = 16, 65536
+    with served(size=n * ln) as (b, disk):
+        c = N.Client(b.sock).handshake(structured=True)
+        for i in range(n):
+            c.send_request(N.CMD_WRITE, i * ln, ln, data=pattern(i)[:ln])
+        check(wait_until(lambda: unread(c.sock) == 0, 10),
+              "blockd did not read 16 small writes in 10 s (%d bytes unread)" % unread(c.sock))
+        b.proc.send_signal(signal.SIGTERM)
+        replies = []
+        try:
+            while len(replies) < n:
+                replies.append(c.recv_reply())
+        except (N.Closed, OSError):
+            pass
+        rc = b.proc.wait(timeout=30)
+        check(rc == 0, "blockd exited %d after SIGTERM: %s" % (rc, b.logtext()))
+        check(len(replies) == n, "blockd read %d writes but answered only %d before exiting"
+              % (n, len(replies)))
+        bad = [(r.cookie, N.errname(r.error)) for r in replies if r.error]
+        check(not bad, "errors for writes received before SIGTERM: %r" % bad)
+        with open(disk, "rb") as f:
+            for i in range(n):
+                check(f.read(ln) == pattern(i)[:ln], "write %d is not in the file" % i)
+
+
+main(lambda: (run(), run_received()))
