@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop checks, one script run once per server (libnbd interop/ style):
 #
-#   test-interop.sh SERVER [basic|overlay]
+#   test-interop.sh SERVER [basic|overlay|qcow2]
 #
 # SERVER is blockd, nbdkit-plugin (nbdkit + nbdkit-blockd-plugin.so),
 # qemu-storage-daemon (the reference) or nbdkit-file (nbdkit's own file
@@ -16,10 +16,13 @@
 #          is never written, and everything survives a restart.  The servers
 #          that serve our overlay format run it; qemu-storage-daemon runs it
 #          on a qcow2 overlay as the reference for the same semantics.
+# qcow2:   a qcow2 image made by qemu-img (plain and compressed clusters),
+#          served read-only: same contents, holes where qemu left clusters
+#          unallocated, writes refused; then a writable overlay over it.
 # A server that cannot run here (not built, not installed) exits 77.
 . "${SRCDIR:?run through meson test}/tests/lib.sh"
 
-server=${1:?usage: test-interop.sh SERVER [basic|overlay]}
+server=${1:?usage: test-interop.sh SERVER [basic|overlay|qcow2]}
 part=${2:-basic}
 require qemu-img qemu-io nbdinfo nbdcopy
 
@@ -60,11 +63,13 @@ wait_started() {
   fail "$server did not start"
 }
 
-# server_start FILE FORMAT: serves FILE (FORMAT raw, qcow2 or overlay) as the
-# default export on $SOCK; sets NBD_URI.
+# server_start FILE FORMAT [ro]: serves FILE (FORMAT raw, qcow2 or overlay)
+# as the default export on $SOCK, read-only with "ro"; sets NBD_URI.  Our
+# servers detect the format from the contents; qemu-storage-daemon is told.
 server_start() {
-  local file=$1 format=$2 pidfile=$TMP/server.pid
+  local file=$1 format=$2 ro=${3:-} pidfile=$TMP/server.pid qro=off qwr=on
   rm -f "$pidfile" "$SOCK"
+  [ "$ro" = ro ] && qro=on qwr=off
   case $server in
     blockd)
       start_blockd "$file"
@@ -77,10 +82,10 @@ server_start() {
       nbdkit -f -U "$SOCK" -P "$pidfile" file file="$file" 2>>"$SERVER_LOG" & ;;
     qemu-storage-daemon)
       qemu-storage-daemon \
-        --blockdev driver=file,node-name=file0,filename="$file",discard=unmap \
-        --blockdev driver="$format",node-name=disk0,file=file0,discard=unmap \
+        --blockdev driver=file,node-name=file0,filename="$file",discard=unmap,read-only=$qro \
+        --blockdev driver="$format",node-name=disk0,file=file0,discard=unmap,read-only=$qro \
         --nbd-server addr.type=unix,addr.path="$SOCK" \
-        --export type=nbd,id=exp0,node-name=disk0,name=,writable=on \
+        --export type=nbd,id=exp0,node-name=disk0,name=,writable=$qwr \
         --pidfile "$pidfile" 2>>"$SERVER_LOG" & ;;
   esac
   SERVER_PID=$!
@@ -210,12 +215,13 @@ part_basic() {
 
 # ---- overlay: copy-on-write over a non-zero base ---------------------------
 
-# make_overlay BASE OVERLAY: creates the overlay in the server's format; sets OVL_FORMAT.
+# make_overlay BASE OVERLAY [BASE_FORMAT]: creates the overlay in the
+# server's format; sets OVL_FORMAT.
 make_overlay() {
   case $server in
     qemu-storage-daemon)
       OVL_FORMAT=qcow2
-      qemu-img create -q -f qcow2 -b "$1" -F raw "$2" || fail "qemu-img create overlay" ;;
+      qemu-img create -q -f qcow2 -b "$1" -F "${3:-raw}" "$2" || fail "qemu-img create overlay" ;;
     nbdkit-file)
       skip "nbdkit's file plugin serves no overlay format" ;;
     *)
@@ -270,10 +276,56 @@ part_overlay() {
   server_stop
 }
 
+# ---- qcow2: a read-only qcow2 image made by qemu-img -----------------------
+
+part_qcow2() {
+  local src=$TMP/src.raw ovl rc out
+  EXPECTED=$TMP/expected.img
+  WHAT=qcow2
+  case $server in
+    nbdkit-file) skip "nbdkit's file plugin serves no qcow2" ;;
+    nbdkit-plugin)
+      nbdkit --dump-plugin "$NBDKIT_PLUGIN" | grep -q '^blockd_formats=.*qcow2' ||
+        skip "qcow2 format not built into the plugin" ;;
+  esac
+  # Random data at 0, 8M and 20M of 32M, zeroes elsewhere (left unallocated).
+  random_file "$src" 32
+  cp --sparse=always "$src" "$EXPECTED"
+  for c in '' -c; do
+    qemu-img convert $c -f raw -O qcow2 "$src" "$TMP/disk.qcow2" || fail "qemu-img convert $c"
+    server_start "$TMP/disk.qcow2" qcow2 ro
+    same_as_expected "qcow2 ${c:-plain}"
+    nbdcopy "$NBD_URI" "$TMP/copy.img" || fail "nbdcopy from $server (qcow2 ${c:-plain})"
+    cmp "$src" "$TMP/copy.img" || fail "nbdcopy of qcow2 ${c:-plain} differs"
+    map_check $((4 * MiB)) $((4 * MiB)) zero
+    map_check $((8 * MiB)) $((4 * MiB)) data
+    # Writes are refused, and refusing them changes nothing.
+    rc=0
+    out=$(qemu-io -f raw -c 'write -P 0x11 0 4k' "$NBD_URI" 2>&1) || rc=$?
+    [ "$rc" -ne 0 ] || grep -qiE 'fail|error|denied|read-only' <<<"$out" ||
+      fail "a write to the read-only qcow2 on $server did not fail: $out"
+    same_as_expected "qcow2 after a refused write"
+    server_stop
+    rm -f "$TMP/copy.img"
+  done
+
+  # A writable overlay over the qcow2 base: ours for our servers, qcow2 over
+  # qcow2 for qemu-storage-daemon.
+  ovl=$TMP/disk.ovl
+  make_overlay "$TMP/disk.qcow2" "$ovl" qcow2
+  server_start "$ovl" "$OVL_FORMAT"
+  same_as_expected "overlay over qcow2"
+  both -c 'write -P 0x44 9M 64k' -c 'discard 10M 1M' -c 'write -z 1M 1M' -c 'flush'
+  qio "$NBD_URI" -c 'read -P 0x44 9M 64k' -c 'read -P 0 10M 1M' -c 'read -P 0 1M 1M'
+  same_as_expected "overlay over qcow2 after writes"
+  server_stop
+}
+
 server_require
 case $part in
   basic) part_basic ;;
   overlay) part_overlay ;;
+  qcow2) part_qcow2 ;;
   *) echo "test-interop.sh: unknown part '$part'" >&2; exit 2 ;;
 esac
 echo "PASS: interop $part against $server"
