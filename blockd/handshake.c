@@ -248,18 +248,21 @@ static int opt_meta(struct hs *h, uint32_t option, struct cursor *c)
 /* NBD_OPT_LIST: one NBD_REP_SERVER per export. */
 static int opt_list(struct hs *h, struct cursor *c)
 {
-  char buf[4 + NBD_MAX_STRING];
+  char buf[4 + 2 * NBD_MAX_STRING];
 
   if (c->left != 0)
     return send_error(h, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
   for (size_t i = 0; i < exports_count(); i++) {
     const struct export *e = exports_get(i);
     size_t len = strnlen(e->name, NBD_MAX_STRING);
+    size_t dlen = strnlen(e->description, NBD_MAX_STRING);
     uint32_t be = htobe32((uint32_t)len);
 
+    /* Name length, name, then the description in the rest of the reply. */
     memcpy(buf, &be, 4);
     memcpy(buf + 4, e->name, len);
-    if (send_reply(h, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + len) < 0)
+    memcpy(buf + 4 + len, e->description, dlen);
+    if (send_reply(h, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + len + dlen) < 0)
       return -1;
   }
   return send_reply(h, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);

@@ -65,10 +65,12 @@ int main(int argc, char **argv)
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+  /* An image that cannot be opened (missing, locked, changed base) is the
+   * user's to fix: a usage error, like the launcher's. */
   if (exports_open(&o) < 0) {
     exports_close();
     options_free(&o);
-    return EXIT_FAILURE;
+    return 2;
   }
   if (pool_start(POOL_THREADS) < 0)
     goto fail_exports;

@@ -158,7 +158,7 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
   o->threads = cpus > 0 ? (unsigned)cpus : 1;
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, "+:v", long_options, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":v", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_UNIX:
       free(o->unix_path);

@@ -40,6 +40,8 @@ int request_validate(const struct export *exp, const struct nbd_request *req, bo
   const struct fmt *f = exp->fmt;
   bool is_write = req->type == NBD_CMD_WRITE || req->type == NBD_CMD_TRIM ||
                   req->type == NBD_CMD_WRITE_ZEROES;
+  /* proto.md: writes past the end get ENOSPC; everything else EINVAL. */
+  bool fills = req->type == NBD_CMD_WRITE || req->type == NBD_CMD_WRITE_ZEROES;
 
   switch (req->type) {
   case NBD_CMD_READ: case NBD_CMD_WRITE: case NBD_CMD_FLUSH: case NBD_CMD_TRIM:
@@ -59,7 +61,7 @@ int request_validate(const struct export *exp, const struct nbd_request *req, bo
   if (req->count == 0)
     return EINVAL;
   if (req->offset > f->size || req->count > f->size - req->offset)
-    return is_write ? ENOSPC : EINVAL;
+    return fills ? ENOSPC : EINVAL;
   if (req->type == NBD_CMD_READ && req->count > BLOCKD_MAX_PAYLOAD)
     return EINVAL;
   /* DF asks for the whole read in one chunk; proto.md lets the server refuse
