@@ -21,7 +21,6 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include "cleanup.h"
 #include "format.h"
 
 /* Every callback may run on many threads at once: the engines' synchronous
@@ -110,7 +109,9 @@ static int plugin_get_ready(void)
   }
   /* The image stays open across nbdkit's fork into the background: the
    * descriptors and the open-file-description locks the engines take are
-   * inherited by the child, which is the process that serves. */
+   * inherited by the child, which is the process that serves.  Threads are
+   * not, so an engine must not start any in ->open (none does; qcow2 only
+   * holds a mutex). */
   image = fmt_open(filename, format, ro, err, sizeof err);
   if (image == NULL) {
     nbdkit_error("%s", err);
