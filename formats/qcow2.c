@@ -52,6 +52,7 @@ struct qcow2 {
   libqcow_file_t *files[QCOW2_MAX_CHAIN]; /* the image, then its backing chain */
   struct level levels[QCOW2_MAX_CHAIN];  /* the same chain, for L2 lookups */
   int nfiles;                            /* entries used in files[] and levels[] */
+  unsigned min_cluster_bits;             /* smallest cluster size in the chain (log2) */
   char backing[PATH_MAX];                /* the image's backing file, "" if none */
 };
 
@@ -337,6 +338,10 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
     goto err;
   }
   q->fmt.can_extents = true;
+  q->min_cluster_bits = q->levels[0].cluster_bits;
+  for (int i = 1; i < q->nfiles; i++)
+    if (q->levels[i].cluster_bits < q->min_cluster_bits)
+      q->min_cluster_bits = q->levels[i].cluster_bits;
   return &q->fmt;
 err:
   qcow2_close(&q->fmt);
@@ -369,9 +374,14 @@ static int qcow2_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offse
 
   pthread_mutex_lock(&q->lock);
   while (length > 0) {
-    /* libqcow takes size_t counts but reads at most a cluster at a time
-     * internally; bound each call so a short read is easy to resume. */
-    size_t n = length > (1u << 24) ? (1u << 24) : (size_t)length;
+    /* libqcow 20201213 goes wrong when one call starts in a cluster served
+     * by the backing file and runs into one the image holds (it keeps
+     * reading the backing file): never let a call cross a cluster boundary
+     * of any image in the chain. */
+    uint64_t grain = 1ULL << q->min_cluster_bits;
+    size_t n = (size_t)(grain - (offset & (grain - 1)));
+    if (n > length)
+      n = (size_t)length;
     ssize_t got = libqcow_file_read_buffer_at_offset(q->files[0], p, n, (off64_t)offset, NULL);
     if (got < 0) {
       r = -EIO;
