@@ -41,6 +41,7 @@ def run():
         t.start()
         replies = [c.recv_reply()]          # blockd is busy with our writes
         b.proc.send_signal(signal.SIGTERM)
+        t0 = time.time()
         try:
             while len(replies) < COUNT:
                 replies.append(c.recv_reply())
@@ -48,6 +49,7 @@ def run():
             pass
         t.join(30)
         rc = b.proc.wait(timeout=30)
+        print("blockd exited %.2f s after SIGTERM" % (time.time() - t0))
         check(rc == 0, "blockd exited %d after SIGTERM: %s" % (rc, b.logtext()))
         c.close()
         idle.close()
