@@ -69,6 +69,14 @@ def run():
         r = c.read(2 * MiB - 4096, 8192)
         check(r.structured and r.error == 0 and r.data == bytes(4096) + data[:4096],
               "raw structured read across a hole and data: %r" % r)
+        # A read entirely inside a hole is where OFFSET_HOLE pays most.
+        for off, n in ((0, 65536), (4 * MiB, 4 * MiB)):
+            r = c.read(off, n)
+            check(r.error == 0 and r.data == bytes(n), "read of a hole: %r" % r)
+            types = [t for t, _, _ in r.chunks]
+            check(N.REPLY_TYPE_OFFSET_HOLE in types and N.REPLY_TYPE_OFFSET_DATA not in types,
+                  "read of a %d-byte hole at %d: chunk types %r, expected OFFSET_HOLE"
+                  % (n, off, types))
         r = c.request(N.CMD_BLOCK_STATUS, 0, SIZE)
         check(r.error == N.EINVAL, "block status without a meta context: %r" % r)
         check(r.structured, "error reply on a structured connection is not structured")
