@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# blockd-img's command line: help, version, usage errors (exit 2), runtime
+# errors (exit 1, one line naming the file), create/info/convert basics, and
+# the cost of an overlay over a 100 GiB sparse base (time and space, printed).
+. "$SRCDIR/tests/lib.sh"
+IMG=${BLOCKD_IMG:?BLOCKD_IMG not set}
+cd "$TMP"
+
+# expect STATUS PATTERN CMD...: CMD exits STATUS and its stderr's first line matches PATTERN.
+expect() {
+  local status=$1 pattern=$2 rc=0; shift 2
+  "$@" >out 2>err || rc=$?
+  [ "$rc" -eq "$status" ] || fail "$*: exit $rc, expected $status: $(cat err)"
+  head -n1 err | grep -qE "$pattern" || fail "$*: stderr '$(head -n1 err)' does not match '$pattern'"
+}
+
+"$IMG" --help | grep -q 'create -s SIZE FILE' || fail "--help lacks create"
+"$IMG" --help | grep -q 'Exit status' || fail "--help lacks exit status"
+"$IMG" --version | grep -qE '^blockd-img [0-9]' || fail "--version"
+expect 2 'missing COMMAND' "$IMG"
+expect 2 "unknown command 'frob'" "$IMG" frob
+expect 2 'unknown option' "$IMG" --frob
+expect 2 'exactly one of -s SIZE' "$IMG" create x.img
+expect 2 'exactly one of -s SIZE' "$IMG" create -s 1M -b y x.img
+expect 2 "invalid size '12Q'" "$IMG" create -s 12Q x.img
+expect 2 'expected one FILE' "$IMG" create -s 1M
+expect 2 'invalid cluster size' "$IMG" create -c 3000 -b y x.img
+expect 2 'expected SRC and DST' "$IMG" convert a
+expect 2 "unknown format 'vmdk'" "$IMG" convert -f vmdk a b
+expect 1 '^blockd-img: nothere.img: No such file or directory$' "$IMG" info nothere.img
+expect 1 '^blockd-img: nothere.img: No such file or directory$' "$IMG" create -b nothere.img o.ovl
+expect 1 'nodir/x.img: No such file or directory' "$IMG" create -s 1M nodir/x.img
+[ "$(wc -l <err)" -eq 1 ] || fail "runtime errors must be one line"
+
+# create -s: sparse raw of exactly SIZE.
+"$IMG" create -s 1.5G raw.img
+[ "$(stat -c %s raw.img)" -eq 1610612736 ] || fail "create -s 1.5G size"
+[ "$(allocated raw.img)" -eq 0 ] || fail "create -s allocated $(allocated raw.img)"
+"$IMG" info raw.img | grep -q '^format: raw$' || fail "info raw format"
+
+# Detection by content: an overlay named .img, a raw named .ovl.
+"$IMG" create -s 64M base.ovl
+"$IMG" create -b base.ovl ws.img
+"$IMG" info ws.img | grep -q '^format: overlay$' || fail "overlay named .img not detected"
+"$IMG" info base.ovl | grep -q '^format: raw$' || fail "raw named .ovl not detected"
+"$IMG" info --json ws.img >info.json
+$PY - <<'PY' || fail "info --json"
+import json
+i = json.load(open("info.json"))
+assert i["format"] == "overlay" and i["virtual-size"] == 64 << 20, i
+assert i["owned-clusters"] == 0 and i["cluster-size"] == 65536, i
+assert i["base"]["format"] == "raw" and i["base"]["filename"].endswith("/base.ovl"), i
+PY
+# Converting onto the source, or an overlay onto itself, is refused.
+expect 1 'ws.img: is the source image or one of its bases' "$IMG" convert ws.img ws.img
+expect 1 'ws.img: is the base image itself' "$IMG" create -b ws.img ws.img
+# A changed base is refused, naming it.
+printf 'x' | dd of=base.ovl bs=1 seek=100 conv=notrunc status=none
+expect 1 'ws.img: base image .*base.ovl changed since the overlay was created' "$IMG" info ws.img
+# No progress bar when stderr is not a terminal.
+"$IMG" create -s 8M r8.img
+"$IMG" convert r8.img c8.img 2>conv.err
+[ ! -s conv.err ] || fail "convert wrote to a non-terminal stderr: $(cat conv.err)"
+
+# Overlay creation over a 100 GiB sparse base: O(1) time and space.
+"$IMG" create -s 100G big.img
+start=$(date +%s%N)
+"$IMG" create -b big.img big.ovl
+end=$(date +%s%N)
+alloc=$(allocated big.ovl)
+echo "overlay over a 100 GiB sparse base: created in $(( (end - start) / 1000 )) us, allocated $alloc bytes, file size $(stat -c %s big.ovl)"
+[ "$alloc" -lt 1048576 ] || fail "overlay over 100 GiB allocated $alloc bytes"
+"$IMG" info big.ovl | grep -q 'owned clusters: 0 of 1638400' || fail "100G overlay info"
+echo "ok"
