@@ -147,6 +147,9 @@ int file_pread_full(int fd, void *buf, uint64_t length, uint64_t offset);
 int file_pwrite_full(int fd, const void *buf, uint64_t length, uint64_t offset);
 /* Returns the allocated bytes of the file behind FD (st_blocks * 512) or -errno. */
 int64_t file_allocated(int fd);
+/* Whether FD's file system takes buffered writes from io_uring without
+ * punting them to a serialising worker (see file.c). */
+bool file_async_buffered_writes(int fd);
 
 /* bitmap.c: the overlay's owned-cluster map (lock-free reads, ordered sync) */
 struct bitmap {

@@ -14,6 +14,7 @@
 struct raw {
   struct fmt fmt; /* common fields, first */
   int fd;         /* the file, O_RDWR unless read-only */
+  bool ring_writes; /* map writes for io_uring (file_async_buffered_writes) */
 };
 
 static struct fmt *raw_open(const char *path, bool readonly, char *err, size_t errlen)
@@ -42,6 +43,7 @@ static struct fmt *raw_open(const char *path, bool readonly, char *err, size_t e
     goto err;
   }
   r->fd = fd;
+  r->ring_writes = file_async_buffered_writes(fd);
   r->fmt.can_trim = !readonly;
   r->fmt.can_zero = !readonly;
   r->fmt.can_fast_zero = !readonly;
@@ -68,8 +70,9 @@ static bool raw_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64
 {
   struct raw *r = (struct raw *)f;
 
-  (void)dir;
   (void)length;
+  if (dir == FMT_MAP_WRITE && !r->ring_writes)
+    return false;
   m->fd = r->fd;
   m->offset = offset;
   return true;
