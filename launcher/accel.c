@@ -1,0 +1,119 @@
+/* --accel: KVM where it really runs guests, TCG otherwise. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launch.h"
+
+/* How long the KVM probe may take to print the kernel's banner. A working
+ * KVM gets there in well under a second. */
+#define PROBE_MS 3000
+
+/* Parses "auto", "kvm" or "tcg". Returns 0 or -EINVAL. */
+int accel_parse(const char *s, enum accel *a)
+{
+  if (strcmp(s, "auto") == 0)
+    *a = ACCEL_AUTO;
+  else if (strcmp(s, "kvm") == 0)
+    *a = ACCEL_KVM;
+  else if (strcmp(s, "tcg") == 0)
+    *a = ACCEL_TCG;
+  else
+    return -EINVAL;
+  return 0;
+}
+
+/* The name QEMU's -accel takes. */
+const char *accel_name(enum accel a)
+{
+  return a == ACCEL_KVM ? "kvm" : a == ACCEL_TCG ? "tcg" : "auto";
+}
+
+/* Milliseconds on the monotonic clock. */
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Boots L's kernel under KVM for at most PROBE_MS and returns true if it
+ * printed its banner. /dev/kvm can open and even run real-mode code on hosts
+ * (nested or sandboxed) where a kernel then hangs entering long mode, so
+ * nothing short of the real kernel says KVM works. */
+static bool kvm_boots(const struct launch *l)
+{
+  char *const argv[] = {
+    (char *)l->qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35",
+    "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+    "-no-reboot", "-m", "128", "-kernel", (char *)l->kernel,
+    "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1", NULL,
+  };
+  CLEANUP_CLOSE int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int pipefd[2], status;
+  char buf[4096];
+  size_t have = 0;
+  bool ok = false;
+  pid_t pid;
+  int64_t deadline = now_ms() + PROBE_MS;
+
+  if (pipe2(pipefd, O_CLOEXEC) < 0)
+    return false;
+  pid = proc_spawn(argv, true, SIGKILL, (const int[3]){ devnull, pipefd[1], devnull });
+  close(pipefd[1]);
+  if (pid < 0) {
+    close(pipefd[0]);
+    return false;
+  }
+  while (!ok) {
+    int64_t left = deadline - now_ms();
+    struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
+    ssize_t r;
+
+    if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+      break;
+    r = read(pipefd[0], buf + have, sizeof buf - 1 - have);
+    if (r <= 0)
+      break;
+    have += r;
+    buf[have] = '\0';
+    ok = strstr(buf, "Linux version") != NULL;
+    if (have > sizeof buf / 2) {  /* keep a tail in case the banner straddles */
+      memmove(buf, buf + have - 64, 64);
+      have = 64;
+    }
+  }
+  close(pipefd[0]);
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return ok;
+}
+
+/* Returns the accelerator to run with: KVM or TCG. For --accel auto, KVM is
+ * used only if /dev/kvm opens and the kernel boots under it; otherwise TCG
+ * with a one-line notice. */
+enum accel accel_resolve(const struct launch *l)
+{
+  int fd;
+
+  if (l->accel != ACCEL_AUTO)
+    return l->accel;
+  fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    launch_error("notice: KVM unavailable (/dev/kvm: %m), using TCG");
+    return ACCEL_TCG;
+  }
+  close(fd);
+  if (!kvm_boots(l)) {
+    launch_error("notice: KVM does not boot the kernel on this host, using TCG");
+    return ACCEL_TCG;
+  }
+  debug("KVM probe booted the kernel");
+  return ACCEL_KVM;
+}

@@ -1,0 +1,143 @@
+/* --disk FILE[,readonly][,serial=ID][,format=FMT]: parsing and the checks
+ * that must pass before anything is started. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "launch.h"
+
+/* virtio-blk carries at most 20 bytes of serial (VIRTIO_BLK_ID_BYTES). */
+#define SERIAL_MAX 20
+
+/* True if S is a serial QEMU and the guest will both take as is. */
+static bool serial_valid(const char *s)
+{
+  size_t n = strlen(s);
+
+  if (n == 0 || n > SERIAL_MAX)
+    return false;
+  return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == n;
+}
+
+/* Parses SPEC into D (the INDEXth disk). Prints a one-line message and
+ * returns -1 on bad input. */
+int disk_parse(const char *spec, size_t index, struct disk *d)
+{
+  CLEANUP_FREE char *copy = strdup(spec);
+  char *opt, *save = NULL;
+
+  memset(d, 0, sizeof *d);
+  if (copy == NULL) {
+    launch_error("--disk: %m");
+    return -1;
+  }
+  opt = strtok_r(copy, ",", &save);
+  if (opt == NULL || spec[0] == ',') {
+    launch_error("--disk %s: no file name", spec);
+    return -1;
+  }
+  d->path = strdup(opt);
+  while ((opt = strtok_r(NULL, ",", &save)) != NULL) {
+    if (strcmp(opt, "readonly") == 0 || strcmp(opt, "ro") == 0)
+      d->readonly = true;
+    else if (strncmp(opt, "serial=", 7) == 0) {
+      if (!serial_valid(opt + 7)) {
+        launch_error("--disk %s: serial must be 1 to %d characters of [A-Za-z0-9._-]",
+                     spec, SERIAL_MAX);
+        goto err;
+      }
+      free(d->serial);
+      d->serial = strdup(opt + 7);
+    }
+    else if (strncmp(opt, "format=", 7) == 0) {
+      static const char *const formats[] = { "raw", "qcow2", "overlay" };
+
+      d->format = NULL;
+      for (size_t i = 0; i < ARRAY_SIZE(formats); i++)
+        if (strcmp(opt + 7, formats[i]) == 0)
+          d->format = formats[i];
+      if (d->format == NULL) {
+        launch_error("--disk %s: unknown format '%s' (raw, qcow2, overlay)", spec, opt + 7);
+        goto err;
+      }
+    }
+    else {
+      launch_error("--disk %s: unknown option '%s' (readonly, serial=ID, format=FMT)",
+                   spec, opt);
+      goto err;
+    }
+  }
+  if (d->serial == NULL && asprintf(&d->serial, "disk%zu", index) < 0)
+    d->serial = NULL;
+  if (d->path == NULL || d->serial == NULL) {
+    launch_error("--disk: %m");
+    goto err;
+  }
+  return 0;
+
+err:
+  disk_free(d);
+  return -1;
+}
+
+/* Checks that D exists, can be opened as asked, and is not in use by another
+ * blockd or QEMU (a conflicting OFD/POSIX or flock lock), and makes its path
+ * absolute. Prints a one-line message naming the file and returns -1 if not. */
+int disk_check(struct disk *d)
+{
+  char *abs;
+
+  CLEANUP_CLOSE int fd = -1;
+  struct stat st;
+  struct flock fl = { .l_whence = SEEK_SET };
+
+  fd = open(d->path, (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0) {
+    launch_error("%s: %m", d->path);
+    return -1;
+  }
+  if (fstat(fd, &st) < 0) {
+    launch_error("%s: %m", d->path);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    launch_error("%s: not a regular file or block device", d->path);
+    return -1;
+  }
+  /* blockd gets an absolute path: it need not share our working directory. */
+  abs = realpath(d->path, NULL);
+  if (abs == NULL) {
+    launch_error("%s: %m", d->path);
+    return -1;
+  }
+  free(d->path);
+  d->path = abs;
+  /* A writer conflicts with any lock, a reader only with a writer's. */
+  fl.l_type = d->readonly ? F_RDLCK : F_WRLCK;
+  if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+    if (fl.l_pid > 0)
+      launch_error("%s: in use by another process (pid %d holds a lock)", d->path,
+                   (int)fl.l_pid);
+    else
+      launch_error("%s: in use by another blockd or QEMU (locked)", d->path);
+    return -1;
+  }
+  /* Probe flock() too; closing FD drops the probe's own lock. */
+  if (flock(fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+    launch_error("%s: in use by another blockd or QEMU (locked)", d->path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Frees what disk_parse allocated. */
+void disk_free(struct disk *d)
+{
+  free(d->path);
+  free(d->serial);
+  d->path = d->serial = NULL;
+}

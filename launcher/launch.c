@@ -1,0 +1,330 @@
+/* blockd-launch: starts a workspace VM whose disks are served by a private
+ * blockd over NBD and whose freed memory goes back to the host. Options,
+ * checks, and the order things start and stop in. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "launch.h"
+
+bool verbose;
+
+/* Default and limits for --memory and --cpus. */
+#define MEMORY_DEFAULT (1ULL << 30)
+#define MEMORY_MIN (64ULL << 20)
+#define CPUS_MAX 256
+#define GRACE_DEFAULT 30
+
+/* Prints "blockd-launch: MESSAGE" on stderr. */
+void launch_error(const char *fmt, ...)
+{
+  va_list ap;
+  int saved = errno;
+
+  fputs("blockd-launch: ", stderr);
+  errno = saved;  /* %m in FMT */
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+/* --help. */
+static void usage(FILE *fp)
+{
+  fprintf(fp,
+"Usage: blockd-launch --kernel FILE [--initrd FILE] [--append TEXT]\n"
+"                     --disk FILE[,readonly][,serial=ID][,format=FMT]...\n"
+"                     [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg]\n"
+"                     [--qmp PATH] [--grace SECONDS] [--dry-run] [-v]\n"
+"\n"
+"Starts a workspace VM: a private blockd serves each --disk over NBD on a unix\n"
+"socket, and QEMU attaches it as virtio-blk with discard end to end (guest TRIM\n"
+"punches holes in the host file). A virtio-balloon with free page reporting\n"
+"hands guest memory the guest frees back to the host. The serial console is\n"
+"on stdin/stdout (Ctrl-A x quits QEMU); messages go to stderr.\n"
+"\n"
+"  --kernel FILE    guest kernel (bzImage)\n"
+"  --initrd FILE    initramfs\n"
+"  --append TEXT    kernel command line (e.g. \"console=ttyS0\")\n"
+"  --disk SPEC      a disk image: raw, qcow2 (read-only) or blockd overlay;\n"
+"                   readonly: read-only export and device; serial=ID: the\n"
+"                   virtio serial (default diskN); format=raw|qcow2|overlay\n"
+"  --memory SIZE    guest RAM, e.g. 1G, 768M (default 1G)\n"
+"  --cpus N         virtual CPUs (default 2)\n"
+"  --accel A        kvm, tcg, or auto: KVM if a probe boots the kernel\n"
+"                   under it, else TCG with a notice (default auto)\n"
+"  --qmp PATH       also serve QMP on the unix socket PATH\n"
+"  --grace SECONDS  time the guest gets to power off after SIGINT/SIGTERM\n"
+"                   before QEMU is told to quit (default %d)\n"
+"  --dry-run        print the blockd and QEMU command lines, start nothing\n"
+"                   (XXXXXX stands for the runtime directory's suffix)\n"
+"  -v, --verbose    say what happens on stderr\n"
+"  -h, --help       this text\n"
+"  -V, --version    print the version\n"
+"\n"
+"Environment: BLOCKD (blockd to run; default ../blockd/blockd next to this\n"
+"program, else blockd on PATH), QEMU (default qemu-system-x86_64),\n"
+"XDG_RUNTIME_DIR (where the private runtime directory goes; else /tmp).\n"
+"\n"
+"SIGINT/SIGTERM press the guest's power button (QMP system_powerdown); after\n"
+"the grace period QEMU is told to quit, then killed. A second signal skips the\n"
+"grace period. blockd is drained and stopped once QEMU has exited.\n"
+"\n"
+"Exit status: 0 the guest powered off; 1 runtime error; 2 bad usage or input\n"
+"(nothing started); 3 the guest did not power off in time and was stopped;\n"
+"4 QEMU exited or was killed without a guest power-off; 5 blockd died while the\n"
+"guest ran; 6 the guest rebooted or panicked.\n",
+          GRACE_DEFAULT);
+}
+
+/* Fails with a usage error unless FILE opens for reading. */
+static int check_readable(const char *what, const char *file)
+{
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0) {
+    launch_error("%s %s: %m", what, file);
+    return -1;
+  }
+  close(fd);
+  return 0;
+}
+
+/* Parses a positive integer no larger than MAX. */
+static int parse_uint(const char *s, unsigned max, unsigned *out)
+{
+  char *end;
+  unsigned long v;
+
+  errno = 0;
+  v = strtoul(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v == 0 || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Parses the command line into L. Returns 0, or an exit status when the
+ * launcher should stop here (after --help, --version or bad input). */
+static int parse_options(int argc, char *argv[], struct launch *l)
+{
+  enum { OPT_KERNEL = 256, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_MEMORY, OPT_CPUS,
+         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN };
+  static const struct option longopts[] = {
+    { "kernel", required_argument, NULL, OPT_KERNEL },
+    { "initrd", required_argument, NULL, OPT_INITRD },
+    { "append", required_argument, NULL, OPT_APPEND },
+    { "disk", required_argument, NULL, OPT_DISK },
+    { "memory", required_argument, NULL, OPT_MEMORY },
+    { "cpus", required_argument, NULL, OPT_CPUS },
+    { "accel", required_argument, NULL, OPT_ACCEL },
+    { "qmp", required_argument, NULL, OPT_QMP },
+    { "grace", required_argument, NULL, OPT_GRACE },
+    { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL },
+  };
+  int c;
+
+  opterr = 0;  /* our own one-line messages */
+  while ((c = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
+    switch (c) {
+    case OPT_KERNEL: l->kernel = optarg; break;
+    case OPT_INITRD: l->initrd = optarg; break;
+    case OPT_APPEND: l->append = optarg; break;
+    case OPT_QMP: l->qmp = optarg; break;
+    case OPT_DRY_RUN: l->dry_run = true; break;
+    case 'v': verbose = true; break;
+    case 'h': usage(stdout); return 0;
+    case 'V': printf("blockd-launch %s\n", BLOCKD_VERSION); return 0;
+    case OPT_DISK: {
+      struct disk *d = realloc(l->disks, (l->ndisks + 1) * sizeof *d);
+
+      if (d == NULL) {
+        launch_error("--disk: %m");
+        return EXIT_RUNTIME;
+      }
+      l->disks = d;
+      if (disk_parse(optarg, l->ndisks, &l->disks[l->ndisks]) < 0)
+        return EXIT_USAGE;
+      l->ndisks++;
+      break;
+    }
+    case OPT_MEMORY:
+      if (size_parse(optarg, &l->memory) < 0 || l->memory < MEMORY_MIN ||
+          l->memory % (1 << 20) != 0) {
+        launch_error("--memory %s: not a size of at least 64M in whole MiB", optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_CPUS:
+      if (parse_uint(optarg, CPUS_MAX, &l->cpus) < 0) {
+        launch_error("--cpus %s: not a number from 1 to %d", optarg, CPUS_MAX);
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_GRACE:
+      if (parse_uint(optarg, 3600, &l->grace) < 0) {
+        launch_error("--grace %s: not a number of seconds from 1 to 3600", optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_ACCEL:
+      if (accel_parse(optarg, &l->accel) < 0) {
+        launch_error("--accel %s: not auto, kvm or tcg", optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case ':':
+      launch_error("option %s needs an argument (see --help)", argv[optind - 1]);
+      return EXIT_USAGE;
+    default:
+      launch_error("unknown option '%s' (see --help)", argv[optind - 1]);
+      return EXIT_USAGE;
+    }
+  }
+  if (optind < argc) {
+    launch_error("unexpected argument '%s' (see --help)", argv[optind]);
+    return EXIT_USAGE;
+  }
+  if (l->kernel == NULL) {
+    launch_error("no --kernel given (see --help)");
+    return EXIT_USAGE;
+  }
+  if (l->ndisks == 0) {
+    launch_error("no --disk given (see --help)");
+    return EXIT_USAGE;
+  }
+  return -1;
+}
+
+/* Checks the files named on the command line before anything starts. */
+static int check_inputs(struct launch *l)
+{
+  if (check_readable("--kernel", l->kernel) < 0)
+    return -1;
+  if (l->initrd != NULL && check_readable("--initrd", l->initrd) < 0)
+    return -1;
+  for (size_t i = 0; i < l->ndisks; i++) {
+    if (strchr(l->disks[i].path, ',') != NULL) {
+      launch_error("%s: disk file names cannot contain ','", l->disks[i].path);
+      return -1;
+    }
+    if (disk_check(&l->disks[i]) < 0)
+      return -1;
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(l->disks[i].path, l->disks[j].path) == 0) {
+        launch_error("%s: given twice", l->disks[i].path);
+        return -1;
+      }
+  }
+  return 0;
+}
+
+/* Frees what parse_options and main allocated. */
+static void launch_free(struct launch *l)
+{
+  for (size_t i = 0; i < l->ndisks; i++)
+    disk_free(&l->disks[i]);
+  free(l->disks);
+  free(l->blockd);
+}
+
+/* Everything after the checks: command lines, then blockd, then QEMU, then
+ * supervision. Returns the exit status. */
+static int run(struct launch *l)
+{
+  CLEANUP_ARGV struct argv server = { 0 }, qemu = { 0 };
+  pid_t blockd_pid, qemu_pid;
+  sigset_t mask;
+
+  l->accel = accel_resolve(l);
+  if (l->dry_run)
+    l->rundir = rundir_template();
+  else if (rundir_create(l) < 0)
+    return EXIT_RUNTIME;
+  if (l->rundir == NULL || server_cmdline(l, &server) < 0 || qemu_cmdline(l, &qemu) < 0) {
+    launch_error("command line: %m");
+    return EXIT_RUNTIME;
+  }
+  if (l->dry_run) {
+    argv_print(&server, stdout);
+    argv_print(&qemu, stdout);
+    free(l->rundir);
+    return 0;
+  }
+  if (verbose) {
+    fputs("blockd-launch: debug: ", stderr);
+    argv_print(&server, stderr);
+    fputs("blockd-launch: debug: ", stderr);
+    argv_print(&qemu, stderr);
+  }
+
+  /* From here on signals are read through supervise()'s signalfd; blocking
+   * them now keeps a Ctrl-C during start-up from being lost. */
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+
+  blockd_pid = server_start(l, &server);
+  if (blockd_pid < 0) {
+    rundir_remove(l);
+    return -blockd_pid;
+  }
+  qemu_pid = qemu_start(&qemu);
+  if (qemu_pid < 0) {
+    int status;
+
+    kill(blockd_pid, SIGTERM);
+    waitpid(blockd_pid, &status, 0);
+    rundir_remove(l);
+    return EXIT_RUNTIME;
+  }
+  if (verbose)
+    debug("blockd pid %d, QEMU pid %d, runtime directory %s", (int)blockd_pid,
+          (int)qemu_pid, l->rundir);
+  int status = supervise(l, blockd_pid, qemu_pid);
+  rundir_remove(l);
+  return status;
+}
+
+int main(int argc, char *argv[])
+{
+  struct launch l = {
+    .memory = MEMORY_DEFAULT,
+    .cpus = 2,
+    .accel = ACCEL_AUTO,
+    .grace = GRACE_DEFAULT,
+  };
+  int status;
+
+  status = parse_options(argc, argv, &l);
+  if (status < 0) {
+    l.qemu = getenv("QEMU") && getenv("QEMU")[0] ? getenv("QEMU") : "qemu-system-x86_64";
+    l.blockd = server_find();
+    if (l.blockd == NULL) {
+      launch_error("%m");
+      status = EXIT_RUNTIME;
+    }
+    else if (check_inputs(&l) < 0)
+      status = EXIT_USAGE;
+    else
+      status = run(&l);
+  }
+  launch_free(&l);
+  return status;
+}

@@ -1,0 +1,122 @@
+/* blockd-launch: private header, one section per file. */
+#ifndef BLOCKD_LAUNCH_H
+#define BLOCKD_LAUNCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "cleanup.h"
+
+/* Exit statuses: how the launch (and the guest) ended. */
+enum {
+  EXIT_GUEST_OFF = 0,       /* the guest powered off (by itself or on our request) */
+  EXIT_RUNTIME = 1,         /* could not start blockd or QEMU, or a runtime error */
+  EXIT_USAGE = 2,           /* bad command line or input; nothing was started */
+  EXIT_GUEST_FORCED = 3,    /* the guest ignored the power button: QMP quit / SIGKILL */
+  EXIT_QEMU_DIED = 4,       /* QEMU exited on its own without a guest power off */
+  EXIT_BLOCKD_DIED = 5,     /* blockd died first; QEMU was stopped */
+  EXIT_GUEST_RESET = 6,     /* the guest rebooted or panicked (-no-reboot ends the launch) */
+};
+
+/* Accelerator choice from --accel. */
+enum accel {
+  ACCEL_AUTO, /* KVM if a probe boots under it, else TCG */
+  ACCEL_KVM,  /* KVM, no fallback */
+  ACCEL_TCG,  /* QEMU's emulator */
+};
+
+/* One --disk. */
+struct disk {
+  char *path;       /* image file as given */
+  char *serial;     /* virtio-blk serial; "diskN" unless given */
+  const char *format; /* blockd format= (raw, qcow2, overlay), NULL: detected */
+  bool readonly;    /* export and device are read-only */
+};
+
+/* Everything the command line says, plus what main() works out. */
+struct launch {
+  const char *kernel;   /* --kernel */
+  const char *initrd;   /* --initrd, may be NULL */
+  const char *append;   /* --append, may be NULL */
+  struct disk *disks;   /* --disk, in order: export diskN is disks[N] */
+  size_t ndisks;        /* number of disks */
+  uint64_t memory;      /* --memory in bytes */
+  unsigned cpus;        /* --cpus */
+  enum accel accel;     /* --accel; resolved to KVM or TCG before starting */
+  const char *qmp;      /* --qmp: an extra QMP socket for the user, may be NULL */
+  bool dry_run;         /* --dry-run: print the command lines, start nothing */
+  char *blockd;         /* blockd executable */
+  const char *qemu;     /* qemu-system-x86_64 executable ($QEMU or PATH) */
+  char *rundir;         /* private runtime directory (for --dry-run: a template) */
+  unsigned grace;       /* seconds the guest gets to power off after the button */
+};
+
+/* launch.c */
+extern bool verbose;
+/* Prints "blockd-launch: MESSAGE" on stderr. */
+void launch_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define debug(fmt, ...)                                                 \
+  do {                                                                  \
+    if (unlikely(verbose))                                              \
+      launch_error("debug: " fmt, ##__VA_ARGS__);                       \
+  } while (0)
+
+/* argv.c */
+/* A growable NULL-terminated argument vector. */
+struct argv {
+  char **v;   /* the arguments, NULL-terminated once anything was added */
+  size_t n;   /* number of arguments */
+  size_t cap; /* allocated slots */
+};
+int argv_add(struct argv *a, const char *s);
+int argv_addf(struct argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void argv_free(struct argv *a);
+void argv_print(const struct argv *a, FILE *fp);
+char *qemu_opt_escape(const char *s);
+#define CLEANUP_ARGV __attribute__((cleanup(argv_free)))
+
+/* disk.c */
+int disk_parse(const char *spec, size_t index, struct disk *d);
+int disk_check(struct disk *d);
+void disk_free(struct disk *d);
+
+/* rundir.c */
+char *rundir_template(void);
+int rundir_create(struct launch *l);
+void rundir_path(const struct launch *l, const char *name, char *buf, size_t len);
+void rundir_remove(struct launch *l);
+
+/* accel.c */
+int accel_parse(const char *s, enum accel *a);
+const char *accel_name(enum accel a);
+enum accel accel_resolve(const struct launch *l);
+
+/* server.c */
+char *server_find(void);
+int server_cmdline(const struct launch *l, struct argv *a);
+pid_t server_start(const struct launch *l, const struct argv *a);
+
+/* qemu.c */
+int qemu_cmdline(const struct launch *l, struct argv *a);
+pid_t qemu_start(const struct argv *a);
+
+/* proc.c */
+pid_t proc_spawn(char *const argv[], bool own_group, int death_signal, const int fds[3]);
+int proc_wait_timeout(pid_t pid, int *status, unsigned ms);
+char *proc_status_string(int status);
+
+/* qmp.c */
+struct qmp;
+struct qmp *qmp_connect(const char *path, unsigned timeout_ms);
+int qmp_fd(const struct qmp *q);
+int qmp_command(struct qmp *q, const char *cmd);
+int qmp_read_events(struct qmp *q, char *reason, size_t len);
+void qmp_close(struct qmp *q);
+
+/* supervise.c */
+int supervise(struct launch *l, pid_t blockd, pid_t qemu);
+
+#endif
