@@ -4,6 +4,7 @@ printed if the test fails."""
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -31,12 +32,18 @@ def served(*args, size=64 * MiB, disk="disk.img", extra_files=()):
             path = sparse_file(os.path.join(tmp, disk), size)
             argv.append(path)
         b = Blockd(*argv, tmp=tmp)
-        with b:
-            try:
-                yield b, path
-            except BaseException:
-                print("---- blockd log ----\n" + b.logtext(), file=sys.stderr)
-                raise
+        try:
+            with b:
+                try:
+                    yield b, path
+                except BaseException:
+                    print("---- blockd log ----\n" + b.logtext(), file=sys.stderr)
+                    raise
+        finally:
+            # Blockd.__exit__ does not run if start() itself is interrupted.
+            if b.proc is not None and b.proc.poll() is None:
+                b.proc.kill()
+                b.proc.wait()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -69,7 +76,11 @@ def wait_until(cond, timeout=5, step=0.05):
 
 
 def main(fn):
-    """Runs FN(); a failed check prints FAIL and the traceback, exit 1."""
+    """Runs FN(); a failed check prints FAIL and the traceback, exit 1.
+
+    SIGTERM (meson's timeout) unwinds the stack like an exception, so every
+    `with served(...)` still stops its blockd and removes its directory."""
+    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
     try:
         fn()
     except SystemExit:
