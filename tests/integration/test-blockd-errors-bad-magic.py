@@ -17,9 +17,9 @@ def run():
             check(c.read(0, 512).error == 0, "read before the bad magic")
             before = len(b.logtext())
             c.send(struct.pack(">IHHQQI", 0x25609514, 0, N.CMD_READ, 99, 0, 512))
-            check(c.wait_closed(5), "blockd kept the connection open after a bad request magic")
+            check(c.wait_closed(10), "blockd kept the connection open after a bad request magic")
             c.close()
-            check(wait_until(lambda: len(b.logtext()) > before, 3),
+            check(wait_until(lambda: len(b.logtext()) > before, 10),
                   "blockd logged nothing about the bad request magic")
             check(b.proc.poll() is None, "blockd died after a bad request magic")
 
@@ -28,7 +28,7 @@ def run():
         c.greeting()
         before = len(b.logtext())
         c.send(struct.pack(">QII", 0x1122334455667788, N.OPT_GO, 0))
-        check(c.wait_closed(5), "blockd kept the connection open after a bad option magic")
+        check(c.wait_closed(10), "blockd kept the connection open after a bad option magic")
         c.close()
         check(b.proc.poll() is None, "blockd died after a bad option magic")
 

@@ -26,10 +26,10 @@ def run():
             before = len(b.logtext())
             c2.send(struct.pack(">IHHQQI", N.REQUEST_MAGIC, 0, N.CMD_WRITE, 7, 0, MAX + 1)
                     + b"\x44" * 4096)
-            check(c2.wait_closed(5),
+            check(c2.wait_closed(10),
                   "blockd kept the connection open after a write of 32 MiB + 1")
             c2.close()
-            check(wait_until(lambda: len(b.logtext()) > before, 3),
+            check(wait_until(lambda: len(b.logtext()) > before, 10),
                   "blockd logged nothing about the oversized write")
             check(b.proc.poll() is None, "blockd died after an oversized write")
 

@@ -38,7 +38,7 @@ def run():
 
         for what, c in cases:
             half_close(c)
-            check(c.wait_closed(5), "%s: blockd did not close the connection" % what)
+            check(c.wait_closed(10), "%s: blockd did not close the connection" % what)
             c.close()
             check(b.proc.poll() is None, "%s: blockd died" % what)
 

@@ -49,7 +49,7 @@ def run():
                 c.send_option(N.OPT_GO, c._go_payload("", ()))
             except OSError:
                 pass        # already dropped
-            check(c.wait_closed(5), "client flags 0x%x: connection not dropped" % flags)
+            check(c.wait_closed(10), "client flags 0x%x: connection not dropped" % flags)
             c.close()
 
         # An option claiming 4 GiB of data: error or close, and no 4 GiB buffer.

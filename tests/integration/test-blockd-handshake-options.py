@@ -93,7 +93,7 @@ def run():
         c = N.Client(b.sock)
         c.greeting()
         c.send_option(N.OPT_EXPORT_NAME, b"nosuch")
-        check(c.wait_closed(5), "EXPORT_NAME nosuch: connection left open")
+        check(c.wait_closed(10), "EXPORT_NAME nosuch: connection left open")
         c.close()
 
         # EXPORT_NAME on a known name, without NO_ZEROES.
@@ -110,7 +110,7 @@ def run():
         c = N.Client(b.sock)
         c.greeting()
         c.opt_abort()
-        check(c.wait_closed(5), "ABORT: connection left open")
+        check(c.wait_closed(10), "ABORT: connection left open")
         c.close()
         check(b.proc.poll() is None, "blockd died during the handshake tests")
         b.stop()
