@@ -21,6 +21,7 @@ def run():
             c.close()
             check(wait_until(lambda: len(b.logtext()) > before, 10),
                   "blockd logged nothing about the bad request magic")
+            print("blockd logged: %s" % b.logtext()[before:].strip())
             check(b.proc.poll() is None, "blockd died after a bad request magic")
 
         # A bad IHAVEOPT magic on an option during the handshake.

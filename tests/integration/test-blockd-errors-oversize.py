@@ -31,6 +31,7 @@ def run():
             c2.close()
             check(wait_until(lambda: len(b.logtext()) > before, 10),
                   "blockd logged nothing about the oversized write")
+            print("blockd logged: %s" % b.logtext()[before:].strip())
             check(b.proc.poll() is None, "blockd died after an oversized write")
 
         r = c.read(0, 4096)
