@@ -119,10 +119,14 @@ bool bitmap_none(const struct bitmap *bm, uint64_t first, uint64_t last)
   return true;
 }
 
-/* Returns the first index >= I, at most END, whose bit differs from bit I. */
-uint64_t bitmap_run_end(const struct bitmap *bm, uint64_t i, uint64_t end)
+/* Returns the first index >= I, at most END, whose bit differs from bit I,
+ * and bit I in *SET.  Bits only grow, so a run found set stays set; a run
+ * found clear may gain bits meanwhile (a concurrent write). */
+uint64_t bitmap_run_end(const struct bitmap *bm, uint64_t i, uint64_t end, bool *set)
 {
   bool v = bitmap_test(bm, i);
+
+  *set = v;
 
   for (i++; i < end; i++) {
     if (i % 64 == 0 && end - i >= 64) {

@@ -172,7 +172,7 @@ int bitmap_load(struct bitmap *bm, int fd, uint64_t offset);
 bool bitmap_test(const struct bitmap *bm, uint64_t i);
 bool bitmap_all(const struct bitmap *bm, uint64_t first, uint64_t last, bool durable);
 bool bitmap_none(const struct bitmap *bm, uint64_t first, uint64_t last);
-uint64_t bitmap_run_end(const struct bitmap *bm, uint64_t i, uint64_t end);
+uint64_t bitmap_run_end(const struct bitmap *bm, uint64_t i, uint64_t end, bool *set);
 void bitmap_set(struct bitmap *bm, uint64_t i);
 bool bitmap_clean(const struct bitmap *bm);
 uint64_t bitmap_count(const struct bitmap *bm);
