@@ -109,8 +109,10 @@ static bool take_u32(struct cursor *c, uint32_t *v)
 {
   const char *p = take(c, 4);
 
-  if (p)
-    *v = be32toh(*(const uint32_t *)(const void *)p);
+  if (p) {
+    memcpy(v, p, 4); /* option payloads carry no alignment */
+    *v = be32toh(*v);
+  }
   return p != NULL;
 }
 
@@ -118,8 +120,10 @@ static bool take_u16(struct cursor *c, uint16_t *v)
 {
   const char *p = take(c, 2);
 
-  if (p)
-    *v = be16toh(*(const uint16_t *)(const void *)p);
+  if (p) {
+    memcpy(v, p, 2);
+    *v = be16toh(*v);
+  }
   return p != NULL;
 }
 
