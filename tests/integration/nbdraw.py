@@ -165,6 +165,7 @@ class Client:
         self.eflags = None
         self.infos = {}          # NBD_INFO_* -> raw payload (after the type)
         self.pending = {}        # cookie -> (type, count, offset)
+        self.partial = {}        # cookie -> [Reply, read buffer, bytes covered]
         self.next_cookie = 1
 
     # ---- bytes -------------------------------------------------------------
@@ -353,90 +354,89 @@ class Client:
         return cookie
 
     def recv_reply(self):
-        """Reads the full reply to one request (all chunks up to DONE)."""
-        (magic,) = struct.unpack(">I", self.recv_exact(4))
-        if magic == SIMPLE_REPLY_MAGIC:
-            error, cookie = struct.unpack(">IQ", self.recv_exact(12))
-            if cookie not in self.pending:
-                raise ProtocolError("simple reply for unknown cookie %d" % cookie)
-            cmd, count, _ = self.pending.pop(cookie)
-            r = Reply(cookie)
-            r.error = error
-            if cmd == CMD_READ and error == 0:
-                r.data = self.recv_exact(count)
-            return r
-        if magic != STRUCTURED_REPLY_MAGIC:
-            raise ProtocolError("bad reply magic 0x%x" % magic)
-        if not self.structured:
-            raise ProtocolError("structured reply without negotiation")
-        return self._recv_structured()
+        """Reads until one request's reply is complete and returns it.
 
-    def _recv_structured(self):
-        first = True
-        r = None
-        buf = None
+        Chunks of different structured replies may interleave (proto.md);
+        partial replies are kept until their DONE chunk arrives."""
         while True:
-            if not first:
-                (magic,) = struct.unpack(">I", self.recv_exact(4))
-                if magic != STRUCTURED_REPLY_MAGIC:
-                    raise ProtocolError("bad chunk magic 0x%x" % magic)
-            first = False
-            flags, rtype, cookie, length = struct.unpack(">HHQI", self.recv_exact(16))
-            payload = self.recv_exact(length)
-            if cookie not in self.pending:
-                raise ProtocolError("chunk for unknown cookie %d" % cookie)
-            cmd, count, offset = self.pending[cookie]
-            if r is None:
-                r = Reply(cookie)
-                r.structured = True
-                if cmd == CMD_READ:
-                    buf = bytearray(count)
-                    covered = 0
-            elif r.cookie != cookie:
-                # Chunks of different replies may interleave; this client
-                # only ever has one multi-chunk reply outstanding when it
-                # reads, so this is a server bug worth reporting.
-                raise ProtocolError("interleaved chunks %d/%d" % (r.cookie, cookie))
-            r.chunks.append((rtype, flags, payload))
-            if rtype == REPLY_TYPE_NONE:
-                if length != 0 or not flags & REPLY_FLAG_DONE:
-                    raise ProtocolError("NONE chunk with length or without DONE")
-            elif rtype == REPLY_TYPE_OFFSET_DATA:
-                (off,) = struct.unpack(">Q", payload[:8])
-                data = payload[8:]
-                if cmd != CMD_READ or off < offset or off + len(data) > offset + count \
-                        or not data:
-                    raise ProtocolError("bad OFFSET_DATA chunk")
-                buf[off - offset:off - offset + len(data)] = data
-                covered += len(data)
-            elif rtype == REPLY_TYPE_OFFSET_HOLE:
-                off, hlen = struct.unpack(">QI", payload)
-                if cmd != CMD_READ or off < offset or off + hlen > offset + count \
-                        or hlen == 0:
-                    raise ProtocolError("bad OFFSET_HOLE chunk")
-                buf[off - offset:off - offset + hlen] = bytes(hlen)
-                covered += hlen
-            elif rtype == REPLY_TYPE_BLOCK_STATUS:
-                (cid,) = struct.unpack(">I", payload[:4])
-                desc = payload[4:]
-                if cmd != CMD_BLOCK_STATUS or len(desc) % 8 or not desc:
-                    raise ProtocolError("bad BLOCK_STATUS chunk")
-                r.extents[cid] = [struct.unpack(">II", desc[i:i + 8])
-                                  for i in range(0, len(desc), 8)]
-            elif rtype & (1 << 15):
-                err, mlen = struct.unpack(">IH", payload[:6])
-                r.error = err
-                r.message = payload[6:6 + mlen]
-                if err == 0:
-                    raise ProtocolError("error chunk with error 0")
-            else:
-                raise ProtocolError("unknown chunk type %d" % rtype)
-            if flags & REPLY_FLAG_DONE:
-                break
-        del self.pending[r.cookie]
+            (magic,) = struct.unpack(">I", self.recv_exact(4))
+            if magic == SIMPLE_REPLY_MAGIC:
+                return self._recv_simple()
+            if magic != STRUCTURED_REPLY_MAGIC:
+                raise ProtocolError("bad reply magic 0x%x" % magic)
+            if not self.structured:
+                raise ProtocolError("structured reply without negotiation")
+            r = self._recv_chunk()
+            if r is not None:
+                return r
+
+    def _recv_simple(self):
+        error, cookie = struct.unpack(">IQ", self.recv_exact(12))
+        if cookie not in self.pending:
+            raise ProtocolError("simple reply for unknown cookie %d" % cookie)
+        if cookie in self.partial:
+            raise ProtocolError("simple reply for cookie %d after its chunks" % cookie)
+        cmd, count, _ = self.pending.pop(cookie)
+        r = Reply(cookie)
+        r.error = error
+        if cmd == CMD_READ and error == 0:
+            r.data = self.recv_exact(count)
+        return r
+
+    def _recv_chunk(self):
+        """Reads one chunk; returns the Reply if it was the last one."""
+        flags, rtype, cookie, length = struct.unpack(">HHQI", self.recv_exact(16))
+        payload = self.recv_exact(length)
+        if cookie not in self.pending:
+            raise ProtocolError("chunk for unknown cookie %d" % cookie)
+        cmd, count, offset = self.pending[cookie]
+        if cookie not in self.partial:
+            r = Reply(cookie)
+            r.structured = True
+            self.partial[cookie] = [r, bytearray(count) if cmd == CMD_READ else None, 0]
+        state = self.partial[cookie]
+        r, buf = state[0], state[1]
+        r.chunks.append((rtype, flags, payload))
+        if rtype == REPLY_TYPE_NONE:
+            if length != 0 or not flags & REPLY_FLAG_DONE:
+                raise ProtocolError("NONE chunk with length or without DONE")
+        elif rtype == REPLY_TYPE_OFFSET_DATA:
+            (off,) = struct.unpack(">Q", payload[:8])
+            data = payload[8:]
+            if cmd != CMD_READ or off < offset or off + len(data) > offset + count \
+                    or not data:
+                raise ProtocolError("bad OFFSET_DATA chunk")
+            buf[off - offset:off - offset + len(data)] = data
+            state[2] += len(data)
+        elif rtype == REPLY_TYPE_OFFSET_HOLE:
+            off, hlen = struct.unpack(">QI", payload)
+            if cmd != CMD_READ or off < offset or off + hlen > offset + count \
+                    or hlen == 0:
+                raise ProtocolError("bad OFFSET_HOLE chunk")
+            buf[off - offset:off - offset + hlen] = bytes(hlen)
+            state[2] += hlen
+        elif rtype == REPLY_TYPE_BLOCK_STATUS:
+            (cid,) = struct.unpack(">I", payload[:4])
+            desc = payload[4:]
+            if cmd != CMD_BLOCK_STATUS or len(desc) % 8 or not desc:
+                raise ProtocolError("bad BLOCK_STATUS chunk")
+            r.extents[cid] = [struct.unpack(">II", desc[i:i + 8])
+                              for i in range(0, len(desc), 8)]
+        elif rtype & (1 << 15):
+            err, mlen = struct.unpack(">IH", payload[:6])
+            r.error = err
+            r.message = payload[6:6 + mlen]
+            if err == 0:
+                raise ProtocolError("error chunk with error 0")
+        else:
+            raise ProtocolError("unknown chunk type %d" % rtype)
+        if not flags & REPLY_FLAG_DONE:
+            return None
+        del self.partial[cookie]
+        del self.pending[cookie]
         if cmd == CMD_READ and r.error == 0:
-            if covered != count:
-                raise ProtocolError("read chunks cover %d of %d bytes" % (covered, count))
+            if state[2] != count:
+                raise ProtocolError("read chunks cover %d of %d bytes" % (state[2], count))
             r.data = bytes(buf)
         return r
 
