@@ -1,0 +1,240 @@
+"""Guest mode: the same fio jobs run inside a QEMU guest, on a virtio-blk
+disk backed by each NBD server (QEMU's nbd driver, as blockd-launch wires
+it) and, as the reference, by QEMU's own file driver with aio=io_uring.
+
+The guest is the launcher's tiny one (launcher/guest/mkguest.sh: the cloud
+kernel, busybox, the virtio modules, an /init that runs a script given on
+the kernel command line), plus a second initramfs archive holding fio, the
+libraries it links and the job script.  The script prints markers around
+each fio run on the serial console; the runner samples the server's CPU
+time at the markers and parses fio's JSON from between them."""
+import base64
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+from fio import fio_figures
+from servers import CLK_TCK, log, set_pdeathsig
+
+REFERENCE = "qemu-file"     # the guest disk on QEMU's own file driver
+MEMORY = "1G"               # guest RAM: fio and its libraries live in the initramfs
+CPUS = 2                    # guest vCPUs
+QEMU = "qemu-system-x86_64"
+HERE = os.path.dirname(os.path.abspath(__file__))
+MKGUEST = os.path.join(HERE, "..", "launcher", "guest", "mkguest.sh")
+MARK = "BENCH-"             # prefix of the markers the guest script prints
+
+
+def missing(paths):
+    """Returns why guest mode cannot run here, or None if it can."""
+    for prog in (QEMU, "fio", "cpio", "ldd"):
+        if not shutil.which(prog):
+            return prog + " not installed"
+    if not os.path.exists(MKGUEST):
+        return "launcher/guest/mkguest.sh not found"
+    return None
+
+
+def accel():
+    """Returns the QEMU accelerator: $BENCH_ACCEL, else tcg.  Not kvm by
+    default: here /dev/kvm opens but guests hang, so tcg is the safe choice."""
+    return os.environ.get("BENCH_ACCEL", "tcg")
+
+
+def describe(args):
+    """Returns the guest setup behind the guest-mode figures."""
+    return {"qemu": QEMU, "accel": accel(), "memory": MEMORY, "cpus": CPUS,
+            "disk": "virtio-blk-pci", "fio_engine": "io_uring, direct=1, /dev/vda",
+            "nbd_blockdev": "driver=nbd,server.type=unix,discard=unmap,detect-zeroes=unmap",
+            "file_blockdev": "driver=file,aio=io_uring,cache.direct=off,discard=unmap,"
+                             "detect-zeroes=unmap"}
+
+
+def job_script(jobs, runtime):
+    """Returns the guest shell script that runs every job on /dev/vda."""
+    fio = os.path.realpath(shutil.which("fio"))
+    lines = ["echo %sSTART" % MARK]
+    for job in jobs:
+        opts = " ".join(job.options(runtime))
+        lines += [
+            "echo %sBEGIN %s" % (MARK, job.name),
+            "%s %s --ioengine=io_uring --direct=1 --filename=/dev/vda "
+            "--output=/tmp/fio.json > /tmp/fio.log 2>&1; rc=$?" % (fio, opts),
+            "echo %sDONE %s $rc" % (MARK, job.name),
+            "cat /tmp/fio.json /tmp/fio.log",
+            "echo %sEND %s" % (MARK, job.name),
+        ]
+    lines.append("echo %sFINISH" % MARK)
+    return "\n".join(lines) + "\n"
+
+
+def cpio_archive(root, out):
+    """Writes the directory tree ROOT as an uncompressed newc cpio to OUT."""
+    names = subprocess.run(["find", ".", "-print0"], cwd=root, check=True,
+                           capture_output=True).stdout
+    names = b"\0".join(sorted(n for n in names.split(b"\0") if n)) + b"\0"
+    with open(out, "wb") as f:
+        subprocess.run(["cpio", "--null", "-o", "-H", "newc", "--owner", "0:0", "--quiet"],
+                       cwd=root, input=names, stdout=f, check=True)
+
+
+def fio_files():
+    """Returns fio and every shared library it needs, as absolute paths."""
+    fio = os.path.realpath(shutil.which("fio"))
+    out = subprocess.run(["ldd", fio], capture_output=True, text=True, check=True).stdout
+    files = [fio]
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) > parts.index("=>") + 1:
+            p = parts[parts.index("=>") + 1]
+        elif parts and parts[0].startswith("/"):
+            p = parts[0]        # the dynamic loader
+        else:
+            continue
+        if p.startswith("/"):
+            files.append(p)
+    return files
+
+
+def build_initrd(tmp, jobs, runtime):
+    """Builds the guest kernel and an initramfs with fio and the job script;
+    returns (kernel, initrd)."""
+    gdir = os.path.join(tmp, "guest")
+    subprocess.run(["bash", MKGUEST, gdir], check=True, stdout=subprocess.DEVNULL)
+    root = os.path.join(tmp, "fioroot")
+    for f in fio_files():
+        # Keep each library's path: the guest's loader looks in the same places.
+        dst = os.path.join(root, f.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(f, dst)
+    with open(os.path.join(root, "bench.sh"), "w") as f:
+        f.write(job_script(jobs, runtime))
+    extra = os.path.join(tmp, "fio.cpio")
+    cpio_archive(root, extra)
+    shutil.rmtree(root)
+    # The kernel unpacks concatenated archives in turn.  Ours is uncompressed
+    # (TCG need not inflate 80 MB) and goes first, like early microcode: after
+    # a compressed archive the kernel refuses an uncompressed one ("invalid
+    # magic at start of compressed archive").
+    initrd = os.path.join(gdir, "bench-initrd.img")
+    with open(initrd, "wb") as out:
+        for part in (extra, os.path.join(gdir, "initrd.img")):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    os.unlink(extra)
+    return os.path.join(gdir, "vmlinuz"), initrd
+
+
+def qemu_argv(kernel, initrd, target):
+    """Returns the QEMU command line booting the bench guest on TARGET's disk."""
+    if target.server:
+        disk = ("driver=nbd,node-name=disk0,server.type=unix,server.path=%s,export=,"
+                "discard=unmap,detect-zeroes=unmap" % target.server.sock)
+    else:
+        disk = ("driver=file,node-name=disk0,filename=%s,aio=io_uring,cache.direct=off,"
+                "discard=unmap,detect-zeroes=unmap" % target.image)
+    run = base64.b64encode(b"sh /bench.sh\n").decode()
+    return [QEMU, "-accel", accel(), "-m", MEMORY, "-smp", str(CPUS),
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+            "-no-reboot", "-kernel", kernel, "-initrd", initrd,
+            "-append", "console=ttyS0 panic=-1 quiet blockd.run=" + run,
+            "-blockdev", disk, "-device", "virtio-blk-pci,drive=disk0"]
+
+
+def boot(target, kernel, initrd, jobs, runtime, tmp):
+    """Boots one guest on TARGET's disk, runs every job; returns the results."""
+    argv = qemu_argv(kernel, initrd, target)
+    logpath = os.path.join(tmp, "guest-%s.log" % target.name)
+    srv = target.server
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=set_pdeathsig)
+    # Boot (about 10 s under TCG) + every job + margin; then QEMU is killed.
+    timer = threading.Timer(120 + len(jobs) * (runtime + 60), proc.kill)
+    timer.start()
+    results, cur, body, c0, t0 = {}, None, [], 0, 0.0
+    try:
+        with open(logpath, "w") as logf:
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                logf.write(line + "\n")
+                word = line.split()
+                if not word or not word[0].startswith(MARK):
+                    if cur is not None:
+                        body.append(line)
+                    continue
+                tag = word[0][len(MARK):]
+                if tag == "BEGIN":
+                    cur, body = word[1], []
+                    c0 = srv.cpu_ticks() if srv else 0
+                    t0 = time.monotonic()
+                elif tag == "DONE" and cur:
+                    wall = time.monotonic() - t0
+                    cpu = (srv.cpu_ticks() - c0) / CLK_TCK if srv else None
+                    results[cur] = {"job": cur, "server": target.name, "wall_s": wall,
+                                    "server_cpu_s": cpu, "fio_status": int(word[2]),
+                                    "iops": 0.0, "mbps": 0.0, "total_ios": 0}
+                elif tag == "END" and cur in results:
+                    r = results[cur]
+                    try:
+                        r.update(fio_figures("\n".join(body)))
+                    except ValueError as e:
+                        r["error"] = "%s: %s" % (e, "\n".join(body)[-600:])
+                    if r["fio_status"]:
+                        r["error"] = "guest fio exited %d: %s" % (r["fio_status"],
+                                                                  "\n".join(body)[-600:])
+                    if srv and r["total_ios"]:
+                        r["server_cpu_s_per_mio"] = r["server_cpu_s"] / r["total_ios"] * 1e6
+                        r["server_cpu_pct"] = 100.0 * r["server_cpu_s"] / r["wall_s"]
+                    cur = None
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = []
+    for job in jobs:
+        r = results.get(job.name)
+        if r is None:
+            r = {"job": job.name, "server": target.name, "iops": 0.0, "mbps": 0.0,
+                 "total_ios": 0, "error": "no result from the guest (QEMU status %s), see %s"
+                 % (proc.returncode, tail(logpath))}
+        r["qemu_argv"] = argv
+        out.append(r)
+    return out
+
+
+def tail(path, n=600):
+    """Returns the end of a log file."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:].strip()
+    except OSError:
+        return ""
+
+
+def run_guest(args, jobs, targets, tmp, paths):
+    """Guest mode: one boot per target (and round); returns one (median)
+    result per job and target, and whether all answered."""
+    from report import median_result
+    log("building the guest (kernel, busybox, fio)")
+    kernel, initrd = build_initrd(tmp, jobs, args.runtime)
+    runs = {t.name: {j.name: [] for j in jobs} for t in targets}
+    ok = True
+    for rnd in range(args.repeat):
+        k = rnd % len(targets)
+        for t in targets[k:] + targets[:k]:
+            os.sync()
+            log("guest on %s%s" % (t.name, " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
+            if t.server:
+                t.server.check_alive()
+            for r in boot(t, kernel, initrd, jobs, args.runtime, tmp):
+                runs[t.name][r["job"]].append(r)
+                if r.get("error") or not r["iops"] > 0:
+                    log("FAIL: %s on %s: %s" % (r["job"], t.name, r.get("error", "zero IOPS")))
+                    ok = False
+    results = [median_result(runs[t.name][j.name]) for j in jobs for t in targets]
+    return results, ok

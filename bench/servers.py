@@ -1,0 +1,216 @@
+"""NBD servers under test: their command lines, starting, readiness, clean
+stop, and what /proc and perf say about their CPU, syscalls and memory."""
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin"]
+
+
+def log(msg):
+    """Prints a progress line to stderr."""
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def set_pdeathsig():
+    """Child pre-exec hook: get SIGTERM if the runner dies without cleaning up."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def server_argv(name, paths, sock, pidfile, image):
+    """Returns the command line that serves IMAGE on SOCK for server NAME."""
+    if name == "blockd":
+        return [paths["blockd"], "--unix", sock, "--pidfile", pidfile, image]
+    if name == "nbdkit-file":
+        return ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
+                "--pidfile", pidfile, "file", "file=" + image]
+    if name == "nbdkit-plugin":
+        return ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
+                "--pidfile", pidfile, paths["plugin"], "file=" + image]
+    if name == "qsd":
+        # --nbd-server must come before --export (qemu 7.2 refuses otherwise).
+        return ["qemu-storage-daemon",
+                "--blockdev", "driver=file,node-name=file0,filename=" + image +
+                ",aio=io_uring,cache.direct=off,discard=unmap",
+                "--nbd-server", "addr.type=unix,addr.path=" + sock,
+                "--export", "type=nbd,id=e0,node-name=file0,name=,writable=on",
+                "--pidfile", pidfile]
+    raise ValueError(name)
+
+
+def server_missing(name, paths):
+    """Returns why server NAME cannot run here, or None if it can."""
+    if name == "blockd":
+        p = paths["blockd"]
+        return None if os.access(p, os.X_OK) else "blockd not built (%s)" % p
+    if name == "nbdkit-plugin":
+        if not shutil.which("nbdkit"):
+            return "nbdkit not installed"
+        p = paths["plugin"]
+        return None if os.path.exists(p) else "nbdkit plugin not built (%s)" % p
+    prog = {"nbdkit-file": "nbdkit", "qsd": "qemu-storage-daemon"}[name]
+    return None if shutil.which(prog) else prog + " not installed"
+
+
+def server_version(name, paths):
+    """Returns the first line of the server's --version output."""
+    prog = {"blockd": paths["blockd"], "nbdkit-file": "nbdkit",
+            "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon"}.get(name)
+    if prog is None:
+        return ""
+    try:
+        out = subprocess.run([prog, "--version"], capture_output=True,
+                             text=True, timeout=10).stdout
+        return out.splitlines()[0] if out else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def proc_cpu_ticks(pid):
+    """Returns utime+stime in clock ticks of every thread of PID, dead ones too."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the comm field: state is field 3, utime 14, stime 15 (proc(5)).
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_status_kib(pid, key):
+    """Returns a kB value (VmHWM, VmRSS, ...) from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+class Server:
+    """A running NBD server: its process, socket and image file."""
+
+    def __init__(self, name, argv, sock, pidfile, image, logpath):
+        self.name = name          # one of SERVER_NAMES
+        self.argv = argv          # the exact command line
+        self.sock = sock          # unix socket path
+        self.pidfile = pidfile    # pidfile written by the server once ready
+        self.image = image        # the test file it serves
+        self.logpath = logpath    # its stderr/stdout
+        self.proc = None          # subprocess.Popen once started
+        self.exit_status = None   # exit status after stop()
+
+    def uri(self):
+        """Returns the NBD URI of the default export."""
+        return "nbd+unix:///?socket=" + self.sock
+
+    def start(self, timeout=30):
+        """Starts the server and waits until its socket accepts connections."""
+        with open(self.logpath, "ab") as logf:
+            # A session of its own: a Ctrl-C on the terminal must not reach
+            # the server, we stop it ourselves with SIGTERM.
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf,
+                                         start_new_session=True,
+                                         preexec_fn=set_pdeathsig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited at start with status %d: %s" %
+                                   (self.name, self.proc.returncode, self.logtail()))
+            if os.path.exists(self.pidfile) and os.path.getsize(self.pidfile) > 0 \
+                    and self._connects():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("%s not ready after %ds: %s" % (self.name, timeout, self.logtail()))
+
+    def _connects(self):
+        """Returns True if the unix socket accepts a connection."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def check_alive(self):
+        """Raises RuntimeError if the server has died."""
+        if self.proc.poll() is not None:
+            raise RuntimeError("%s died (status %d): %s" %
+                               (self.name, self.proc.returncode, self.logtail()))
+
+    def cpu_ticks(self):
+        """Returns the server's CPU time so far in clock ticks."""
+        return proc_cpu_ticks(self.proc.pid)
+
+    def peak_rss_kib(self):
+        """Returns the server's peak RSS (VmHWM) in KiB."""
+        return proc_status_kib(self.proc.pid, "VmHWM")
+
+    def stop(self, timeout=20):
+        """SIGTERMs the server, waits, SIGKILLs it if it hangs; returns the status."""
+        if self.proc is None or self.exit_status is not None:
+            return self.exit_status
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log("%s did not exit %ds after SIGTERM, killing it" % (self.name, timeout))
+                self.proc.kill()
+                self.proc.wait()
+        self.exit_status = self.proc.returncode
+        return self.exit_status
+
+    def logtail(self, n=800):
+        """Returns the end of the server's log."""
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()[-n:].strip()
+        except OSError:
+            return ""
+
+
+class PerfStat:
+    """perf stat counting one process's syscalls and context switches."""
+
+    EVENTS = "raw_syscalls:sys_enter,context-switches,task-clock"
+
+    def __init__(self, pid, outpath):
+        self.outpath = outpath    # perf's CSV output
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x,", "-o", outpath, "-p", str(pid), "-e", self.EVENTS],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, preexec_fn=set_pdeathsig)
+        time.sleep(0.2)           # let perf attach before the load starts
+
+    def finish(self):
+        """Stops perf and returns {event: count}."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        counts = {}
+        try:
+            with open(self.outpath) as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) < 3 or line.startswith("#"):
+                        continue
+                    try:
+                        counts[parts[2]] = float(parts[0])
+                    except ValueError:
+                        pass    # "<not counted>"
+        except OSError:
+            pass
+        return counts
