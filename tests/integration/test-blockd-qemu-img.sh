@@ -27,6 +27,13 @@ grep -q "offset 20971520" "$TMP/out" || { cat "$TMP/out" >&2; fail "qemu-img com
 qemu-img convert -f raw -O raw "$NBD_URI" "$TMP/out.img" || fail "qemu-img convert out of blockd failed"
 cmp "$TMP/src.img" "$TMP/out.img" || fail "converted-out image differs from the source"
 
+# Out-of-order writes from 16 coroutines at once (-W -m 16), small requests.
+head -c 32M /dev/urandom > "$TMP/src2.img"
+qemu-img convert -n -W -m 16 -S 0 -f raw -O raw "$TMP/src2.img" "$NBD_URI" \
+  || fail "qemu-img convert -W -m 16 into blockd failed"
+qemu-img compare -f raw -F raw "$TMP/src2.img" "$NBD_URI" > "$TMP/out" 2>&1 \
+  || { cat "$TMP/out" >&2; fail "qemu-img compare after convert -W -m 16 failed"; }
+
 qemu-img info --output=json "$NBD_URI" > "$TMP/info.json" || fail "qemu-img info failed"
 "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["virtual-size"] != 32 << 20)' \
   "$TMP/info.json" || { cat "$TMP/info.json" >&2; fail "qemu-img info: wrong virtual size"; }
