@@ -16,8 +16,8 @@ def chunk_data(conn, i):
     return hashlib.sha256(b"%d/%d" % (conn, i)).digest() * (CHUNK // 32)
 
 
-def run():
-    with served(size=CONNS * REGION) as (b, disk):
+def run(threads):
+    with served("--threads", str(threads), size=CONNS * REGION) as (b, disk):
         hs = [b.connect() for _ in range(CONNS)]
         for h in hs:
             check(h.can_multi_conn(), "can_multi_conn is false")
@@ -59,4 +59,5 @@ def run():
                       "conn %d: last chunk not in the file" % c)
 
 
-main(run)
+# One worker for all four connections, and one worker each.
+main(lambda: (run(1), run(4)))

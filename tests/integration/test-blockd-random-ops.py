@@ -21,7 +21,8 @@ def run():
     print("SEED=%d (set SEED to replay)" % seed)
     rng = random.Random(seed)
     model = bytearray(SIZE)
-    with served(size=SIZE) as (b, disk):
+    # More workers than cores, so the four connections land on different rings.
+    with served("--threads", "4", size=SIZE) as (b, disk):
         conns = [N.Client(b.sock).handshake(structured=bool(i % 2),
                                              meta=["base:allocation"] if i % 2 else ())
                  for i in range(4)]
