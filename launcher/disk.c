@@ -31,6 +31,7 @@ int disk_parse(const char *spec, size_t index, struct disk *d)
   char *opt, *save = NULL;
 
   memset(d, 0, sizeof *d);
+  d->lock_fd = -1;
   if (copy == NULL) {
     launch_error("--disk: %m");
     return -1;
@@ -85,8 +86,8 @@ err:
 }
 
 /* Checks that D exists, can be opened as asked, and is not in use by another
- * blockd or QEMU (a conflicting OFD/POSIX or flock lock), and makes its path
- * absolute. Prints a one-line message naming the file and returns -1 if not. */
+ * blockd, QEMU or launcher (a conflicting lock), makes its path absolute and
+ * locks it for the launch. Prints a one-line message naming the file and returns -1 if not. */
 int disk_check(struct disk *d)
 {
   char *abs;
@@ -126,11 +127,19 @@ int disk_check(struct disk *d)
       launch_error("%s: in use by another blockd or QEMU (locked)", d->path);
     return -1;
   }
-  /* Probe flock() too; closing FD drops the probe's own lock. */
-  if (flock(fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
-    launch_error("%s: in use by another blockd or QEMU (locked)", d->path);
+  /* blockd locks overlays but not raw files, so the launcher holds a flock
+   * of its own for the whole launch: a second launcher on the same disk is
+   * refused. flock and fcntl locks are independent on Linux, so this never
+   * gets in the way of blockd's own lock. */
+  if (flock(fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+    if (errno == EWOULDBLOCK)
+      launch_error("%s: in use by another blockd-launch (locked)", d->path);
+    else
+      launch_error("%s: flock: %m", d->path);
     return -1;
   }
+  d->lock_fd = fd;
+  fd = -1;
   return 0;
 }
 
@@ -140,4 +149,7 @@ void disk_free(struct disk *d)
   free(d->path);
   free(d->serial);
   d->path = d->serial = NULL;
+  if (d->lock_fd >= 0)
+    close(d->lock_fd);
+  d->lock_fd = -1;
 }

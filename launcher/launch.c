@@ -221,13 +221,13 @@ static int check_inputs(struct launch *l)
       launch_error("%s: disk file names cannot contain ','", l->disks[i].path);
       return -1;
     }
-    if (disk_check(&l->disks[i]) < 0)
-      return -1;
     for (size_t j = 0; j < i; j++)
       if (strcmp(l->disks[i].path, l->disks[j].path) == 0) {
         launch_error("%s: given twice", l->disks[i].path);
         return -1;
       }
+    if (disk_check(&l->disks[i]) < 0)
+      return -1;
   }
   return 0;
 }

@@ -34,6 +34,7 @@ struct disk {
   char *serial;     /* virtio-blk serial; "diskN" unless given */
   const char *format; /* blockd format= (raw, qcow2, overlay), NULL: detected */
   bool readonly;    /* export and device are read-only */
+  int lock_fd;      /* holds a flock on the image for the launch, or -1 */
 };
 
 /* Everything the command line says, plus what main() works out. */

@@ -1,0 +1,46 @@
+#!/bin/bash
+# blockd-launch refuses bad input with one line naming the problem and exit
+# status 2, before starting anything.
+. "$SRCDIR/tests/lib.sh"
+. "$SRCDIR/tests/guest/guestlib.sh"
+
+truncate -s 64M "$TMP/disk.raw"
+K=(--accel tcg --kernel "$GUEST/vmlinuz")
+
+# refuse WANT ARGS...: blockd-launch ARGS exits 2 with one line matching WANT.
+refuse() {
+  local want=$1 rc=0; shift
+  "$BLOCKD_LAUNCH" "$@" > "$TMP/out" 2> "$TMP/err" < /dev/null || rc=$?
+  echo "$* -> $rc: $(cat "$TMP/err")"
+  [ "$rc" -eq 2 ] || fail "exit status $rc, not 2, for: $*"
+  [ "$(wc -l < "$TMP/err")" -eq 1 ] || fail "not one line for: $*: $(cat "$TMP/err")"
+  grep -Eq -- "$want" "$TMP/err" || fail "message does not match '$want' for: $*"
+  [ -s "$TMP/out" ] && fail "output on stdout for: $*"
+  assert_nothing_left
+}
+
+refuse "--kernel $TMP/no-kernel: No such file" --kernel "$TMP/no-kernel" --disk "$TMP/disk.raw"
+refuse "--initrd $TMP/no-initrd: No such file" "${K[@]}" --initrd "$TMP/no-initrd" --disk "$TMP/disk.raw"
+refuse "$TMP/no-disk: No such file" "${K[@]}" --disk "$TMP/no-disk"
+refuse "no --disk" "${K[@]}"
+refuse "no --kernel" --disk "$TMP/disk.raw"
+refuse "--memory 12Q" "${K[@]}" --disk "$TMP/disk.raw" --memory 12Q
+refuse "--memory 1k" "${K[@]}" --disk "$TMP/disk.raw" --memory 1k
+refuse "--cpus 0" "${K[@]}" --disk "$TMP/disk.raw" --cpus 0
+refuse "--accel xen" "${K[@]}" --disk "$TMP/disk.raw" --accel xen
+refuse "unknown option '--frobnicate'" "${K[@]}" --disk "$TMP/disk.raw" --frobnicate
+refuse "needs an argument" "${K[@]}" --disk
+refuse "unexpected argument 'extra'" "${K[@]}" --disk "$TMP/disk.raw" extra
+refuse "serial must be" "${K[@]}" --disk "$TMP/disk.raw,serial=this-serial-is-far-too-long"
+refuse "unknown option 'bogus'" "${K[@]}" --disk "$TMP/disk.raw,bogus"
+refuse "given twice" "${K[@]}" --disk "$TMP/disk.raw" --disk "$TMP/disk.raw"
+
+# A disk another blockd holds: blockd locks overlays (raw files it does not).
+if [ -x "${BLOCKD_IMG:-}" ] && "$BLOCKD_IMG" create -b "$TMP/disk.raw" "$TMP/ws.ovl" >/dev/null 2>&1; then
+  start_blockd "$TMP/ws.ovl"
+  refuse "$TMP/ws.ovl: in use by another blockd" "${K[@]}" --disk "$TMP/ws.ovl"
+  stop_blockd
+else
+  echo "NOTE: no overlay format here; the 'locked by another blockd' case is not run"
+fi
+echo "PASS"

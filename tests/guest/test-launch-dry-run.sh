@@ -1,0 +1,36 @@
+#!/bin/bash
+# blockd-launch --dry-run: prints the exact blockd and QEMU command lines
+# (discard end to end, free page reporting, no hugepages) and starts nothing.
+. "$SRCDIR/tests/lib.sh"
+. "$SRCDIR/tests/guest/guestlib.sh"
+
+truncate -s 64M "$TMP/a.raw" "$TMP/b.raw"
+"$BLOCKD_LAUNCH" --dry-run --accel tcg --kernel "$GUEST/vmlinuz" --initrd "$GUEST/initrd.img" \
+  --append "console=ttyS0 two words" --memory 768M --cpus 3 --qmp "$TMP/user-qmp.sock" \
+  --disk "$TMP/a.raw,serial=work" --disk "$TMP/b.raw,readonly" > "$TMP/out" 2> "$TMP/err" ||
+  { cat "$TMP/err" >&2; fail "--dry-run exited $?"; }
+cat "$TMP/out"
+[ "$(wc -l < "$TMP/out")" -eq 2 ] || fail "expected two command lines"
+server=$(sed -n 1p "$TMP/out")
+qemu=$(sed -n 2p "$TMP/out")
+
+has() { grep -qF -- "$2" <<<"$1" || fail "missing '$2' in: $1"; }
+for s in "--unix $XDG_RUNTIME_DIR/blockd-launch.XXXXXX/nbd.sock" "--pidfile " \
+         "--export disk0=$TMP/a.raw " "--export disk1=$TMP/b.raw,readonly"; do
+  has "$server" "$s"
+done
+for s in qemu-system-x86_64 "-accel tcg" "-m 768M" "-smp 3" "-nodefaults" \
+         "-kernel $GUEST/vmlinuz" "-initrd $GUEST/initrd.img" "-append 'console=ttyS0 two words'" \
+         "driver=nbd,node-name=disk0,server.type=unix" "export=disk0,discard=unmap,detect-zeroes=unmap" \
+         "virtio-blk-pci,drive=disk0,serial=work,discard=on" "export=disk1,read-only=on" \
+         "virtio-blk-pci,drive=disk1,serial=disk1" "virtio-balloon-pci,free-page-reporting=on" \
+         "unix:$TMP/user-qmp.sock,server=on,wait=off" "/qmp.sock,server=on,wait=off"; do
+  has "$qemu" "$s"
+done
+if grep -Eiq 'huge|mem-path|memory-backend|mem-prealloc' "$TMP/out"; then
+  fail "hugepage or file-backed memory option in: $qemu"
+fi
+[ -s "$TMP/err" ] && fail "unexpected messages: $(cat "$TMP/err")"
+assert_nothing_left
+[ -e "$TMP/user-qmp.sock" ] && fail "--dry-run created the QMP socket"
+echo "PASS"
