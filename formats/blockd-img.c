@@ -126,7 +126,7 @@ static void info_json(struct fmt *f, int depth)
 #ifdef HAVE_QCOW2
   backing = qcow2_backing(f);
 #endif
-  printf("%*s{\n%*s\"filename\": ", depth * 2, "", depth * 2 + 2, "");
+  printf("{\n%*s\"filename\": ", depth * 2 + 2, "");
   json_string(f->path);
   printf(",\n%*s\"format\": ", depth * 2 + 2, "");
   json_string(f->ops->name);
@@ -143,7 +143,7 @@ static void info_json(struct fmt *f, int depth)
     printf(",\n%*s\"owned-clusters\": %" PRIu64, depth * 2 + 2, "", oi.owned);
     printf(",\n%*s\"base-filename\": ", depth * 2 + 2, "");
     json_string(oi.base_path);
-    printf(",\n%*s\"base\":\n", depth * 2 + 2, "");
+    printf(",\n%*s\"base\": ", depth * 2 + 2, "");
     info_json(oi.base, depth + 1);
   }
   printf("\n%*s}", depth * 2, "");

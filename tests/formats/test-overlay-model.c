@@ -399,6 +399,69 @@ static void test_overlay_base_changed(void **state)
   assert_non_null(strstr(err, "small.ovl"));
 }
 
+/* A base whose size is not a multiple of the cluster size (nor of 512):
+ * the last, short cluster copies up, trims and reads like the others. */
+static void test_overlay_odd_size(void **state)
+{
+  (void)state;
+  const size_t size = 100000;
+  char b[320], o[320], err[1024];
+  unsigned char model[100000], buf[100000];
+  struct fmt *f;
+
+  snprintf(b, sizeof b, "%s/odd.img", dir);
+  snprintf(o, sizeof o, "%s/odd.ovl", dir);
+  write_file(b, base_data, size);
+  memcpy(model, base_data, size);
+  assert_int_equal(overlay_create(o, b, 12, err, sizeof err), 0);
+  f = open_ovl(o, false);
+  assert_int_equal(f->size, size);
+  for (int k = 0; k < 300; k++) {
+    uint64_t off = size - 1 - rnd() % 9000, len = 1 + rnd() % (size - off);
+    if (k % 3 == 0) {
+      memset(buf, k, len);
+      assert_int_equal(f->ops->pwrite(f, buf, len, off, 0), 0);
+      memset(model + off, k, len);
+    }
+    else {
+      assert_int_equal(k % 3 == 1 ? f->ops->trim(f, len, off, 0)
+                                  : f->ops->zero(f, len, off, FMT_MAY_TRIM), 0);
+      memset(model + off, 0, len);
+    }
+  }
+  assert_int_equal(f->ops->pread(f, buf, size, 0), 0);
+  assert_memory_equal(buf, model, size);
+  assert_int_equal(f->ops->extents(f, size, 0, check_extent, model), 0);
+  assert_int_equal(f->ops->flush(f), 0);
+  fmt_close(f);
+  f = open_ovl(o, true);
+  assert_int_equal(f->ops->pread(f, buf, size, 0), 0);
+  assert_memory_equal(buf, model, size);
+  fmt_close(f);
+}
+
+/* A truncated or garbled overlay is refused with a message naming it. */
+static void test_overlay_header_corrupt(void **state)
+{
+  (void)state;
+  char b[320], o[320], err[1024];
+  int fd;
+
+  snprintf(b, sizeof b, "%s/hdr.img", dir);
+  snprintf(o, sizeof o, "%s/hdr.ovl", dir);
+  write_file(b, base_data, 1 << 20);
+  assert_int_equal(overlay_create(o, b, 12, err, sizeof err), 0);
+  assert_int_equal(truncate(o, 4096), 0);
+  assert_null(fmt_open(o, NULL, true, err, sizeof err));
+  assert_non_null(strstr(err, "hdr.ovl: corrupt overlay header"));
+  assert_int_equal(overlay_create(o, b, 12, err, sizeof err), 0);
+  fd = open(o, O_WRONLY);
+  assert_int_equal(file_pwrite_full(fd, "\x07", 1, 8), 0); /* version 7 */
+  close(fd);
+  assert_null(fmt_open(o, NULL, true, err, sizeof err));
+  assert_non_null(strstr(err, "hdr.ovl: overlay format version 7 not supported"));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -408,6 +471,8 @@ int main(void)
     cmocka_unit_test(test_overlay_lock_exclusive),
     cmocka_unit_test(test_overlay_chain_three),
     cmocka_unit_test(test_overlay_base_changed),
+    cmocka_unit_test(test_overlay_odd_size),
+    cmocka_unit_test(test_overlay_header_corrupt),
   };
 
   return cmocka_run_group_tests(tests, setup, teardown);
