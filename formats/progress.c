@@ -46,7 +46,7 @@ void progress_end(struct progress *p, bool complete)
 {
   if (!p->enabled)
     return;
-  if (complete)
+  if (complete && p->shown != 100)
     draw(100);
   fputc('\n', stderr);
   fflush(stderr);

@@ -61,6 +61,11 @@ expect 1 'ws.img: base image .*base.ovl changed since the overlay was created' "
 "$IMG" create -s 8M r8.img
 "$IMG" convert r8.img c8.img 2>conv.err
 [ ! -s conv.err ] || fail "convert wrote to a non-terminal stderr: $(cat conv.err)"
+# A progress bar when it is one (script(1) gives the command a terminal).
+if command -v script >/dev/null; then
+  script -qec "'$IMG' convert r8.img c9.img" /dev/null >tty.out
+  grep -q '(100%) \[#*\]' tty.out || fail "no progress bar on a terminal: $(cat tty.out)"
+fi
 
 # Overlay creation over a 100 GiB sparse base: O(1) time and space.
 "$IMG" create -s 100G big.img
