@@ -31,6 +31,10 @@ usage_error "missing file" "$TMP/nosuch.img"
 grep -q "nosuch.img" "$TMP/err" || fail "missing file: message does not name the file"
 usage_error "--export without '='" --export "$TMP/disk.img"
 usage_error "--unix and --listen together" --listen 127.0.0.1:0 "$TMP/disk.img"
+usage_error "unknown format" --export "a=$TMP/disk.img,format=bogus"
+usage_error "unknown --export suboption" --export "a=$TMP/disk.img,bogus"
+usage_error "the same export name twice" --export "a=$TMP/disk.img" --export "a=$TMP/disk.img"
+usage_error "an --export that is missing its file" --export "a=$TMP/nosuch.img"
 [ ! -e "$TMP/bad.sock" ] || fail "a usage error left a socket behind"
 
 rc=0; "$BLOCKD" --help > "$TMP/out" 2> "$TMP/err" || rc=$?
@@ -40,6 +44,21 @@ grep -q -- "--unix" "$TMP/out" && grep -q -- "--export" "$TMP/out" \
 rc=0; "$BLOCKD" --version > "$TMP/out" 2> "$TMP/err" || rc=$?
 [ "$rc" -eq 0 ] || fail "--version exited $rc"
 grep -qE "[0-9]+\.[0-9]+" "$TMP/out" || { cat "$TMP/out" >&2; fail "--version prints no version"; }
+
+# --listen syntax errors (no --unix here).
+for bad in nonsense 127.0.0.1:99999 127.0.0.1:port; do
+  rc=0; timeout 10 "$BLOCKD" --listen "$bad" "$TMP/disk.img" > /dev/null 2> "$TMP/err" || rc=$?
+  [ "$rc" -eq 2 ] && [ "$(wc -l < "$TMP/err")" -eq 1 ] \
+    || { cat "$TMP/err" >&2; fail "--listen $bad: exit $rc, expected 2 with one line"; }
+done
+
+# A pidfile that cannot be written is a runtime error (1), named, and
+# leaves no socket behind.
+rc=0; timeout 10 "$BLOCKD" --unix "$TMP/bad.sock" --pidfile "$TMP/no/such/dir/pid" "$TMP/disk.img" \
+  > /dev/null 2> "$TMP/err" || rc=$?
+[ "$rc" -eq 1 ] || { cat "$TMP/err" >&2; fail "unwritable pidfile: exit $rc, expected 1"; }
+grep -q "no/such/dir" "$TMP/err" || { cat "$TMP/err" >&2; fail "unwritable pidfile: message does not name it"; }
+[ ! -e "$TMP/bad.sock" ] || fail "unwritable pidfile: the socket was left behind"
 
 # A good command line with every option still starts and serves.
 start_blockd --threads 2 -v --export "x=$TMP/disk.img,readonly"

@@ -92,5 +92,12 @@ nbdinfo --json "nbd+unix:///b?socket=$NBD_SOCK" > "$TMP/b.json" || fail "nbdinfo
 json_check "$TMP/b.json" 'e["export-name"] == "b"' 'e["is_read_only"] is True' \
   || fail "export b: wrong nbdinfo --json"
 
+# A lone FILE is the default export "", beside named ones.
+restart --export "a=$TMP/a.img" "$TMP/disk.img"
+nbdinfo --json --list "$NBD_URI" > "$TMP/list.json" || fail "nbdinfo --list (FILE + --export) failed"
+json_check "$TMP/list.json" \
+  '{x["export-name"]: x["export-size"] for x in j["exports"]} == {"": 64 << 20, "a": 16 << 20}' \
+  || fail "FILE beside --export: wrong exports"
+
 stop_blockd
 echo PASS
