@@ -20,7 +20,7 @@ class Job:
         """Returns the fio options shared by every mode (no engine, no target)."""
         return ["--name=" + self.name, "--rw=" + self.rw, "--bs=" + self.bs,
                 "--iodepth=%d" % self.iodepth, "--numjobs=%d" % self.numjobs,
-                "--group_reporting", "--time_based", "--runtime=%gs" % runtime,
+                "--group_reporting", "--time_based", "--runtime=%dms" % round(runtime * 1000),
                 "--norandommap", "--output-format=json"]
 
 
