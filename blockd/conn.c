@@ -236,7 +236,6 @@ void conn_abort(struct conn *c)
 {
   c->dead = true;
   shutdown(c->fd, SHUT_RDWR);
-  conn_close_read(c);
   /* Replies not yet handed to the kernel will never be sent. */
   if (!c->send_posted) {
     while (c->sq_head) {
@@ -247,7 +246,7 @@ void conn_abort(struct conn *c)
     }
     c->sq_tail = NULL;
   }
-  conn_maybe_free(c);
+  conn_close_read(c); /* last: it may free C */
 }
 
 /* Posts one sendmsg with up to SEND_BATCH queued replies. */
@@ -316,8 +315,10 @@ void conn_send_done(struct conn *c, int res)
     return;
   }
   post_send(c);
-  if (was_throttled && !throttled(c))
-    parse(c);
+  if (was_throttled && !throttled(c) && !c->read_closed) {
+    parse(c); /* may free C */
+    return;
+  }
   conn_maybe_free(c);
 }
 
