@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,12 @@ struct overlay {
   char base_path[PATH_MAX];    /* base as recorded in the header */
   char base_format[16];        /* base format as recorded */
 };
+
+/* Index of the cluster holding byte OFFSET. */
+static inline uint64_t cluster_of(const struct overlay *o, uint64_t offset)
+{
+  return offset >> o->cluster_bits;
+}
 
 /* Overlays opened by this thread's current fmt_open, to stop cycles. */
 static __thread int open_depth;
@@ -217,6 +224,39 @@ static void overlay_free(struct overlay *o)
   free(o);
 }
 
+/* Punches the data area of unowned clusters that hold data: what writes
+ * left there when a crash lost their bits before a flush. Only space is at
+ * stake (unowned clusters read from the base), so errors are ignored. Costs
+ * one lseek pair per allocated extent of the file. */
+static void reclaim(struct overlay *o)
+{
+  uint64_t pos = o->data_offset, end = o->data_offset + o->fmt.size;
+
+  while (pos < end) {
+    off_t data = lseek(o->fd, (off_t)pos, SEEK_DATA), hole;
+    if (data == -1 || (uint64_t)data >= end)
+      return;
+    hole = lseek(o->fd, data, SEEK_HOLE);
+    if (hole == -1)
+      return;
+    uint64_t v = (uint64_t)data - o->data_offset;
+    uint64_t vend = ((uint64_t)hole < end ? (uint64_t)hole : end) - o->data_offset;
+    while (v < vend) {
+      bool owned;
+      uint64_t c = cluster_of(o, v);
+      uint64_t next = bitmap_run_end(&o->bm, c, cluster_of(o, vend - 1) + 1, &owned)
+                      << o->cluster_bits;
+      if (next > vend)
+        next = vend;
+      if (!owned)
+        fallocate(o->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(o->data_offset + v),
+                  (off_t)(next - v));
+      v = next;
+    }
+    pos = (uint64_t)hole;
+  }
+}
+
 static struct fmt *overlay_open(const char *path, bool readonly, char *err, size_t errlen)
 {
   struct overlay *o;
@@ -294,6 +334,8 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: %s", path, strerror(-r));
     goto err;
   }
+  if (!readonly)
+    reclaim(o);
   o->fmt.can_trim = !readonly;
   o->fmt.can_zero = !readonly;
   o->fmt.can_fast_zero = !readonly;
@@ -314,12 +356,6 @@ static void overlay_close(struct fmt *f)
 static bool overlay_probe(const void *head, size_t len)
 {
   return len >= 8 && memcmp(head, OVL_MAGIC, 8) == 0;
-}
-
-/* Index of the cluster holding byte OFFSET. */
-static inline uint64_t cluster_of(const struct overlay *o, uint64_t offset)
-{
-  return offset >> o->cluster_bits;
 }
 
 static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t length,
