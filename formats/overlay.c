@@ -545,6 +545,8 @@ static int do_range(struct overlay *o, enum op op, const char *buf, uint64_t len
 
   if (o->fmt.readonly)
     return -EROFS;
+  if (length == 0)
+    return (flags & FMT_FUA) ? overlay_flush(&o->fmt) : 0;
   if (op == OP_ZERO && (flags & FMT_FAST_ZERO)) {
     /* A partial unowned cluster at either edge needs a copy-up: not fast. */
     uint64_t a = cluster_of(o, offset), b = cluster_of(o, offset + length - 1);
