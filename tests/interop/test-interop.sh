@@ -21,6 +21,7 @@
 #          unallocated, writes refused; then a writable overlay over it.
 # A server that cannot run here (not built, not installed) exits 77.
 . "${SRCDIR:?run through meson test}/tests/lib.sh"
+. "$SRCDIR/tests/nbdkit/plugin.sh"  # $NBDKIT, plugin_require, plugin_has_format
 
 server=${1:?usage: test-interop.sh SERVER [basic|overlay|qcow2]}
 part=${2:-basic}
@@ -39,9 +40,7 @@ server_require() {
     blockd)
       [ -x "$BLOCKD" ] || skip "blockd not built ($BLOCKD)" ;;
     nbdkit-plugin)
-      require nbdkit
-      [ -n "${NBDKIT_PLUGIN:-}" ] && [ -f "$NBDKIT_PLUGIN" ] ||
-        skip "nbdkit-blockd-plugin.so not built" ;;
+      plugin_require ;;
     nbdkit-file)
       require nbdkit ;;
     qemu-storage-daemon)
@@ -76,7 +75,7 @@ server_start() {
       SERVER_PID=$BLOCKD_PID
       return ;;
     nbdkit-plugin)
-      nbdkit -f -U "$SOCK" -P "$pidfile" "$NBDKIT_PLUGIN" file="$file" \
+      "$NBDKIT" -f -U "$SOCK" -P "$pidfile" "$NBDKIT_PLUGIN" file="$file" \
         2>>"$SERVER_LOG" & ;;
     nbdkit-file)
       nbdkit -f -U "$SOCK" -P "$pidfile" file file="$file" 2>>"$SERVER_LOG" & ;;
@@ -228,8 +227,7 @@ make_overlay() {
       OVL_FORMAT=overlay
       [ -n "${BLOCKD_IMG:-}" ] && [ -x "$BLOCKD_IMG" ] || skip "blockd-img not built"
       if [ "$server" = nbdkit-plugin ]; then
-        nbdkit --dump-plugin "$NBDKIT_PLUGIN" | grep -q '^blockd_formats=.*overlay' ||
-          skip "overlay format not built into the plugin"
+        plugin_has_format overlay || skip "overlay format not built into the plugin"
       fi
       "$BLOCKD_IMG" create -b "$1" "$2" || fail "blockd-img create -b" ;;
   esac
@@ -285,8 +283,7 @@ part_qcow2() {
   case $server in
     nbdkit-file) skip "nbdkit's file plugin serves no qcow2" ;;
     nbdkit-plugin)
-      nbdkit --dump-plugin "$NBDKIT_PLUGIN" | grep -q '^blockd_formats=.*qcow2' ||
-        skip "qcow2 format not built into the plugin" ;;
+      plugin_has_format qcow2 || skip "qcow2 format not built into the plugin" ;;
   esac
   # Random data at 0, 8M and 20M of 32M, zeroes elsewhere (left unallocated).
   random_file "$src" 32

@@ -4,7 +4,8 @@
         h = srv.connect()
 
 Skips (exit 77) when nbdkit or the plugin is missing; stops nbdkit and checks
-that it exits 0 on SIGTERM.
+that it exits 0 on SIGTERM.  nbdkit runs through run-nbdkit.sh, which makes
+a sanitizer-built plugin loadable (see there).
 """
 import os
 import shutil
@@ -17,6 +18,7 @@ from testlib import skip  # skips first if Debian's python lacks nbd
 import nbd
 
 PLUGIN = os.environ.get("NBDKIT_PLUGIN", "")
+NBDKIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run-nbdkit.sh")
 
 
 def require_plugin():
@@ -28,7 +30,7 @@ def require_plugin():
 
 def plugin_formats():
     """Formats built into the plugin, from --dump-plugin."""
-    out = subprocess.run(["nbdkit", "--dump-plugin", PLUGIN], check=True,
+    out = subprocess.run([NBDKIT, "--dump-plugin", PLUGIN], check=True,
                          capture_output=True, text=True).stdout
     for line in out.splitlines():
         if line.startswith("blockd_formats="):
@@ -44,7 +46,7 @@ class PluginServer:
         self.sock = os.path.join(tmp, "nbdkit.sock")
         self.pidfile = os.path.join(tmp, "nbdkit.pid")
         self.logpath = os.path.join(tmp, "nbdkit.log")
-        self.args = ["nbdkit", "-f", "-U", self.sock, "-P", self.pidfile]
+        self.args = [NBDKIT, "-f", "-U", self.sock, "-P", self.pidfile]
         self.args += ["--filter=" + f for f in filters]
         self.args += [PLUGIN, "file=" + image, *params]
         self.proc = None

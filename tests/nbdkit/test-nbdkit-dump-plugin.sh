@@ -2,10 +2,10 @@
 # nbdkit --dump-plugin shows the plugin's own facts and every callback the
 # plugin promises (API version 2, parallel, errno preserved, native FUA ...).
 . "${SRCDIR:?run through meson test}/tests/lib.sh"
-require nbdkit
-[ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
+. "$SRCDIR/tests/nbdkit/plugin.sh"
+plugin_require
 
-out=$(nbdkit --dump-plugin "$NBDKIT_PLUGIN") || fail "nbdkit --dump-plugin exited $?"
+out=$("$NBDKIT" --dump-plugin "$NBDKIT_PLUGIN") || fail "nbdkit --dump-plugin exited $?"
 echo "$out"
 
 want=(name=blockd api_version=2 thread_model=parallel errno_is_preserved=1

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # nbdkit PLUGIN --help lists every parameter of the plugin.
 . "${SRCDIR:?run through meson test}/tests/lib.sh"
-require nbdkit
-[ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
+. "$SRCDIR/tests/nbdkit/plugin.sh"
+plugin_require
 
-out=$(nbdkit "$NBDKIT_PLUGIN" --help) || fail "nbdkit --help exited $?"
+out=$("$NBDKIT" "$NBDKIT_PLUGIN" --help) || fail "nbdkit --help exited $?"
 for p in 'file=FILE' 'format=raw|qcow2|overlay' 'readonly=true'; do
   grep -qF -- "$p" <<<"$out" || { echo "$out" >&2; fail "--help does not show $p"; }
 done

@@ -4,11 +4,11 @@
 # background, and refuses a second writer with a one-line error at start-up;
 # read-only instances share the image with each other but not with a writer.
 . "${SRCDIR:?run through meson test}/tests/lib.sh"
-require nbdkit qemu-io
-[ -f "${NBDKIT_PLUGIN:-}" ] || skip "nbdkit-blockd-plugin.so not built"
+. "$SRCDIR/tests/nbdkit/plugin.sh"
+plugin_require
+require qemu-io
 [ -x "${BLOCKD_IMG:-}" ] || skip "blockd-img not built"
-nbdkit --dump-plugin "$NBDKIT_PLUGIN" | grep -q '^blockd_formats=.*overlay' ||
-  skip "overlay format not built into the plugin"
+plugin_has_format overlay || skip "overlay format not built into the plugin"
 
 base=$TMP/base.img ovl=$TMP/disk.ovl
 head -c $((4 << 20)) /dev/zero | tr '\0' 'Z' >"$base"
@@ -19,7 +19,7 @@ serve() {
   local name=$1
   shift
   rm -f "$TMP/$name.pid"
-  nbdkit -U "$TMP/$name.sock" -P "$TMP/$name.pid" "$NBDKIT_PLUGIN" "$@" 2>"$TMP/$name.err" ||
+  "$NBDKIT" -U "$TMP/$name.sock" -P "$TMP/$name.pid" "$NBDKIT_PLUGIN" "$@" 2>"$TMP/$name.err" ||
     return 1
   wait_for_file "$TMP/$name.pid" 10
   for _ in $(seq 50); do [ -s "$TMP/$name.pid" ] && break; sleep 0.1; done
