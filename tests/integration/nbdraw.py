@@ -393,9 +393,16 @@ class Client:
         if cookie not in self.partial:
             r = Reply(cookie)
             r.structured = True
-            self.partial[cookie] = [r, bytearray(count) if cmd == CMD_READ else None, 0]
+            # The read buffer is made at the first content chunk: an error
+            # reply to a huge read must not cost a huge buffer here.
+            self.partial[cookie] = [r, None, 0]
         state = self.partial[cookie]
-        r, buf = state[0], state[1]
+        r = state[0]
+        if rtype in (REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE) and state[1] is None:
+            if cmd != CMD_READ:
+                raise ProtocolError("content chunk in reply to command %d" % cmd)
+            state[1] = bytearray(count)
+        buf = state[1]
         r.chunks.append((rtype, flags, payload))
         if rtype == REPLY_TYPE_NONE:
             if length != 0 or not flags & REPLY_FLAG_DONE:
@@ -437,7 +444,7 @@ class Client:
         if cmd == CMD_READ and r.error == 0:
             if state[2] != count:
                 raise ProtocolError("read chunks cover %d of %d bytes" % (state[2], count))
-            r.data = bytes(buf)
+            r.data = bytes(buf) if buf is not None else b""
         return r
 
     def request(self, cmd, offset=0, count=0, flags=0, data=None):
