@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "format.h"
@@ -247,6 +248,8 @@ static int run(struct launch *l)
 {
   CLEANUP_ARGV struct argv server = { 0 }, qemu = { 0 };
   pid_t blockd_pid, qemu_pid;
+  struct termios tty;
+  bool have_tty;
   sigset_t mask;
 
   l->accel = accel_resolve(l);
@@ -285,6 +288,10 @@ static int run(struct launch *l)
     rundir_remove(l);
     return -blockd_pid;
   }
+  /* QEMU puts a terminal console in raw mode; if it is killed, put the
+   * terminal back ourselves. */
+  have_tty = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp() &&
+             tcgetattr(STDIN_FILENO, &tty) == 0;
   qemu_pid = qemu_start(&qemu);
   if (qemu_pid < 0) {
     int status;
@@ -298,6 +305,8 @@ static int run(struct launch *l)
     debug("blockd pid %d, QEMU pid %d, runtime directory %s", (int)blockd_pid,
           (int)qemu_pid, l->rundir);
   int status = supervise(l, blockd_pid, qemu_pid);
+  if (have_tty)
+    tcsetattr(STDIN_FILENO, TCSANOW, &tty);
   rundir_remove(l);
   return status;
 }
