@@ -73,7 +73,15 @@ static int level_open(struct level *lv, const char *path, char *err, size_t errl
     snprintf(err, errlen, "%s: read: %s", path, strerror(-r));
     return -1;
   }
+  if (memcmp(h, "QFI\xfb", 4) != 0) {
+    snprintf(err, errlen, "%s: not a qcow2 image", path);
+    return -1;
+  }
   lv->version = be32toh(*(uint32_t *)(h + 4));
+  if (lv->version != 2 && lv->version != 3) {
+    snprintf(err, errlen, "%s: qcow2 version %u not supported", path, lv->version);
+    return -1;
+  }
   lv->cluster_bits = be32toh(*(uint32_t *)(h + 20));
   lv->size = be64toh(*(uint64_t *)(h + 24));
   lv->l1_size = be32toh(*(uint32_t *)(h + 36));
@@ -108,7 +116,7 @@ static int level_open(struct level *lv, const char *path, char *err, size_t errl
 /* Frees LV. */
 static void level_close(struct level *lv)
 {
-  if (lv->fd > 0)
+  if (lv->fd >= 0)
     close(lv->fd);
   free(lv->l1);
 }
@@ -296,12 +304,16 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
   pthread_mutex_init(&q->lock, NULL);
   snprintf(cur, sizeof cur, "%s", path);
   for (;;) {
-    libqcow_file_t *file = open_one(cur, err, errlen);
-    if (file == NULL)
-      goto err;
-    q->files[q->nfiles++] = file;
+    /* Our own header check first: it names unsupported features, where
+     * libqcow only says it cannot open the file. */
+    q->levels[q->nfiles].fd = -1;
+    q->nfiles++;
     if (level_open(&q->levels[q->nfiles - 1], cur, err, errlen) < 0)
       goto err;
+    q->files[q->nfiles - 1] = open_one(cur, err, errlen);
+    if (q->files[q->nfiles - 1] == NULL)
+      goto err;
+    libqcow_file_t *file = q->files[q->nfiles - 1];
     if (q->nfiles > 1 &&
         libqcow_file_set_parent_file(q->files[q->nfiles - 2], file, &e) != 1) {
       qcow_error(err, errlen, cur, "cannot use as backing file", &e);

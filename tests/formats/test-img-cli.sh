@@ -67,6 +67,16 @@ if command -v script >/dev/null; then
   grep -q '(100%) \[#*\]' tty.out || fail "no progress bar on a terminal: $(cat tty.out)"
 fi
 
+# qcow2 images libqcow cannot read are refused by name, with the reason.
+if command -v qemu-img >/dev/null; then
+  qemu-img create -q -f qcow2 -b base.ovl -F raw rawbacked.qcow2
+  expect 1 'rawbacked.qcow2: backing file .*base.ovl is not a qcow2 image' "$IMG" info rawbacked.qcow2
+  qemu-img create -q -f qcow2 -o compression_type=zstd zstd.qcow2 1M
+  expect 1 'zstd.qcow2: qcow2 features 0x8 not supported' "$IMG" info zstd.qcow2
+  expect 1 'raw.img: not a qcow2 image' "$IMG" convert -f qcow2 raw.img out.img
+  [ ! -e out.img ] || fail "failed convert left its destination behind"
+fi
+
 # Overlay creation over a 100 GiB sparse base: O(1) time and space.
 "$IMG" create -s 100G big.img
 start=$(date +%s%N)
