@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -213,10 +214,16 @@ static int parse_options(int argc, char *argv[], struct launch *l)
 /* Checks the files named on the command line before anything starts. */
 static int check_inputs(struct launch *l)
 {
+  struct stat st;
+
   if (check_readable("--kernel", l->kernel) < 0)
     return -1;
   if (l->initrd != NULL && check_readable("--initrd", l->initrd) < 0)
     return -1;
+  if (l->qmp != NULL && lstat(l->qmp, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    launch_error("--qmp %s: exists and is not a socket", l->qmp);
+    return -1;
+  }
   for (size_t i = 0; i < l->ndisks; i++) {
     if (strchr(l->disks[i].path, ',') != NULL) {
       launch_error("%s: disk file names cannot contain ','", l->disks[i].path);

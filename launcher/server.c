@@ -110,9 +110,11 @@ pid_t server_start(const struct launch *l, const struct argv *a)
       return pid;
     }
     if (waitpid(pid, &status, WNOHANG) == pid) {
+      /* Exit 2: blockd refused a disk and said why in one line. */
+      if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_USAGE)
+        return -EXIT_USAGE;
       launch_error("blockd %s before it was ready", proc_status_string(status));
-      return WIFEXITED(status) && WEXITSTATUS(status) == EXIT_USAGE ? -EXIT_USAGE
-                                                                    : -EXIT_RUNTIME;
+      return -EXIT_RUNTIME;
     }
     if (stop_requested())
       break;

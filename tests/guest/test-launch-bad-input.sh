@@ -34,6 +34,10 @@ refuse "unexpected argument 'extra'" "${K[@]}" --disk "$TMP/disk.raw" extra
 refuse "serial must be" "${K[@]}" --disk "$TMP/disk.raw,serial=this-serial-is-far-too-long"
 refuse "unknown option 'bogus'" "${K[@]}" --disk "$TMP/disk.raw,bogus"
 refuse "given twice" "${K[@]}" --disk "$TMP/disk.raw" --disk "$TMP/disk.raw"
+refuse "--qmp $TMP/disk.raw: exists and is not a socket" "${K[@]}" --disk "$TMP/disk.raw" \
+  --qmp "$TMP/disk.raw"
+# blockd itself refuses the disk (exit 2): its one line is the message.
+refuse "blockd: $TMP/disk.raw: not a qcow2 image" "${K[@]}" --disk "$TMP/disk.raw,format=qcow2"
 
 # A disk another blockd holds: blockd locks overlays (raw files it does not).
 if [ -x "${BLOCKD_IMG:-}" ] && "$BLOCKD_IMG" create -b "$TMP/disk.raw" "$TMP/ws.ovl" >/dev/null 2>&1; then
