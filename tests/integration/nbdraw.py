@@ -175,16 +175,17 @@ class Client:
 
     def recv_exact(self, n):
         """Reads exactly N bytes; raises Closed on EOF."""
-        buf = bytearray()
-        while len(buf) < n:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
             try:
-                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
+                k = self.sock.recv_into(view[got:], n - got)
             except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                raise Closed("server closed the connection after %d of %d bytes"
-                             % (len(buf), n))
-            buf += chunk
+                k = 0
+            if not k:
+                raise Closed("server closed the connection after %d of %d bytes" % (got, n))
+            got += k
         return bytes(buf)
 
     def close(self):
