@@ -178,6 +178,45 @@ bool bitmap_clean(const struct bitmap *bm);
 uint64_t bitmap_count(const struct bitmap *bm);
 int bitmap_sync(struct bitmap *bm, int fd, uint64_t offset);
 
+/* overlay-header.c: the overlay's on-disk header, base identity, lock, creation */
+#define OVERLAY_MAGIC "BLKDOVL\0"
+#define OVERLAY_VERSION 1
+#define OVERLAY_HEADER_SIZE 4096u
+/* The header as stored: little-endian, at offset 0. */
+struct overlay_header {
+  char magic[8];             /* OVERLAY_MAGIC */
+  uint32_t version;          /* OVERLAY_VERSION */
+  uint32_t header_size;      /* OVERLAY_HEADER_SIZE */
+  uint64_t incompat;         /* feature bits a reader must know; 0 in version 1 */
+  uint32_t cluster_bits;     /* log2 of the cluster size, 12..24 */
+  uint32_t reserved0;        /* 0 */
+  uint64_t virtual_size;     /* disk size in bytes */
+  uint64_t bitmap_offset;    /* file offset of the owned-cluster bitmap */
+  uint64_t bitmap_size;      /* bytes, a multiple of 4096 */
+  uint64_t data_offset;      /* file offset of virtual byte 0, cluster aligned */
+  uint64_t base_file_size;   /* identity: st_size of the base file */
+  int64_t base_mtime_sec;    /* identity: st_mtime of the base file */
+  uint32_t base_mtime_nsec;  /* identity: nanoseconds of st_mtime */
+  uint32_t reserved1;        /* 0 */
+  uint64_t base_virtual_size; /* identity: the base's virtual size */
+  uint64_t base_hash;        /* identity: FNV-1a 64 of the base file's first 64 KiB */
+  char base_format[16];      /* "raw", "qcow2" or "overlay", NUL padded */
+  uint32_t base_path_len;    /* bytes of base_path before its NUL */
+  uint32_t reserved2;        /* 0 */
+  char base_path[OVERLAY_HEADER_SIZE - 128]; /* absolute path of the base, NUL terminated */
+} __attribute__((packed));
+/* Reads and checks the header of the overlay at PATH (open as FD, FILE_SIZE
+ * bytes) into H, host order. Returns 0, or -1 with a message in ERR. */
+int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
+                        char *err, size_t errlen);
+/* Checks that BASE, opened from H->base_path, is the image H recorded.
+ * Returns 0, or -1 with a message naming PATH and the base in ERR. */
+int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
+                              const char *path, char *err, size_t errlen);
+/* Takes an OFD lock on all of FD: exclusive for writers, shared for readers.
+ * Returns 0 or -errno (-EAGAIN: someone else holds a conflicting lock). */
+int overlay_lock(int fd, bool exclusive);
+
 /* overlay.c: copy-on-write over a read-only base (docs/overlay-format.md) */
 #define OVERLAY_DEFAULT_CLUSTER_BITS 16 /* 64 KiB */
 /* What blockd-img info shows about an overlay. */
@@ -190,7 +229,7 @@ struct overlay_info {
   const char *base_format;  /* base format as recorded */
   struct fmt *base;         /* the open base image */
 };
-/* Creates overlay PATH over BASE (opened read-only to record its identity)
+/* overlay-header.c: creates overlay PATH over BASE (opened read-only to record its identity)
  * with clusters of 2^CLUSTER_BITS bytes. O(1) in the base's size. Returns 0,
  * or -1 with a one-line message in ERR. */
 int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,

@@ -21,38 +21,8 @@
 #include "cleanup.h"
 #include "format.h"
 
-#define OVL_MAGIC "BLKDOVL\0"
-#define OVL_VERSION 1
-#define OVL_HEADER_SIZE 4096u
-#define OVL_HASH_BYTES 65536u /* bytes of the base file hashed into its identity */
 #define OVL_MAX_DEPTH 16      /* longest chain of overlays we follow */
 #define OVL_LOCKS 64          /* copy-up lock stripes */
-
-/* The header as stored: little-endian, at offset 0. */
-struct ovl_header {
-  char magic[8];             /* OVL_MAGIC */
-  uint32_t version;          /* OVL_VERSION */
-  uint32_t header_size;      /* OVL_HEADER_SIZE */
-  uint64_t incompat;         /* feature bits a reader must know; 0 in version 1 */
-  uint32_t cluster_bits;     /* log2 of the cluster size, 12..24 */
-  uint32_t reserved0;        /* 0 */
-  uint64_t virtual_size;     /* disk size in bytes */
-  uint64_t bitmap_offset;    /* file offset of the owned-cluster bitmap */
-  uint64_t bitmap_size;      /* bytes, a multiple of 4096 */
-  uint64_t data_offset;      /* file offset of virtual byte 0, cluster aligned */
-  uint64_t base_file_size;   /* identity: st_size of the base file */
-  int64_t base_mtime_sec;    /* identity: st_mtime of the base file */
-  uint32_t base_mtime_nsec;  /* identity: nanoseconds of st_mtime */
-  uint32_t reserved1;        /* 0 */
-  uint64_t base_virtual_size; /* identity: the base's virtual size */
-  uint64_t base_hash;        /* identity: FNV-1a 64 of the base file's first 64 KiB */
-  char base_format[16];      /* "raw", "qcow2" or "overlay", NUL padded */
-  uint32_t base_path_len;    /* bytes of base_path before its NUL */
-  uint32_t reserved2;        /* 0 */
-  char base_path[OVL_HEADER_SIZE - 128]; /* absolute path of the base, NUL terminated */
-} __attribute__((packed));
-
-_Static_assert(sizeof(struct ovl_header) == OVL_HEADER_SIZE, "overlay header is one page");
 
 struct overlay {
   struct fmt fmt;              /* common fields, first */
@@ -77,138 +47,6 @@ static inline uint64_t cluster_of(const struct overlay *o, uint64_t offset)
 
 /* Overlays opened by this thread's current fmt_open, to stop cycles. */
 static __thread int open_depth;
-
-/* FNV-1a 64 of LEN bytes. */
-static uint64_t fnv1a(const unsigned char *p, size_t len)
-{
-  uint64_t h = 0xcbf29ce484222325ULL;
-
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
-
-/* Hashes the first OVL_HASH_BYTES of the file at PATH into *HASH. Returns 0 or -errno. */
-static int hash_head(const char *path, uint64_t *hash)
-{
-  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
-  CLEANUP_FREE unsigned char *buf = calloc(1, OVL_HASH_BYTES);
-  int r;
-
-  if (fd == -1)
-    return -errno;
-  if (buf == NULL)
-    return -ENOMEM;
-  r = file_pread_full(fd, buf, OVL_HASH_BYTES, 0);
-  if (r < 0)
-    return r;
-  *hash = fnv1a(buf, OVL_HASH_BYTES);
-  return 0;
-}
-
-/* Takes an OFD lock on all of FD: exclusive for writers, shared for readers. */
-static int lock_file(int fd, bool exclusive)
-{
-  struct flock fl = {
-    .l_type = exclusive ? F_WRLCK : F_RDLCK,
-    .l_whence = SEEK_SET,
-    .l_start = 0,
-    .l_len = 0,
-  };
-
-  /* OFD locks belong to the open file description, so two opens in one
-   * process conflict too, and closing another fd never drops them. */
-  if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
-    return -errno;
-  return 0;
-}
-
-/* Decodes and checks a header read from PATH; fills H in host order. */
-static int header_decode(struct ovl_header *h, uint64_t file_size, const char *path, char *err,
-                         size_t errlen)
-{
-  uint64_t bitmap_end;
-
-  if (memcmp(h->magic, OVL_MAGIC, 8) != 0) {
-    snprintf(err, errlen, "%s: not a blockd overlay", path);
-    return -1;
-  }
-  h->version = le32toh(h->version);
-  h->header_size = le32toh(h->header_size);
-  h->incompat = le64toh(h->incompat);
-  h->cluster_bits = le32toh(h->cluster_bits);
-  h->virtual_size = le64toh(h->virtual_size);
-  h->bitmap_offset = le64toh(h->bitmap_offset);
-  h->bitmap_size = le64toh(h->bitmap_size);
-  h->data_offset = le64toh(h->data_offset);
-  h->base_file_size = le64toh(h->base_file_size);
-  h->base_mtime_sec = (int64_t)le64toh((uint64_t)h->base_mtime_sec);
-  h->base_mtime_nsec = le32toh(h->base_mtime_nsec);
-  h->base_virtual_size = le64toh(h->base_virtual_size);
-  h->base_hash = le64toh(h->base_hash);
-  h->base_path_len = le32toh(h->base_path_len);
-
-  if (h->version != OVL_VERSION) {
-    snprintf(err, errlen, "%s: overlay format version %u not supported (this is version %u)",
-             path, h->version, OVL_VERSION);
-    return -1;
-  }
-  if (h->incompat != 0) {
-    snprintf(err, errlen, "%s: overlay uses unknown features 0x%llx", path,
-             (unsigned long long)h->incompat);
-    return -1;
-  }
-  if (h->cluster_bits < 12 || h->cluster_bits > 24)
-    goto corrupt;
-  if (h->header_size != OVL_HEADER_SIZE || h->bitmap_offset < OVL_HEADER_SIZE ||
-      h->bitmap_offset % 4096 != 0)
-    goto corrupt;
-  if (h->virtual_size > (1ULL << 56))
-    goto corrupt;
-  if (h->bitmap_size != bitmap_bytes((h->virtual_size + (1ULL << h->cluster_bits) - 1) >>
-                                     h->cluster_bits))
-    goto corrupt;
-  bitmap_end = h->bitmap_offset + h->bitmap_size;
-  if (h->data_offset < bitmap_end || h->data_offset % (1ULL << h->cluster_bits) != 0)
-    goto corrupt;
-  if (file_size < bitmap_end)
-    goto corrupt;
-  if (h->base_path_len == 0 || h->base_path_len >= sizeof h->base_path ||
-      h->base_path_len >= PATH_MAX || h->base_path[h->base_path_len] != '\0' ||
-      h->base_format[sizeof h->base_format - 1] != '\0')
-    goto corrupt;
-  return 0;
-corrupt:
-  snprintf(err, errlen, "%s: corrupt overlay header", path);
-  return -1;
-}
-
-/* Checks that the base at O->base_path is the one recorded in H. */
-static int check_base(struct overlay *o, const struct ovl_header *h, const char *path, char *err,
-                      size_t errlen)
-{
-  struct stat st;
-  uint64_t hash;
-  int r;
-
-  if (stat(o->base_path, &st) == -1) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, o->base_path, strerror(errno));
-    return -1;
-  }
-  r = hash_head(o->base_path, &hash);
-  if (r < 0) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, o->base_path, strerror(-r));
-    return -1;
-  }
-  if ((uint64_t)st.st_size != h->base_file_size || st.st_mtim.tv_sec != h->base_mtime_sec ||
-      (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec || hash != h->base_hash ||
-      o->base->size != h->base_virtual_size) {
-    snprintf(err, errlen, "%s: base image %s changed since the overlay was created", path,
-             o->base_path);
-    return -1;
-  }
-  return 0;
-}
 
 /* Frees an overlay, opened or half opened. */
 static void overlay_free(struct overlay *o)
@@ -260,7 +98,7 @@ static void reclaim(struct overlay *o)
 static struct fmt *overlay_open(const char *path, bool readonly, char *err, size_t errlen)
 {
   struct overlay *o;
-  struct ovl_header h;
+  struct overlay_header h;
   struct stat st;
   char berr[1024];
   int r;
@@ -284,7 +122,7 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: not a regular file", path);
     goto err;
   }
-  r = lock_file(o->fd, !readonly);
+  r = overlay_lock(o->fd, !readonly);
   if (r == -EAGAIN || r == -EACCES) {
     snprintf(err, errlen, "%s: locked by another process", path);
     goto err;
@@ -293,12 +131,7 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: lock: %s", path, strerror(-r));
     goto err;
   }
-  r = file_pread_full(o->fd, &h, sizeof h, 0);
-  if (r < 0) {
-    snprintf(err, errlen, "%s: read: %s", path, strerror(-r));
-    goto err;
-  }
-  if (header_decode(&h, (uint64_t)st.st_size, path, err, errlen) < 0)
+  if (overlay_header_read(o->fd, (uint64_t)st.st_size, path, &h, err, errlen) < 0)
     goto err;
   o->cluster_bits = h.cluster_bits;
   o->clusters = (h.virtual_size + (1ULL << h.cluster_bits) - 1) >> h.cluster_bits;
@@ -319,7 +152,7 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);
     goto err;
   }
-  if (check_base(o, &h, path, err, errlen) < 0)
+  if (overlay_header_check_base(&h, o->base, path, err, errlen) < 0)
     goto err;
 
   r = bitmap_init(&o->bm, o->clusters);
@@ -355,7 +188,7 @@ static void overlay_close(struct fmt *f)
 
 static bool overlay_probe(const void *head, size_t len)
 {
-  return len >= 8 && memcmp(head, OVL_MAGIC, 8) == 0;
+  return len >= 8 && memcmp(head, OVERLAY_MAGIC, 8) == 0;
 }
 
 static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t length,
@@ -737,116 +570,13 @@ int overlay_get_info(struct fmt *f, struct overlay_info *info)
 
   if (f->ops != &fmt_overlay_ops)
     return -EINVAL;
-  info->version = OVL_VERSION;
+  info->version = OVERLAY_VERSION;
   info->cluster_size = 1u << o->cluster_bits;
   info->clusters = o->clusters;
   info->owned = bitmap_count(&o->bm);
   info->base_path = o->base_path;
   info->base_format = o->base_format;
   info->base = o->base;
-  return 0;
-}
-
-/* Fsyncs the directory holding PATH, so a new file's name is durable. */
-static void sync_dir(const char *path)
-{
-  CLEANUP_FREE char *dir = strdup(path);
-  char *slash = dir ? strrchr(dir, '/') : NULL;
-  int fd;
-
-  if (dir == NULL)
-    return;
-  if (slash == dir)
-    slash[1] = '\0';
-  else if (slash != NULL)
-    *slash = '\0';
-  fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
-}
-
-int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
-                   size_t errlen)
-{
-  struct ovl_header h;
-  struct stat bst, st;
-  char real[PATH_MAX];
-  struct fmt *b;
-  uint64_t hash, cs, clusters;
-  CLEANUP_CLOSE int fd = -1;
-  int r;
-
-  if (cluster_bits < 12 || cluster_bits > 24) {
-    snprintf(err, errlen, "%s: cluster size must be 4 KiB to 16 MiB", path);
-    return -1;
-  }
-  if (realpath(base, real) == NULL) {
-    snprintf(err, errlen, "%s: %s", base, strerror(errno));
-    return -1;
-  }
-  if (strlen(real) >= sizeof h.base_path) {
-    snprintf(err, errlen, "%s: path too long for an overlay header", base);
-    return -1;
-  }
-  if (stat(real, &bst) == -1) {
-    snprintf(err, errlen, "%s: %s", base, strerror(errno));
-    return -1;
-  }
-  if (stat(path, &st) == 0 && st.st_dev == bst.st_dev && st.st_ino == bst.st_ino) {
-    snprintf(err, errlen, "%s: is the base image itself", path);
-    return -1;
-  }
-  /* Opening the base checks it (and its own chain) and gives its size. */
-  b = fmt_open(real, NULL, true, err, errlen);
-  if (b == NULL)
-    return -1;
-  memset(&h, 0, sizeof h);
-  memcpy(h.magic, OVL_MAGIC, 8);
-  h.version = htole32(OVL_VERSION);
-  h.header_size = htole32(OVL_HEADER_SIZE);
-  h.cluster_bits = htole32(cluster_bits);
-  cs = 1ULL << cluster_bits;
-  clusters = (b->size + cs - 1) / cs;
-  h.virtual_size = htole64(b->size);
-  h.bitmap_offset = htole64(OVL_HEADER_SIZE);
-  h.bitmap_size = htole64(bitmap_bytes(clusters));
-  uint64_t data_offset = (OVL_HEADER_SIZE + bitmap_bytes(clusters) + cs - 1) / cs * cs;
-  h.data_offset = htole64(data_offset);
-  h.base_file_size = htole64((uint64_t)bst.st_size);
-  h.base_mtime_sec = (int64_t)htole64((uint64_t)bst.st_mtim.tv_sec);
-  h.base_mtime_nsec = htole32((uint32_t)bst.st_mtim.tv_nsec);
-  h.base_virtual_size = htole64(b->size);
-  snprintf(h.base_format, sizeof h.base_format, "%s", b->ops->name);
-  h.base_path_len = htole32((uint32_t)strlen(real));
-  memcpy(h.base_path, real, strlen(real) + 1);
-  uint64_t vsize = b->size;
-  fmt_close(b);
-  r = hash_head(real, &hash);
-  if (r < 0) {
-    snprintf(err, errlen, "%s: %s", base, strerror(-r));
-    return -1;
-  }
-  h.base_hash = htole64(hash);
-
-  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (fd == -1) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  r = lock_file(fd, true);
-  if (r == -EAGAIN || r == -EACCES) {
-    snprintf(err, errlen, "%s: locked by another process", path);
-    return -1;
-  }
-  /* The file is all holes but the header: O(1) whatever the base's size. */
-  if (r < 0 || ftruncate(fd, 0) == -1 || (r = file_pwrite_full(fd, &h, sizeof h, 0)) < 0 ||
-      ftruncate(fd, (off_t)(data_offset + vsize)) == -1 || fsync(fd) == -1) {
-    snprintf(err, errlen, "%s: %s", path, strerror(r < 0 ? -r : errno));
-    return -1;
-  }
-  sync_dir(path);
   return 0;
 }
 

@@ -1,0 +1,266 @@
+/* overlay-header: the overlay's on-disk header (docs/overlay-format.md):
+ * reading and checking it, checking the base against the identity it
+ * records, the file lock, and creating a new overlay.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "format.h"
+
+#define HASH_BYTES 65536u /* bytes of the base file hashed into its identity */
+
+_Static_assert(sizeof(struct overlay_header) == OVERLAY_HEADER_SIZE, "overlay header is one page");
+
+/* FNV-1a 64 of LEN bytes. */
+static uint64_t fnv1a(const unsigned char *p, size_t len)
+{
+  uint64_t h = 0xcbf29ce484222325ULL;
+
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/* Hashes the first HASH_BYTES of the file at PATH into *HASH. Returns 0 or -errno. */
+static int hash_head(const char *path, uint64_t *hash)
+{
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
+  int r;
+
+  if (fd == -1)
+    return -errno;
+  if (buf == NULL)
+    return -ENOMEM;
+  r = file_pread_full(fd, buf, HASH_BYTES, 0);
+  if (r < 0)
+    return r;
+  *hash = fnv1a(buf, HASH_BYTES);
+  return 0;
+}
+
+int overlay_lock(int fd, bool exclusive)
+{
+  struct flock fl = {
+    .l_type = exclusive ? F_WRLCK : F_RDLCK,
+    .l_whence = SEEK_SET,
+    .l_start = 0,
+    .l_len = 0,
+  };
+
+  /* OFD locks belong to the open file description, so two opens in one
+   * process conflict too, and closing another fd never drops them. */
+  if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
+    return -errno;
+  return 0;
+}
+
+/* Decodes and checks a header read from PATH, in place, to host order. */
+static int header_decode(struct overlay_header *h, uint64_t file_size, const char *path, char *err,
+                         size_t errlen)
+{
+  uint64_t bitmap_end;
+
+  if (memcmp(h->magic, OVERLAY_MAGIC, 8) != 0) {
+    snprintf(err, errlen, "%s: not a blockd overlay", path);
+    return -1;
+  }
+  h->version = le32toh(h->version);
+  h->header_size = le32toh(h->header_size);
+  h->incompat = le64toh(h->incompat);
+  h->cluster_bits = le32toh(h->cluster_bits);
+  h->virtual_size = le64toh(h->virtual_size);
+  h->bitmap_offset = le64toh(h->bitmap_offset);
+  h->bitmap_size = le64toh(h->bitmap_size);
+  h->data_offset = le64toh(h->data_offset);
+  h->base_file_size = le64toh(h->base_file_size);
+  h->base_mtime_sec = (int64_t)le64toh((uint64_t)h->base_mtime_sec);
+  h->base_mtime_nsec = le32toh(h->base_mtime_nsec);
+  h->base_virtual_size = le64toh(h->base_virtual_size);
+  h->base_hash = le64toh(h->base_hash);
+  h->base_path_len = le32toh(h->base_path_len);
+
+  if (h->version != OVERLAY_VERSION) {
+    snprintf(err, errlen, "%s: overlay format version %u not supported (this is version %u)",
+             path, h->version, OVERLAY_VERSION);
+    return -1;
+  }
+  if (h->incompat != 0) {
+    snprintf(err, errlen, "%s: overlay uses unknown features 0x%llx", path,
+             (unsigned long long)h->incompat);
+    return -1;
+  }
+  if (h->cluster_bits < 12 || h->cluster_bits > 24)
+    goto corrupt;
+  if (h->header_size != OVERLAY_HEADER_SIZE || h->bitmap_offset < OVERLAY_HEADER_SIZE ||
+      h->bitmap_offset % 4096 != 0)
+    goto corrupt;
+  if (h->virtual_size > (1ULL << 56))
+    goto corrupt;
+  if (h->bitmap_size != bitmap_bytes((h->virtual_size + (1ULL << h->cluster_bits) - 1) >>
+                                     h->cluster_bits))
+    goto corrupt;
+  bitmap_end = h->bitmap_offset + h->bitmap_size;
+  if (h->data_offset < bitmap_end || h->data_offset % (1ULL << h->cluster_bits) != 0)
+    goto corrupt;
+  if (file_size < bitmap_end)
+    goto corrupt;
+  if (h->base_path_len == 0 || h->base_path_len >= sizeof h->base_path ||
+      h->base_path_len >= PATH_MAX || h->base_path[h->base_path_len] != '\0' ||
+      h->base_format[sizeof h->base_format - 1] != '\0')
+    goto corrupt;
+  return 0;
+corrupt:
+  snprintf(err, errlen, "%s: corrupt overlay header", path);
+  return -1;
+}
+
+int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
+                              const char *path, char *err, size_t errlen)
+{
+  struct stat st;
+  uint64_t hash;
+  int r;
+
+  if (stat(h->base_path, &st) == -1) {
+    snprintf(err, errlen, "%s: base image %s: %s", path, h->base_path, strerror(errno));
+    return -1;
+  }
+  r = hash_head(h->base_path, &hash);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: base image %s: %s", path, h->base_path, strerror(-r));
+    return -1;
+  }
+  if ((uint64_t)st.st_size != h->base_file_size || st.st_mtim.tv_sec != h->base_mtime_sec ||
+      (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec || hash != h->base_hash ||
+      base->size != h->base_virtual_size) {
+    snprintf(err, errlen, "%s: base image %s changed since the overlay was created", path,
+             h->base_path);
+    return -1;
+  }
+  return 0;
+}
+
+int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
+                        char *err, size_t errlen)
+{
+  int r = file_pread_full(fd, h, sizeof *h, 0);
+
+  if (r < 0) {
+    snprintf(err, errlen, "%s: read: %s", path, strerror(-r));
+    return -1;
+  }
+  return header_decode(h, file_size, path, err, errlen);
+}
+
+/* Fsyncs the directory holding PATH, so a new file's name is durable. */
+static void sync_dir(const char *path)
+{
+  CLEANUP_FREE char *dir = strdup(path);
+  char *slash = dir ? strrchr(dir, '/') : NULL;
+  int fd;
+
+  if (dir == NULL)
+    return;
+  if (slash == dir)
+    slash[1] = '\0';
+  else if (slash != NULL)
+    *slash = '\0';
+  fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
+int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
+                   size_t errlen)
+{
+  struct overlay_header h;
+  struct stat bst, st;
+  char real[PATH_MAX];
+  struct fmt *b;
+  uint64_t hash, cs, clusters;
+  CLEANUP_CLOSE int fd = -1;
+  int r;
+
+  if (cluster_bits < 12 || cluster_bits > 24) {
+    snprintf(err, errlen, "%s: cluster size must be 4 KiB to 16 MiB", path);
+    return -1;
+  }
+  if (realpath(base, real) == NULL) {
+    snprintf(err, errlen, "%s: %s", base, strerror(errno));
+    return -1;
+  }
+  if (strlen(real) >= sizeof h.base_path) {
+    snprintf(err, errlen, "%s: path too long for an overlay header", base);
+    return -1;
+  }
+  if (stat(real, &bst) == -1) {
+    snprintf(err, errlen, "%s: %s", base, strerror(errno));
+    return -1;
+  }
+  if (stat(path, &st) == 0 && st.st_dev == bst.st_dev && st.st_ino == bst.st_ino) {
+    snprintf(err, errlen, "%s: is the base image itself", path);
+    return -1;
+  }
+  /* Opening the base checks it (and its own chain) and gives its size. */
+  b = fmt_open(real, NULL, true, err, errlen);
+  if (b == NULL)
+    return -1;
+  memset(&h, 0, sizeof h);
+  memcpy(h.magic, OVERLAY_MAGIC, 8);
+  h.version = htole32(OVERLAY_VERSION);
+  h.header_size = htole32(OVERLAY_HEADER_SIZE);
+  h.cluster_bits = htole32(cluster_bits);
+  cs = 1ULL << cluster_bits;
+  clusters = (b->size + cs - 1) / cs;
+  h.virtual_size = htole64(b->size);
+  h.bitmap_offset = htole64(OVERLAY_HEADER_SIZE);
+  h.bitmap_size = htole64(bitmap_bytes(clusters));
+  uint64_t data_offset = (OVERLAY_HEADER_SIZE + bitmap_bytes(clusters) + cs - 1) / cs * cs;
+  h.data_offset = htole64(data_offset);
+  h.base_file_size = htole64((uint64_t)bst.st_size);
+  h.base_mtime_sec = (int64_t)htole64((uint64_t)bst.st_mtim.tv_sec);
+  h.base_mtime_nsec = htole32((uint32_t)bst.st_mtim.tv_nsec);
+  h.base_virtual_size = htole64(b->size);
+  snprintf(h.base_format, sizeof h.base_format, "%s", b->ops->name);
+  h.base_path_len = htole32((uint32_t)strlen(real));
+  memcpy(h.base_path, real, strlen(real) + 1);
+  uint64_t vsize = b->size;
+  fmt_close(b);
+  r = hash_head(real, &hash);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: %s", base, strerror(-r));
+    return -1;
+  }
+  h.base_hash = htole64(hash);
+
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  r = overlay_lock(fd, true);
+  if (r == -EAGAIN || r == -EACCES) {
+    snprintf(err, errlen, "%s: locked by another process", path);
+    return -1;
+  }
+  /* The file is all holes but the header: O(1) whatever the base's size. */
+  if (r < 0 || ftruncate(fd, 0) == -1 || (r = file_pwrite_full(fd, &h, sizeof h, 0)) < 0 ||
+      ftruncate(fd, (off_t)(data_offset + vsize)) == -1 || fsync(fd) == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(r < 0 ? -r : errno));
+    return -1;
+  }
+  sync_dir(path);
+  return 0;
+}
+
