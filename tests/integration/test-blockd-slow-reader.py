@@ -1,7 +1,7 @@
 """blockd with a client that asks for 64 MiB of reads and then reads the
 replies slowly: another connection on the same (single) worker is served
-meanwhile, and the slow client still gets every byte right, in order per
-reply, once it reads (partial sends resume correctly)."""
+meanwhile, and the slow client still gets every byte right once it reads
+(partial sends resume correctly)."""
 import hashlib
 import time
 
