@@ -350,6 +350,8 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
     goto err;
   }
   q->fmt.can_extents = true;
+  /* Read-only: no write for a flush to miss, so connections may multiply. */
+  q->fmt.can_multi_conn = true;
   q->min_cluster_bits = q->levels[0].cluster_bits;
   for (int i = 1; i < q->nfiles; i++)
     if (q->levels[i].cluster_bits < q->min_cluster_bits)
