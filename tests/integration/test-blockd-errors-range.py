@@ -35,6 +35,10 @@ def run(structured):
             r = c.read(off, n)
             expect_error(what, r.error, N.EINVAL)
             check(r.data is None, what + ": data with an error")
+            if structured:
+                # proto.md: with structured replies a read never gets a simple reply.
+                check(r.structured and any(t == N.REPLY_TYPE_ERROR for t, _, _ in r.chunks),
+                      what + ": not an NBD_REPLY_TYPE_ERROR chunk")
             still_works(c, what)
         writes = [(SIZE - 512, 1024), (SIZE, 1), (SIZE + 4096, 4096)]
         for off, n in writes:
