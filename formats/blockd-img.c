@@ -420,9 +420,14 @@ static bool in_chain(struct fmt *f, const struct stat *st)
   struct overlay_info oi;
   struct stat fst;
 
-  for (; f != NULL; f = overlay_get_info(f, &oi) == 0 ? oi.base : NULL)
+  for (; f != NULL; f = overlay_get_info(f, &oi) == 0 ? oi.base : NULL) {
     if (stat(f->path, &fst) == 0 && fst.st_dev == st->st_dev && fst.st_ino == st->st_ino)
       return true;
+#ifdef HAVE_QCOW2
+    if (qcow2_holds_file(f, st->st_dev, st->st_ino))
+      return true;
+#endif
+  }
   return false;
 }
 

@@ -240,5 +240,8 @@ int overlay_get_info(struct fmt *f, struct overlay_info *info);
 /* qcow2.c */
 /* Returns F's backing file name if F is a qcow2 image with one, else NULL. */
 const char *qcow2_backing(struct fmt *f);
+/* Returns true if F is a qcow2 image whose chain (itself or a backing file)
+ * is the file DEV/INO. */
+bool qcow2_holds_file(struct fmt *f, uint64_t dev, uint64_t ino);
 
 #endif

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -446,6 +447,20 @@ static int qcow2_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_ex
   if (length > f->size - offset)
     length = f->size - offset;
   return walk(q, 0, offset, length, extents_run, &x);
+}
+
+bool qcow2_holds_file(struct fmt *f, uint64_t dev, uint64_t ino)
+{
+  struct qcow2 *q = (struct qcow2 *)f;
+  struct stat st;
+
+  if (f->ops != &fmt_qcow2_ops)
+    return false;
+  for (int i = 0; i < q->nfiles; i++)
+    if (fstat(q->levels[i].fd, &st) == 0 && (uint64_t)st.st_dev == dev &&
+        (uint64_t)st.st_ino == ino)
+      return true;
+  return false;
 }
 
 const char *qcow2_backing(struct fmt *f)

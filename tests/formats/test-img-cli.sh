@@ -74,6 +74,10 @@ if command -v qemu-img >/dev/null; then
   qemu-img create -q -f qcow2 -o compression_type=zstd zstd.qcow2 1M
   expect 1 'zstd.qcow2: qcow2 features 0x8 not supported' "$IMG" info zstd.qcow2
   expect 1 'raw.img: not a qcow2 image' "$IMG" convert -f qcow2 raw.img out.img
+  qemu-img create -q -f qcow2 back.qcow2 1M
+  qemu-img create -q -f qcow2 -b back.qcow2 -F qcow2 front.qcow2
+  expect 1 'back.qcow2: is the source image or one of its bases' "$IMG" convert front.qcow2 back.qcow2
+  qemu-img check -q back.qcow2 || fail "convert damaged the source's backing file"
   [ ! -e out.img ] || fail "failed convert left its destination behind"
 fi
 
