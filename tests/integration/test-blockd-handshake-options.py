@@ -106,11 +106,23 @@ def run():
         check(r.error == 0 and not r.structured, "read after EXPORT_NAME: %r" % r)
         c.disconnect()
 
-        # ABORT: the server may ACK, then closes.
+        # ABORT: proto.md says the server MUST reply with an ACK, then closes.
         c = N.Client(b.sock)
         c.greeting()
         c.opt_abort()
+        opt, reply, _ = c.recv_option_reply()
+        check(opt == N.OPT_ABORT and reply == N.REP_ACK,
+              "ABORT: reply 0x%x to option %d, expected ACK" % (reply, opt))
         check(c.wait_closed(10), "ABORT: connection left open")
+        c.close()
+
+        # LIST with data: ERR_INVALID, and the handshake goes on.
+        c = N.Client(b.sock)
+        c.greeting()
+        expect_opt_error("LIST with data", lambda: c.option(N.OPT_LIST, b"junk"),
+                         N.REP_ERR_INVALID)
+        check(sorted(c.opt_list()) == ["a", "b"], "LIST after a bad LIST")
+        c.opt_abort()
         c.close()
         check(b.proc.poll() is None, "blockd died during the handshake tests")
         b.stop()
