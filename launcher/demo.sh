@@ -94,13 +94,13 @@ while IFS= read -r -u "${GUEST[0]}" line; do
       r=$(rss "$q")
       if [ "$step" = "freed it" ]; then
         # Free page reporting hands pages back in 2 MiB+ chunks after ~2 s:
-        # watch RSS settle (up to 20 s).
-        low=$r
+        # watch RSS until it has dropped and then held for 2 s (up to 20 s).
+        low=$r still=0
         for _ in $(seq 40); do
           sleep 0.5
           r=$(rss "$q")
-          [ "$r" -lt "$low" ] && low=$r
-          [ $((rsss[4] - low)) -ge $((300 * MiB)) ] && break
+          if [ "$r" -lt "$low" ]; then low=$r still=0; else still=$((still + 1)); fi
+          [ $((rsss[4] - low)) -ge $((100 * MiB)) ] && [ "$still" -ge 4 ] && break
         done
         r=$low
       fi

@@ -262,8 +262,11 @@ static int run(struct launch *l)
   l->accel = accel_resolve(l);
   if (l->dry_run)
     l->rundir = rundir_template();
-  else if (rundir_create(l) < 0)
-    return EXIT_RUNTIME;
+  else {
+    rundir_sweep();
+    if (rundir_create(l) < 0)
+      return EXIT_RUNTIME;
+  }
   if (l->rundir == NULL || server_cmdline(l, &server) < 0 || qemu_cmdline(l, &qemu) < 0) {
     launch_error("command line: %m");
     return EXIT_RUNTIME;
@@ -318,6 +321,7 @@ static int run(struct launch *l)
   return status;
 }
 
+/* Parses, checks, runs; the exit status says how the launch ended. */
 int main(int argc, char *argv[])
 {
   struct launch l = {

@@ -89,6 +89,7 @@ char *rundir_template(void);
 int rundir_create(struct launch *l);
 void rundir_path(const struct launch *l, const char *name, char *buf, size_t len);
 void rundir_remove(struct launch *l);
+void rundir_sweep(void);
 
 /* accel.c */
 int accel_parse(const char *s, enum accel *a);

@@ -2,6 +2,8 @@
  * socket. Mode 0700, removed with everything in it when the launch ends. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,81 @@ char *rundir_template(void)
   return t;
 }
 
+/* Records our pid in RUNDIR/launcher.pid, so that a later launch can tell
+ * the directory of a launcher that was SIGKILLed from a live one. */
+static void rundir_write_owner(const struct launch *l)
+{
+  char path[PATH_MAX];
+  FILE *fp;
+
+  rundir_path(l, "launcher.pid", path, sizeof path);
+  fp = fopen(path, "we");
+  if (fp == NULL)
+    return;
+  fprintf(fp, "%d\n", (int)getpid());
+  fclose(fp);
+}
+
+/* True if the runtime directory DIR (under BASE) belongs to a launcher that
+ * is gone: its launcher.pid names no running blockd-launch. */
+static bool rundir_is_stale(int base, const char *dir)
+{
+  char path[PATH_MAX], comm[32] = "";
+  FILE *fp;
+  int pid = 0;
+
+  snprintf(path, sizeof path, "%s/launcher.pid", dir);
+  fp = fdopen(openat(base, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "r");
+  if (fp == NULL)
+    return false;  /* being created, or not ours: leave it */
+  if (fscanf(fp, "%d", &pid) != 1)
+    pid = 0;
+  fclose(fp);
+  if (pid <= 0)
+    return false;
+  snprintf(path, sizeof path, "/proc/%d/comm", pid);
+  fp = fopen(path, "re");
+  if (fp != NULL) {
+    if (fgets(comm, sizeof comm, fp) == NULL)
+      comm[0] = '\0';
+    fclose(fp);
+  }
+  return strcmp(comm, "blockd-launch\n") != 0;
+}
+
+/* Removes the runtime directories that SIGKILLed launchers left in the
+ * directory the template points into. Their QEMU and blockd are gone
+ * already (parent-death signal); only files remain. */
+void rundir_sweep(void)
+{
+  CLEANUP_FREE char *t = rundir_template();
+  char *slash;
+  DIR *dir;
+  struct dirent *e;
+
+  if (t == NULL || (slash = strrchr(t, '/')) == NULL)
+    return;
+  *slash = '\0';
+  dir = opendir(t);
+  if (dir == NULL)
+    return;
+  while ((e = readdir(dir)) != NULL) {
+    struct launch stale = { 0 };
+    struct stat st;
+
+    if (strncmp(e->d_name, "blockd-launch.", 14) != 0 || strlen(e->d_name) != 20 ||
+        fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+        !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+        !rundir_is_stale(dirfd(dir), e->d_name))
+      continue;
+    if (asprintf(&stale.rundir, "%s/%s", t, e->d_name) < 0)
+      break;
+    debug("removing %s, left by a launcher that was killed", stale.rundir);
+    rundir_remove(&stale);
+  }
+  closedir(dir);
+}
+
 /* Creates the directory (mode 0700) and stores its name in L->rundir.
  * Returns 0, or -1 with a message printed. */
 int rundir_create(struct launch *l)
@@ -50,6 +127,7 @@ int rundir_create(struct launch *l)
   }
   l->rundir = t;
   debug("runtime directory %s", t);
+  rundir_write_owner(l);
   return 0;
 }
 
