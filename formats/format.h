@@ -216,9 +216,14 @@ int overlay_header_check_base(const struct overlay_header *h, const struct fmt *
 /* Takes an OFD lock on all of FD: exclusive for writers, shared for readers.
  * Returns 0 or -errno (-EAGAIN: someone else holds a conflicting lock). */
 int overlay_lock(int fd, bool exclusive);
+#define OVERLAY_DEFAULT_CLUSTER_BITS 16 /* 64 KiB */
+/* Creates overlay PATH over BASE (opened read-only to record its identity)
+ * with clusters of 2^CLUSTER_BITS bytes. O(1) in the base's size. Returns 0,
+ * or -1 with a one-line message in ERR. */
+int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
+                   size_t errlen);
 
 /* overlay.c: copy-on-write over a read-only base (docs/overlay-format.md) */
-#define OVERLAY_DEFAULT_CLUSTER_BITS 16 /* 64 KiB */
 /* What blockd-img info shows about an overlay. */
 struct overlay_info {
   uint32_t version;         /* on-disk format version */
@@ -229,11 +234,6 @@ struct overlay_info {
   const char *base_format;  /* base format as recorded */
   struct fmt *base;         /* the open base image */
 };
-/* overlay-header.c: creates overlay PATH over BASE (opened read-only to record its identity)
- * with clusters of 2^CLUSTER_BITS bytes. O(1) in the base's size. Returns 0,
- * or -1 with a one-line message in ERR. */
-int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
-                   size_t errlen);
 /* Fills INFO if F is an overlay; returns -EINVAL otherwise. */
 int overlay_get_info(struct fmt *f, struct overlay_info *info);
 
