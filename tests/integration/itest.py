@@ -125,3 +125,16 @@ def nbd_errno(fn, *args, **kw):
     except nbd.Error as e:
         return e.errnum or -1
     return 0
+
+
+def nfds(pid):
+    """Open file descriptors of PID."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def check_no_fd_leak(b, base, what):
+    """Once every client is gone, blockd holds no more descriptors than BASE."""
+    wait_until(lambda: nfds(b.proc.pid) <= base, 10)
+    n = nfds(b.proc.pid)
+    check(n <= base, "%s: blockd holds %d descriptors, %d before (leaked connections?)"
+          % (what, n, base))

@@ -4,11 +4,12 @@ connections and the server are unaffected."""
 import struct
 
 import nbdraw as N
-from itest import served, check, main, wait_until
+from itest import served, check, main, wait_until, nfds, check_no_fd_leak
 
 
 def run():
     with served() as (b, disk):
+        fds = nfds(b.proc.pid)
         other = N.Client(b.sock).handshake(structured=True)
         check(other.write(0, b"\x11" * 4096).error == 0, "write on the other connection")
 
@@ -41,6 +42,7 @@ def run():
         check(r.error == 0 and r.data == b"\x11" * 4096, "new connection broken: %r" % r)
         n.disconnect()
         other.disconnect()
+        check_no_fd_leak(b, fds, "after all clients closed")
         b.stop()
 
 

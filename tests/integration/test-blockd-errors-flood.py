@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import nbdraw as N
-from itest import served, check, main, vmrss, MiB
+from itest import served, check, main, vmrss, MiB, nfds, check_no_fd_leak
 from testlib import BLOCKD
 
 LIMIT = 256 * MiB
@@ -86,6 +86,7 @@ def asan_quarantine():
 def run():
     asan_quarantine()
     with served(size=SIZE) as (b, disk):
+        fds = nfds(b.proc.pid)
         base = vmrss(b.proc.pid)
         peak = [base]
         sent = flood_writes(b, peak)
@@ -107,6 +108,7 @@ def run():
         r = c.read(0, 4096)
         check(r.error == 0 and r.data == b"\x77" * 4096, "read after the floods: %r" % r)
         c.disconnect()
+        check_no_fd_leak(b, fds, "after all clients closed")
         b.stop()
 
 

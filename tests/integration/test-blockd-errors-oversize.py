@@ -5,13 +5,14 @@ import os
 import struct
 
 import nbdraw as N
-from itest import served, check, main, wait_until, MiB
+from itest import served, check, main, wait_until, MiB, nfds, check_no_fd_leak
 
 MAX = 32 * MiB
 
 
 def run():
     with served(size=64 * MiB) as (b, disk):
+        fds = nfds(b.proc.pid)
         c = N.Client(b.sock).handshake(structured=True)
         check(c.block_size() == (1, 4096, MAX),
               "NBD_INFO_BLOCK_SIZE %r, expected (1, 4096, %d)" % (c.block_size(), MAX))
@@ -38,6 +39,7 @@ def run():
         check(r.error == 0 and r.data == data[:4096],
               "first connection broken after another's oversized write: %r" % r)
         c.disconnect()
+        check_no_fd_leak(b, fds, "after all clients closed")
         b.stop()
 
 

@@ -5,7 +5,7 @@ import socket
 import struct
 
 import nbdraw as N
-from itest import served, check, main
+from itest import served, check, main, nfds, check_no_fd_leak
 
 
 def half_close(c):
@@ -14,6 +14,7 @@ def half_close(c):
 
 def run():
     with served() as (b, disk):
+        fds = nfds(b.proc.pid)
         other = N.Client(b.sock).handshake()
         cases = []
 
@@ -48,6 +49,7 @@ def run():
         check(n.write(0, b"\x33" * 512).error == 0, "new connection: write failed")
         n.disconnect()
         other.disconnect()
+        check_no_fd_leak(b, fds, "after all clients closed")
         b.stop()
         with open(disk, "rb") as f:
             check(f.read(512) == b"\x33" * 512, "the new connection's write is not in the file")

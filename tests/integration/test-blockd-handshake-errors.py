@@ -6,7 +6,7 @@ import struct
 import time
 
 import nbdraw as N
-from itest import served, check, main, vmrss, MiB
+from itest import served, check, main, vmrss, MiB, nfds, check_no_fd_leak
 
 LIMIT = 256 * MiB
 
@@ -40,6 +40,7 @@ def usable(c, what):
 
 def run():
     with served(size=4 * MiB) as (b, disk):
+        fds = nfds(b.proc.pid)
         # Unknown client flags: the server MUST drop the connection.
         for flags in (N.FLAG_FIXED_NEWSTYLE | 1 << 2, N.FLAG_FIXED_NEWSTYLE | 1 << 31):
             c = N.Client(b.sock)
@@ -137,6 +138,7 @@ def run():
                   "client %d: wrong data from another client's write" % i)
             c.disconnect()
         check(b.proc.poll() is None, "blockd died")
+        check_no_fd_leak(b, fds, "after all clients closed")
         b.stop()
 
 
