@@ -95,6 +95,10 @@ def print_table(jobs, results, servers, baseline, peak_rss, out=sys.stdout):
             if r.get("syscalls_per_io") is not None:
                 extra = "   syscalls/IO %.2f  ctxsw/IO %.2f" % (
                     r["syscalls_per_io"], r.get("ctxsw_per_io") or 0)
+            split = r.get("server_cpu_split_s")
+            if split and split.get("io-wq"):
+                extra += "  io-wq %.0f%% of CPU" % (
+                    100.0 * split["io-wq"] / max(sum(split.values()), 1e-9))
             print("  %-*s %9s %7s %9s %7s %11s %7s %7s %7s%s" % (
                 w, r["server"], fmt(r["iops"], "k"), fmtx(rx.get("iops")),
                 fmt(r["mbps"]), fmtx(rx.get("mbps")),

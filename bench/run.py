@@ -30,8 +30,8 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table
-from servers import (CLK_TCK, SERVER_NAMES, PerfStat, Server, log, server_argv,
-                     server_missing, server_version)
+from servers import (CLK_TCK, SERVER_NAMES, PerfStat, Server, log, proc_thread_ticks,
+                     server_argv, server_missing, server_version, thread_cpu_split)
 
 SKIP = 77
 MIB = 1 << 20
@@ -60,6 +60,7 @@ def run_host_job(job, srv, runtime, tmp, use_perf):
     argv = fio_nbd_argv(job, srv.uri(), runtime, out)
     perf = PerfStat(srv.proc.pid, out + ".perf") if use_perf else None
     t0 = time.monotonic()
+    th0 = proc_thread_ticks(srv.proc.pid) if use_perf else None
     c0 = srv.cpu_ticks()
     fio = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
@@ -70,6 +71,7 @@ def run_host_job(job, srv, runtime, tmp, use_perf):
             fio.kill()
             fio.wait()
     c1 = srv.cpu_ticks()
+    split = thread_cpu_split(th0, proc_thread_ticks(srv.proc.pid)) if use_perf else None
     wall = time.monotonic() - t0
     counts = perf.finish() if perf else {}
     res = {"job": job.name, "server": srv.name, "fio_argv": argv,
@@ -90,6 +92,8 @@ def run_host_job(job, srv, runtime, tmp, use_perf):
         ios = res["total_ios"] or 1
         res["syscalls_per_io"] = counts.get("raw_syscalls:sys_enter", 0) / ios
         res["ctxsw_per_io"] = counts.get("context-switches", 0) / ios
+    if split is not None:
+        res["server_cpu_split_s"] = split
     return res
 
 
@@ -173,7 +177,8 @@ def parse_args(argv):
     p.add_argument("--json", help="write all results to this JSON file")
     p.add_argument("--perf", action="store_true",
                    help="also count the server's syscalls and context switches "
-                        "per I/O with perf stat (adds some overhead)")
+                        "per I/O with perf stat, and split its CPU between its own "
+                        "threads and io_uring's io-wq workers (adds some overhead)")
     p.add_argument("--guest", action="store_true",
                    help="run fio inside a QEMU guest on a virtio-blk disk backed by "
                         "each server over NBD, and by QEMU's own file driver as the "

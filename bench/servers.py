@@ -84,6 +84,40 @@ def proc_cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def proc_thread_ticks(pid):
+    """Returns {tid: (name, ticks)} for every live thread of PID; io_uring's
+    io-wq workers show as "iou-wrk-N", its SQPOLL thread as "iou-sqp-N"."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                text = f.read()
+        except OSError:
+            continue        # exited meanwhile
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[tid] = (name, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def thread_cpu_split(before, after):
+    """Returns CPU seconds per thread kind between two proc_thread_ticks
+    samples: io-wq workers, SQPOLL threads, and the server's own threads.
+    Threads that exited in between are missing (their time is not lost from
+    proc_cpu_ticks, only from this split)."""
+    split = {}
+    for tid, (name, ticks) in after.items():
+        kind = ("io-wq" if name.startswith("iou-wrk") else
+                "sqpoll" if name.startswith("iou-sqp") else "server threads")
+        delta = ticks - before.get(tid, (name, 0))[1]
+        split[kind] = split.get(kind, 0) + delta / CLK_TCK
+    return split
+
+
 def proc_status_kib(pid, key):
     """Returns a kB value (VmHWM, VmRSS, ...) from /proc/PID/status."""
     with open("/proc/%d/status" % pid) as f:
