@@ -1,6 +1,6 @@
 """nbdkit serving one image through nbdkit-blockd-plugin.so, for the plugin tests.
 
-    with PluginServer(image, "readonly=true") as srv:
+    with PluginServer(image, "readonly=true", tmp=tmpdir) as srv:
         h = srv.connect()
 
 Skips (exit 77) when nbdkit or the plugin is missing; stops nbdkit and checks
