@@ -56,7 +56,8 @@ static void usage(FILE *fp)
 "\n"
 "  --kernel FILE    guest kernel (bzImage)\n"
 "  --initrd FILE    initramfs\n"
-"  --append TEXT    kernel command line (e.g. \"console=ttyS0\")\n"
+"  --append TEXT    kernel command line (default \"console=ttyS0\": the\n"
+"                   serial console is the one on stdio)\n"
 "  --disk SPEC      a disk image: raw, qcow2 (read-only) or blockd overlay;\n"
 "                   readonly: read-only export and device; serial=ID: the\n"
 "                   virtio serial (default diskN); format=raw|qcow2|overlay\n"
@@ -329,6 +330,7 @@ int main(int argc, char *argv[])
     .cpus = 2,
     .accel = ACCEL_AUTO,
     .grace = GRACE_DEFAULT,
+    .append = "console=ttyS0",
   };
   int status;
 

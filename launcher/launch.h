@@ -41,7 +41,7 @@ struct disk {
 struct launch {
   const char *kernel;   /* --kernel */
   const char *initrd;   /* --initrd, may be NULL */
-  const char *append;   /* --append, may be NULL */
+  const char *append;   /* --append; "console=ttyS0" unless given; may be NULL */
   struct disk *disks;   /* --disk, in order: export diskN is disks[N] */
   size_t ndisks;        /* number of disks */
   uint64_t memory;      /* --memory in bytes */
