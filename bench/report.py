@@ -149,3 +149,40 @@ def machine_meta(datadir):
         "filesystem": fs_type(datadir),
         "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
     }
+
+
+def markdown_table(doc):
+    """Returns the results of a --json file as Markdown tables: IOPS, MB/s and
+    server CPU s/MIO per job, each server a column, ratios to the baseline."""
+    meta, results = doc["meta"], doc["results"]
+    servers = list(doc["servers"])
+    base = meta.get("baseline", servers[0])
+
+    def cell(r, key, unit=""):
+        if r is None or r.get(key) is None:
+            return "-"
+        x = (r.get("ratio") or {}).get(key)
+        return "%s (%s)" % (fmt(r[key], unit), fmtx(x)) if r["server"] != base else fmt(r[key], unit)
+
+    out = []
+    for title, key, unit in (("IOPS", "iops", "k"), ("MB/s", "mbps", ""),
+                             ("server CPU s per million I/Os (lower is better)",
+                              "server_cpu_s_per_mio", "")):
+        out.append("%s, ratio to %s in brackets:\n" % (title, base))
+        out.append("| job | " + " | ".join(servers) + " |")
+        out.append("| --- |" + " ---: |" * len(servers))
+        for job in doc["jobs"]:
+            row = [next((r for r in results if r["job"] == job["name"] and r["server"] == s), None)
+                   for s in servers]
+            out.append("| %s | " % job["name"] + " | ".join(cell(r, key, unit) for r in row) + " |")
+        out.append("")
+    rss = [doc["servers"][s].get("peak_rss_kib") for s in servers]
+    if any(rss):
+        b = doc["servers"][base].get("peak_rss_kib")
+        out.append("| | " + " | ".join(servers) + " |")
+        out.append("| --- |" + " ---: |" * len(servers))
+        out.append("| peak RSS (MiB) | " + " | ".join(
+            "-" if k is None else fmt(k / 1024) + ("" if s == base else " (%s)" % fmtx(ratio(k, b)))
+            for s, k in zip(servers, rss)) + " |")
+        out.append("")
+    return "\n".join(out)
