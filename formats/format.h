@@ -203,13 +203,17 @@ struct overlay_header {
   char base_format[16];      /* "raw", "qcow2" or "overlay", NUL padded */
   uint32_t base_path_len;    /* bytes of base_path before its NUL */
   uint32_t reserved2;        /* 0 */
-  char base_path[OVERLAY_HEADER_SIZE - 128]; /* absolute path of the base, NUL terminated */
+  char base_path[OVERLAY_HEADER_SIZE - 128]; /* the base: absolute, or relative to the
+                                              * overlay's directory; NUL terminated */
 } __attribute__((packed));
 /* Reads and checks the header of the overlay at PATH (open as FD, FILE_SIZE
  * bytes) into H, host order. Returns 0, or -1 with a message in ERR. */
 int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
                         char *err, size_t errlen);
-/* Checks that BASE, opened from H->base_path, is the image H recorded.
+/* Writes into OUT the base file of the overlay at PATH whose header records
+ * RECORDED: relative paths are relative to the overlay's directory. */
+void overlay_base_resolve(const char *path, const char *recorded, char *out, size_t outlen);
+/* Checks that BASE (opened from the resolved base path) is the image H recorded.
  * Returns 0, or -1 with a message naming PATH and the base in ERR. */
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
                               const char *path, char *err, size_t errlen);
@@ -230,7 +234,8 @@ struct overlay_info {
   uint32_t cluster_size;    /* bytes per cluster */
   uint64_t clusters;        /* clusters in the virtual disk */
   uint64_t owned;           /* clusters the overlay owns */
-  const char *base_path;    /* base image as recorded (owned by the image) */
+  const char *base_path;    /* base path as recorded: relative to the overlay's directory
+                             * unless absolute (owned by the image) */
   const char *base_format;  /* base format as recorded */
   struct fmt *base;         /* the open base image */
 };

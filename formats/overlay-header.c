@@ -126,24 +126,26 @@ corrupt:
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
                               const char *path, char *err, size_t errlen)
 {
+  const char *base_path = base->path;
+
   struct stat st;
   uint64_t hash;
   int r;
 
-  if (stat(h->base_path, &st) == -1) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, h->base_path, strerror(errno));
+  if (stat(base_path, &st) == -1) {
+    snprintf(err, errlen, "%s: base image %s: %s", path, base_path, strerror(errno));
     return -1;
   }
-  r = hash_head(h->base_path, &hash);
+  r = hash_head(base_path, &hash);
   if (r < 0) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, h->base_path, strerror(-r));
+    snprintf(err, errlen, "%s: base image %s: %s", path, base_path, strerror(-r));
     return -1;
   }
   if ((uint64_t)st.st_size != h->base_file_size || st.st_mtim.tv_sec != h->base_mtime_sec ||
       (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec || hash != h->base_hash ||
       base->size != h->base_virtual_size) {
     snprintf(err, errlen, "%s: base image %s changed since the overlay was created", path,
-             h->base_path);
+             base_path);
     return -1;
   }
   return 0;
@@ -181,12 +183,56 @@ static void sync_dir(const char *path)
   }
 }
 
+/* Writes into OUT the path of FILE relative to directory DIR, both absolute
+ * and canonical. Returns 0, or -ENAMETOOLONG. */
+static int relative_path(const char *dir, const char *file, char *out, size_t outlen)
+{
+  size_t i = 0, common = 0, len = 0;
+
+  /* COMMON: just past the last '/' both share. */
+  while (dir[i] != '\0' && dir[i] == file[i])
+    if (file[i++] == '/')
+      common = i;
+  if (dir[i] == '\0' && file[i] == '/')
+    common = i + 1; /* DIR is an ancestor of FILE */
+  out[0] = '\0';
+  /* One "../" per component of DIR below the common part. */
+  for (const char *p = dir + (dir[i] == '\0' && file[i] == '/' ? i : common); *p != '\0';) {
+    const char *next = strchr(p, '/');
+    if (next != p) {
+      len += 3;
+      if (len >= outlen)
+        return -ENAMETOOLONG;
+      strcat(out, "../");
+    }
+    if (next == NULL)
+      break;
+    p = next + 1;
+  }
+  if (len + strlen(file + common) >= outlen)
+    return -ENAMETOOLONG;
+  strcat(out, file + common);
+  return 0;
+}
+
+void overlay_base_resolve(const char *path, const char *recorded, char *out, size_t outlen)
+{
+  const char *slash = strrchr(path, '/');
+
+  /* Relative base paths are relative to the overlay's directory, as qemu
+   * does for backing files: a directory of images can move as a whole. */
+  if (recorded[0] == '/' || slash == NULL)
+    snprintf(out, outlen, "%s", recorded);
+  else
+    snprintf(out, outlen, "%.*s/%s", (int)(slash - path), path, recorded);
+}
+
 int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
                    size_t errlen)
 {
   struct overlay_header h;
   struct stat bst, st;
-  char real[PATH_MAX];
+  char real[PATH_MAX], recorded[PATH_MAX];
   struct fmt *b;
   uint64_t hash, cs, clusters;
   CLEANUP_CLOSE int fd = -1;
@@ -200,7 +246,33 @@ int overlay_create(const char *path, const char *base, unsigned cluster_bits, ch
     snprintf(err, errlen, "%s: %s", base, strerror(errno));
     return -1;
   }
-  if (strlen(real) >= sizeof h.base_path) {
+  /* Record BASE as the user wrote it: absolute stays absolute, relative
+   * becomes relative to the overlay's directory. */
+  if (base[0] == '/')
+    snprintf(recorded, sizeof recorded, "%s", real);
+  else {
+    CLEANUP_FREE char *copy = strdup(path);
+    char dir[PATH_MAX];
+    char *slash = copy ? strrchr(copy, '/') : NULL;
+
+    if (copy == NULL) {
+      snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+      return -1;
+    }
+    if (slash == copy)
+      slash[1] = '\0';
+    else if (slash != NULL)
+      *slash = '\0';
+    if (realpath(slash ? copy : ".", dir) == NULL) {
+      snprintf(err, errlen, "%s: %s", path, strerror(errno));
+      return -1;
+    }
+    if (relative_path(dir, real, recorded, sizeof recorded) < 0) {
+      snprintf(err, errlen, "%s: path too long for an overlay header", base);
+      return -1;
+    }
+  }
+  if (strlen(recorded) >= sizeof h.base_path) {
     snprintf(err, errlen, "%s: path too long for an overlay header", base);
     return -1;
   }
@@ -233,8 +305,8 @@ int overlay_create(const char *path, const char *base, unsigned cluster_bits, ch
   h.base_mtime_nsec = htole32((uint32_t)bst.st_mtim.tv_nsec);
   h.base_virtual_size = htole64(b->size);
   snprintf(h.base_format, sizeof h.base_format, "%s", b->ops->name);
-  h.base_path_len = htole32((uint32_t)strlen(real));
-  memcpy(h.base_path, real, strlen(real) + 1);
+  h.base_path_len = htole32((uint32_t)strlen(recorded));
+  memcpy(h.base_path, recorded, strlen(recorded) + 1);
   uint64_t vsize = b->size;
   fmt_close(b);
   r = hash_head(real, &hash);

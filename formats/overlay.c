@@ -35,7 +35,8 @@ struct overlay {
   struct bitmap bm;            /* owned clusters */
   pthread_mutex_t sync_lock;   /* serializes bitmap_sync */
   pthread_mutex_t copy_locks[OVL_LOCKS]; /* a cluster's first write, by index % OVL_LOCKS */
-  char base_path[PATH_MAX];    /* base as recorded in the header */
+  char base_path[PATH_MAX];    /* base file: the header's path, resolved */
+  char base_recorded[OVERLAY_HEADER_SIZE]; /* base path as the header records it */
   char base_format[16];        /* base format as recorded */
 };
 
@@ -137,7 +138,8 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
   o->clusters = (h.virtual_size + (1ULL << h.cluster_bits) - 1) >> h.cluster_bits;
   o->bitmap_offset = h.bitmap_offset;
   o->data_offset = h.data_offset;
-  memcpy(o->base_path, h.base_path, h.base_path_len + 1);
+  memcpy(o->base_recorded, h.base_path, h.base_path_len + 1);
+  overlay_base_resolve(path, h.base_path, o->base_path, sizeof o->base_path);
   memcpy(o->base_format, h.base_format, sizeof o->base_format);
 
   if (open_depth >= OVL_MAX_DEPTH) {
@@ -574,7 +576,7 @@ int overlay_get_info(struct fmt *f, struct overlay_info *info)
   info->cluster_size = 1u << o->cluster_bits;
   info->clusters = o->clusters;
   info->owned = bitmap_count(&o->bm);
-  info->base_path = o->base_path;
+  info->base_path = o->base_recorded;
   info->base_format = o->base_format;
   info->base = o->base;
   return 0;

@@ -36,9 +36,9 @@ stop_blockd
 printf 'X' | dd of=base.img bs=1 seek=4096 conv=notrunc status=none
 "$IMG" create -b base.img ws2.ovl
 printf 'Y' | dd of=base.img bs=1 seek=4096 conv=notrunc status=none
-second_blockd ws2.ovl | grep -q "ws2.ovl: base image .*/base.img changed since the overlay was created" ||
+second_blockd ws2.ovl | grep -q "ws2.ovl: base image base.img changed since the overlay was created" ||
   fail "changed base: $(cat second.err)"
 rm base.img
-second_blockd ws2.ovl | grep -q "ws2.ovl: cannot open base image: .*/base.img: No such file or directory" ||
+second_blockd ws2.ovl | grep -q "ws2.ovl: cannot open base image: base.img: No such file or directory" ||
   fail "missing base: $(cat second.err)"
 echo ok

@@ -49,14 +49,15 @@ import json
 i = json.load(open("info.json"))
 assert i["format"] == "overlay" and i["virtual-size"] == 64 << 20, i
 assert i["owned-clusters"] == 0 and i["cluster-size"] == 65536, i
-assert i["base"]["format"] == "raw" and i["base"]["filename"].endswith("/base.ovl"), i
+assert i["base-filename"] == "base.ovl", i  # recorded relative to the overlay's directory
+assert i["base"]["format"] == "raw" and i["base"]["filename"] == "base.ovl", i
 PY
 # Converting onto the source, or an overlay onto itself, is refused.
 expect 1 'ws.img: is the source image or one of its bases' "$IMG" convert ws.img ws.img
 expect 1 'ws.img: is the base image itself' "$IMG" create -b ws.img ws.img
 # A changed base is refused, naming it.
 printf 'x' | dd of=base.ovl bs=1 seek=100 conv=notrunc status=none
-expect 1 'ws.img: base image .*base.ovl changed since the overlay was created' "$IMG" info ws.img
+expect 1 'ws.img: base image base.ovl changed since the overlay was created' "$IMG" info ws.img
 # No progress bar when stderr is not a terminal.
 "$IMG" create -s 8M r8.img
 "$IMG" convert r8.img c8.img 2>conv.err
@@ -80,6 +81,17 @@ if command -v qemu-img >/dev/null; then
   qemu-img check -q back.qcow2 || fail "convert damaged the source's backing file"
   [ ! -e out.img ] || fail "failed convert left its destination behind"
 fi
+
+# A base given as a relative path is recorded relative to the overlay's
+# directory (a directory of images can move); an absolute one stays absolute.
+mkdir -p d/imgs d/ws
+"$IMG" create -s 1M d/imgs/base.img
+"$IMG" create -b d/imgs/base.img d/ws/rel.ovl
+"$IMG" create -b "$TMP/d/imgs/base.img" d/ws/abs.ovl
+"$IMG" info --json d/ws/rel.ovl | grep -q '"base-filename": "../imgs/base.img"' || fail "relative base not recorded relative to the overlay"
+mv d moved
+"$IMG" info moved/ws/rel.ovl >/dev/null || fail "relative base lost after moving the directory"
+expect 1 "abs.ovl: cannot open base image: $TMP/d/imgs/base.img: No such file or directory" "$IMG" info moved/ws/abs.ovl
 
 # Overlay creation over a 100 GiB sparse base: O(1) time and space.
 "$IMG" create -s 100G big.img
