@@ -102,6 +102,25 @@ static int check_readable(const char *what, const char *file)
   return 0;
 }
 
+/* Fails with a usage error unless FILE looks like a kernel QEMU can boot
+ * with -kernel: a bzImage ("HdrS" at 0x202, the x86 boot protocol) or ELF. */
+static int check_kernel(const char *file)
+{
+  CLEANUP_CLOSE int fd = open(file, O_RDONLY | O_CLOEXEC);
+  unsigned char head[0x206];
+
+  if (fd < 0) {
+    launch_error("--kernel %s: %m", file);
+    return -1;
+  }
+  if (pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head ||
+      (memcmp(head + 0x202, "HdrS", 4) != 0 && memcmp(head, "\x7f" "ELF", 4) != 0)) {
+    launch_error("--kernel %s: not a Linux kernel (bzImage or ELF)", file);
+    return -1;
+  }
+  return 0;
+}
+
 /* Parses a positive integer no larger than MAX. */
 static int parse_uint(const char *s, unsigned max, unsigned *out)
 {
@@ -217,7 +236,7 @@ static int check_inputs(struct launch *l)
 {
   struct stat st;
 
-  if (check_readable("--kernel", l->kernel) < 0)
+  if (check_kernel(l->kernel) < 0)
     return -1;
   if (l->initrd != NULL && check_readable("--initrd", l->initrd) < 0)
     return -1;

@@ -20,6 +20,7 @@ refuse() {
 }
 
 refuse "--kernel $TMP/no-kernel: No such file" --kernel "$TMP/no-kernel" --disk "$TMP/disk.raw"
+refuse "--kernel $TMP/disk.raw: not a Linux kernel" --kernel "$TMP/disk.raw" --disk "$TMP/disk.raw"
 refuse "--initrd $TMP/no-initrd: No such file" "${K[@]}" --initrd "$TMP/no-initrd" --disk "$TMP/disk.raw"
 refuse "$TMP/no-disk: No such file" "${K[@]}" --disk "$TMP/no-disk"
 refuse "no --disk" "${K[@]}"
@@ -47,4 +48,16 @@ if [ -x "${BLOCKD_IMG:-}" ] && "$BLOCKD_IMG" create -b "$TMP/disk.raw" "$TMP/ws.
 else
   echo "NOTE: no overlay format here; the 'locked by another blockd' case is not run"
 fi
+# Runtime errors: exit 1, one line, nothing left behind.
+fails_to_start() {
+  local want=$1 rc=0; shift
+  env "$@" "$BLOCKD_LAUNCH" "${K[@]}" --disk "$TMP/disk.raw" > "$TMP/out" 2> "$TMP/err" < /dev/null || rc=$?
+  echo "$* -> $rc: $(cat "$TMP/err")"
+  [ "$rc" -eq 1 ] || fail "exit status $rc, not 1, with $*"
+  [ "$(wc -l < "$TMP/err")" -eq 1 ] || fail "not one line with $*: $(cat "$TMP/err")"
+  grep -Eq -- "$want" "$TMP/err" || fail "message does not match '$want' with $*"
+  assert_nothing_left
+}
+fails_to_start "$TMP/no-qemu: No such file" QEMU="$TMP/no-qemu"
+fails_to_start "$TMP/no-blockd: No such file" BLOCKD="$TMP/no-blockd"
 echo "PASS"
