@@ -30,7 +30,7 @@ enum accel {
 
 /* One --disk. */
 struct disk {
-  char *path;       /* image file as given */
+  char *path;       /* image file; made absolute by disk_check */
   char *serial;     /* virtio-blk serial; "diskN" unless given */
   const char *format; /* blockd format= (raw, qcow2, overlay), NULL: detected */
   bool readonly;    /* export and device are read-only */
