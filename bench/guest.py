@@ -1,6 +1,12 @@
 """Guest mode: the same fio jobs run inside a QEMU guest, on a virtio-blk
-disk backed by each NBD server (QEMU's nbd driver, as blockd-launch wires
-it) and, as the reference, by QEMU's own file driver with aio=io_uring.
+disk backed by each NBD server and, as the reference, by QEMU's own file
+driver with aio=io_uring.
+
+blockd runs the way users run it: through blockd-launch (its private blockd,
+its QEMU command line).  The other servers and the reference get the very
+same QEMU command line (taken from `blockd-launch --dry-run`) with only the
+disk's -blockdev swapped.  Without blockd-launch a built-in command line of
+the same shape is used, and blockd is started like the other servers.
 
 The guest is the launcher's tiny one (launcher/guest/mkguest.sh: the cloud
 kernel, busybox, the virtio modules, an /init that runs a script given on
@@ -9,14 +15,18 @@ libraries it links and the job script.  The script prints markers around
 each fio run on the serial console; the runner samples the server's CPU
 time at the markers and parses fio's JSON from between them."""
 import base64
+import glob
 import os
+import shlex
 import shutil
+import signal
 import subprocess
+import tempfile
 import threading
 import time
 
 from fio import fio_figures
-from servers import CLK_TCK, log, set_pdeathsig
+from servers import CLK_TCK, log, proc_cpu_ticks, proc_status_kib, set_pdeathsig
 
 REFERENCE = "qemu-file"     # the guest disk on QEMU's own file driver
 MEMORY = "1G"               # guest RAM: fio and its libraries live in the initramfs
@@ -41,6 +51,13 @@ def accel():
     """Returns the QEMU accelerator: $BENCH_ACCEL, else tcg.  Not kvm by
     default: here /dev/kvm opens but guests hang, so tcg is the safe choice."""
     return os.environ.get("BENCH_ACCEL", "tcg")
+
+
+def launcher(paths):
+    """Returns the blockd-launch to use, or None if it is not built."""
+    p = os.environ.get("BLOCKD_LAUNCH") if paths.get("from_env") else None
+    p = p or os.path.join(paths["build"], "launcher", "blockd-launch")
+    return p if os.access(p, os.X_OK) else None
 
 
 def describe(args):
@@ -127,30 +144,118 @@ def build_initrd(tmp, jobs, runtime):
     return os.path.join(gdir, "vmlinuz"), initrd
 
 
-def qemu_argv(kernel, initrd, target):
-    """Returns the QEMU command line booting the bench guest on TARGET's disk."""
+def append_line():
+    """Returns the guest kernel command line: run /bench.sh, then power off."""
+    run = base64.b64encode(b"sh /bench.sh\n").decode()
+    return "console=ttyS0 panic=-1 quiet blockd.run=" + run
+
+
+def launch_argv(paths, kernel, initrd, image, dry_run=False):
+    """Returns the blockd-launch command line booting the bench guest on IMAGE."""
+    argv = [launcher(paths), "--kernel", kernel, "--initrd", initrd, "--append", append_line(),
+            "--disk", image, "--memory", MEMORY, "--cpus", str(CPUS), "--accel", accel()]
+    return argv + (["--dry-run"] if dry_run else [])
+
+
+def launch_template(paths, kernel, initrd, image):
+    """Returns blockd-launch's QEMU command line (from --dry-run) for IMAGE, or
+    None without blockd-launch."""
+    if not launcher(paths):
+        return None
+    out = subprocess.run(launch_argv(paths, kernel, initrd, image, dry_run=True),
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, BLOCKD=paths["blockd"])).stdout
+    for line in out.splitlines():
+        argv = shlex.split(line)
+        if argv and os.path.basename(argv[0]).startswith("qemu-system"):
+            return argv
+    raise RuntimeError("blockd-launch --dry-run printed no QEMU command line: " + out)
+
+
+def qemu_argv(kernel, initrd, target, template):
+    """Returns the QEMU command line booting the bench guest on TARGET's disk:
+    TEMPLATE (blockd-launch's) with the disk's -blockdev swapped, or a
+    built-in line of the same shape."""
     if target.server:
         disk = ("driver=nbd,node-name=disk0,server.type=unix,server.path=%s,export=,"
                 "discard=unmap,detect-zeroes=unmap" % target.server.sock)
     else:
         disk = ("driver=file,node-name=disk0,filename=%s,aio=io_uring,cache.direct=off,"
                 "discard=unmap,detect-zeroes=unmap" % target.image)
-    run = base64.b64encode(b"sh /bench.sh\n").decode()
-    return [QEMU, "-accel", accel(), "-m", MEMORY, "-smp", str(CPUS),
-            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-            "-no-reboot", "-kernel", kernel, "-initrd", initrd,
-            "-append", "console=ttyS0 panic=-1 quiet blockd.run=" + run,
-            "-blockdev", disk, "-device", "virtio-blk-pci,drive=disk0"]
+    if template is None:
+        return [QEMU, "-accel", accel(), "-m", MEMORY, "-smp", str(CPUS),
+                "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+                "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", append_line(),
+                "-blockdev", disk, "-device", "virtio-blk-pci,drive=disk0"]
+    argv, i = [], 0
+    while i < len(template):
+        a = template[i]
+        if a == "-qmp":                 # the launcher's private QMP socket
+            i += 2
+            continue
+        if a == "-blockdev":
+            argv += [a, disk]
+            i += 2
+            continue
+        if a == "-device" and template[i + 1].startswith("virtio-blk-pci,"):
+            # Same device, drive renamed to our node.
+            opts = [o if not o.startswith("drive=") else "drive=disk0"
+                    for o in template[i + 1].split(",")]
+            argv += [a, ",".join(opts)]
+            i += 2
+            continue
+        argv.append(a)
+        i += 1
+    return argv
 
 
-def boot(target, kernel, initrd, jobs, runtime, tmp):
+class Sampler:
+    """Where a boot's server CPU and memory are read: the Server we started,
+    blockd-launch's private blockd (found by its pidfile), or nothing."""
+
+    def __init__(self, server, rundir):
+        self.server = server      # Server, or None
+        self.rundir = rundir      # XDG_RUNTIME_DIR given to blockd-launch, or None
+        self.pid = server.proc.pid if server else None
+        self.peak_rss_kib = None  # VmHWM read at the end of the jobs
+
+    def find(self):
+        """Returns the server's pid, looking for blockd-launch's blockd.pid."""
+        if self.pid is None and self.rundir:
+            for pf in glob.glob(os.path.join(self.rundir, "*", "blockd.pid")):
+                try:
+                    with open(pf) as f:
+                        self.pid = int(f.read().strip())
+                except (OSError, ValueError):
+                    pass
+        return self.pid
+
+    def cpu_ticks(self):
+        """Returns the server's CPU ticks so far, or None without a server."""
+        pid = self.find()
+        return proc_cpu_ticks(pid) if pid else None
+
+    def sample_rss(self):
+        """Reads the server's peak RSS now, while it still runs."""
+        if self.find():
+            self.peak_rss_kib = proc_status_kib(self.pid, "VmHWM")
+
+
+def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
     """Boots one guest on TARGET's disk, runs every job; returns the results."""
-    argv = qemu_argv(kernel, initrd, target)
     logpath = os.path.join(tmp, "guest-%s.log" % target.name)
-    srv = target.server
+    env = None
+    rundir = None
+    if target.launched:
+        rundir = tempfile.mkdtemp(prefix="rt.", dir=tmp)
+        argv = launch_argv(paths, kernel, initrd, target.image)
+        env = dict(os.environ, BLOCKD=paths["blockd"], XDG_RUNTIME_DIR=rundir)
+    else:
+        argv = qemu_argv(kernel, initrd, target, template)
+    srv = Sampler(target.server, rundir)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=set_pdeathsig)
+                            preexec_fn=set_pdeathsig, env=env)
     # Boot (about 10 s under TCG) + every job + margin; then QEMU is killed.
     timer = threading.Timer(120 + len(jobs) * (runtime + 60), proc.kill)
     timer.start()
@@ -168,11 +273,12 @@ def boot(target, kernel, initrd, jobs, runtime, tmp):
                 tag = word[0][len(MARK):]
                 if tag == "BEGIN":
                     cur, body = word[1], []
-                    c0 = srv.cpu_ticks() if srv else 0
+                    c0 = srv.cpu_ticks()
                     t0 = time.monotonic()
                 elif tag == "DONE" and cur:
                     wall = time.monotonic() - t0
-                    cpu = (srv.cpu_ticks() - c0) / CLK_TCK if srv else None
+                    c1 = srv.cpu_ticks()
+                    cpu = (c1 - c0) / CLK_TCK if c0 is not None and c1 is not None else None
                     results[cur] = {"job": cur, "server": target.name, "wall_s": wall,
                                     "server_cpu_s": cpu, "fio_status": int(word[2]),
                                     "iops": 0.0, "mbps": 0.0, "total_ios": 0}
@@ -185,16 +291,29 @@ def boot(target, kernel, initrd, jobs, runtime, tmp):
                     if r["fio_status"]:
                         r["error"] = "guest fio exited %d: %s" % (r["fio_status"],
                                                                   "\n".join(body)[-600:])
-                    if srv and r["total_ios"]:
+                    if r["server_cpu_s"] is not None and r["total_ios"]:
                         r["server_cpu_s_per_mio"] = r["server_cpu_s"] / r["total_ios"] * 1e6
                         r["server_cpu_pct"] = 100.0 * r["server_cpu_s"] / r["wall_s"]
                     cur = None
+                elif tag == "FINISH":
+                    srv.sample_rss()
         proc.wait()
     finally:
         timer.cancel()
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # blockd-launch turns SIGTERM into a guest power-off and stops its
+            # blockd; QEMU just exits.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    target.peak_rss_kib = srv.peak_rss_kib
+    status_error = None
+    if proc.returncode != 0:
+        status_error = "%s exited with status %d: %s" % (os.path.basename(argv[0]),
+                                                         proc.returncode, tail(logpath))
     out = []
     for job in jobs:
         r = results.get(job.name)
@@ -202,7 +321,9 @@ def boot(target, kernel, initrd, jobs, runtime, tmp):
             r = {"job": job.name, "server": target.name, "iops": 0.0, "mbps": 0.0,
                  "total_ios": 0, "error": "no result from the guest (QEMU status %s), see %s"
                  % (proc.returncode, tail(logpath))}
-        r["qemu_argv"] = argv
+        if status_error and not r.get("error"):
+            r["error"] = status_error
+        r["guest_argv"] = argv
         out.append(r)
     return out
 
@@ -222,6 +343,9 @@ def run_guest(args, jobs, targets, tmp, paths):
     from report import median_result
     log("building the guest (kernel, busybox, fio)")
     kernel, initrd = build_initrd(tmp, jobs, args.runtime)
+    template = launch_template(paths, kernel, initrd, targets[0].image)
+    if template is None:
+        log("blockd-launch not built: QEMU started directly for every server")
     runs = {t.name: {j.name: [] for j in jobs} for t in targets}
     ok = True
     for rnd in range(args.repeat):
@@ -231,7 +355,7 @@ def run_guest(args, jobs, targets, tmp, paths):
             log("guest on %s%s" % (t.name, " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
             if t.server:
                 t.server.check_alive()
-            for r in boot(t, kernel, initrd, jobs, args.runtime, tmp):
+            for r in boot(t, kernel, initrd, jobs, args.runtime, tmp, paths, template):
                 runs[t.name][r["job"]].append(r)
                 if r.get("error") or not r["iops"] > 0:
                     log("FAIL: %s on %s: %s" % (r["job"], t.name, r.get("error", "zero IOPS")))

@@ -126,12 +126,15 @@ def run_host(args, jobs, targets, tmp):
 
 class Target:
     """One thing under test: a name, its test file, and its NBD server (None
-    for the guest mode's qemu-file reference, where QEMU opens the file)."""
+    for the guest mode's qemu-file reference, where QEMU opens the file, and
+    for blockd under blockd-launch, which starts its own)."""
 
-    def __init__(self, name, image, server):
+    def __init__(self, name, image, server, launched=False):
         self.name = name          # server name as in --servers
         self.image = image        # its filled test file
         self.server = server      # Server, or None
+        self.launched = launched  # guest mode: blockd-launch runs it
+        self.peak_rss_kib = None  # guest mode: measured by guest.py
 
 
 def parse_size(text):
@@ -227,7 +230,7 @@ def tool_paths(args):
     wins, otherwise meson test's environment ($BLOCKD, $NBDKIT_PLUGIN)."""
     env = {} if args.build else os.environ
     build = os.path.abspath(args.build or os.environ.get("BUILDDIR", "build"))
-    return {"build": build,
+    return {"build": build, "from_env": not args.build,
             "blockd": env.get("BLOCKD") or os.path.join(build, "blockd", "blockd"),
             "plugin": env.get("NBDKIT_PLUGIN") or
             os.path.join(build, "formats", "nbdkit-blockd-plugin.so")}
@@ -253,6 +256,7 @@ def write_json(path, args, meta, targets, jobs, results, peak_rss, paths):
     """Writes every figure, the machine facts and the exact commands as JSON."""
     doc = {"meta": meta,
            "servers": {t.name: {"argv": t.server.argv if t.server else None,
+                                "under_blockd_launch": t.launched,
                                 "version": server_version(t.name, paths),
                                 "peak_rss_kib": peak_rss.get(t.name),
                                 "exit_status": t.server.exit_status if t.server else None}
@@ -301,12 +305,13 @@ def main(argv):
             log("filling %s (%d MiB)" % (image, args.size_bytes // MIB))
             fill_image(image, args.size_bytes)
             srv = None
-            if name != guest.REFERENCE:
+            launched = args.guest and name == "blockd" and guest.launcher(paths) is not None
+            if name != guest.REFERENCE and not launched:
                 srv = Server(name, server_argv(name, paths, os.path.join(tmp, name + ".sock"),
                                                os.path.join(tmp, name + ".pid"), image),
                              os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid"),
                              image, os.path.join(tmp, name + ".log"))
-            targets.append(Target(name, image, srv))
+            targets.append(Target(name, image, srv, launched))
             if srv:
                 srv.start()
                 log("%s ready, pid %d" % (name, srv.proc.pid))
@@ -316,8 +321,7 @@ def main(argv):
             results, ok = run_host(args, jobs, targets, tmp)
         status = 0 if ok else 1
         for t in targets:
-            if t.server:
-                peak_rss[t.name] = t.server.peak_rss_kib()
+            peak_rss[t.name] = t.server.peak_rss_kib() if t.server else t.peak_rss_kib
     except KeyboardInterrupt:
         log("interrupted, cleaning up")
         status = 130
