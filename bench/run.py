@@ -325,7 +325,7 @@ def main(argv):
     except KeyboardInterrupt:
         log("interrupted, cleaning up")
         status = 130
-    except RuntimeError as e:
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
         log("FAIL: %s" % e)
         status = 1
     finally:
