@@ -10,10 +10,23 @@
 
 #include "internal.h"
 
-/* Whether C holds as much as it may: stop reading until replies drain. */
-static bool throttled(const struct conn *c)
+/* Compact the receive buffer when less than this is free at its end. */
+#define RBUF_COMPACT_AT 4096
+
+/* Payload bytes a request holds in memory while it is alive. */
+static uint32_t held_bytes(const struct nbd_request *h)
 {
-  return c->nr_requests >= BLOCKD_CONN_MAX_REQUESTS || c->nr_bytes >= BLOCKD_CONN_MAX_BYTES;
+  return h->type == NBD_CMD_READ || h->type == NBD_CMD_WRITE ? h->count : 0;
+}
+
+/* Whether C may take another request holding NEED payload bytes. One
+ * request is always allowed, so a single maximal write never deadlocks. */
+static bool has_room(const struct conn *c, uint32_t need)
+{
+  if (c->nr_requests == 0)
+    return true;
+  return c->nr_requests < BLOCKD_CONN_MAX_REQUESTS &&
+         c->nr_bytes + need <= BLOCKD_CONN_MAX_BYTES;
 }
 
 /* Frees C once nothing refers to it any more. */
@@ -44,9 +57,10 @@ static void request_free(struct request *req)
   struct conn *c = req->conn;
 
   c->nr_requests--;
-  if (req->buf)
+  if (req->buf) {
     c->nr_bytes -= req->h.count;
-  free(req->buf);
+    buffer_free(&c->w->buffers, req->buf, req->h.count);
+  }
   free(req->extents);
   free(req);
 }
@@ -65,7 +79,7 @@ static void post_recv(struct conn *c)
     len = c->payload->h.count - c->payload->done;
   }
   else {
-    if (throttled(c))
+    if (c->stalled || c->rend == CONN_RBUF_SIZE)
       return;
     dst = c->rbuf + c->rend;
     len = CONN_RBUF_SIZE - c->rend;
@@ -85,10 +99,13 @@ static struct request *request_new(struct conn *c, const struct nbd_request *h)
     return NULL;
   req->conn = c;
   req->h = *h;
-  req->err = request_validate(c->p.exp, h, c->p.structured, c->p.meta);
+  /* proto.md: requests that arrive while the server shuts down SHOULD get
+   * ESHUTDOWN, so the client knows to disconnect rather than retry. */
+  req->err = c->w->draining ? ESHUTDOWN
+                            : request_validate(c->p.exp, h, c->p.structured, c->p.meta);
   /* A write's payload must be read even if the write is refused. */
   if (h->type == NBD_CMD_WRITE || (h->type == NBD_CMD_READ && req->err == 0)) {
-    req->buf = malloc(h->count ? h->count : 1);
+    req->buf = buffer_alloc(&c->w->buffers, h->count);
     if (req->buf == NULL) {
       free(req);
       return NULL;
@@ -100,25 +117,33 @@ static struct request *request_new(struct conn *c, const struct nbd_request *h)
   return req;
 }
 
-/* Parses every complete request in the receive buffer, then reads more. */
+/* Decodes the request header at the start of the unparsed bytes. */
+static void peek_header(const struct conn *c, struct nbd_request *h)
+{
+  memcpy(h, c->rbuf + c->rstart, sizeof *h);
+  h->magic = be32toh(h->magic);
+  h->flags = be16toh(h->flags);
+  h->type = be16toh(h->type);
+  h->cookie = be64toh(h->cookie);
+  h->offset = be64toh(h->offset);
+  h->count = be32toh(h->count);
+}
+
+/* Parses every complete request in the receive buffer, then reads more.
+ * May free C. */
 static void parse(struct conn *c)
 {
-  while (!c->read_closed && c->payload == NULL && !throttled(c) && !c->w->stopping) {
+  bool draining = c->w->draining;
+
+  c->stalled = false;
+  while (!c->read_closed && c->payload == NULL) {
     size_t avail = c->rend - c->rstart;
     struct nbd_request h;
     struct request *req;
 
     if (avail < sizeof h)
       break;
-    memcpy(&h, c->rbuf + c->rstart, sizeof h);
-    c->rstart += sizeof h;
-    avail -= sizeof h;
-    h.magic = be32toh(h.magic);
-    h.flags = be16toh(h.flags);
-    h.type = be16toh(h.type);
-    h.cookie = be64toh(h.cookie);
-    h.offset = be64toh(h.offset);
-    h.count = be32toh(h.count);
+    peek_header(c, &h);
     if (request_check_framing(&h) < 0) {
       conn_close_read(c);
       return;
@@ -128,9 +153,20 @@ static void parse(struct conn *c)
       conn_close_read(c);
       return;
     }
+    /* Bounded memory: wait for replies to drain before taking more. */
+    if (!has_room(c, held_bytes(&h)) && !draining) {
+      c->stalled = true;
+      break;
+    }
+    /* While draining, only writes whose payload is already here are taken. */
+    if (draining && h.type == NBD_CMD_WRITE && avail - sizeof h < h.count)
+      break;
+    c->rstart += sizeof h;
+    avail -= sizeof h;
     req = request_new(c, &h);
     if (req == NULL) {
-      nbd_log("out of memory for a %" PRIu32 "-byte request: dropping the connection", h.count);
+      nbd_log("out of memory for a %" PRIu32 "-byte %s: dropping the connection", h.count,
+              nbd_cmd_name(h.type));
       conn_close_read(c);
       return;
     }
@@ -149,9 +185,13 @@ static void parse(struct conn *c)
     }
     dispatch(req);
   }
+  if (draining) {
+    conn_close_read(c);
+    return;
+  }
   if (c->rstart == c->rend)
     c->rstart = c->rend = 0;
-  else if (c->rstart > 0 && CONN_RBUF_SIZE - c->rend < sizeof(struct nbd_request)) {
+  else if (c->rstart > 0 && CONN_RBUF_SIZE - c->rend < RBUF_COMPACT_AT) {
     memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
     c->rend -= c->rstart;
     c->rstart = 0;
@@ -159,6 +199,7 @@ static void parse(struct conn *c)
   post_recv(c);
 }
 
+/* Adopts socket FD with parameters P into W. Returns 0 or -1 (FD closed). */
 int conn_new(struct worker *w, int fd, const struct conn_params *p)
 {
   struct conn *c = calloc(1, sizeof *c);
@@ -166,6 +207,7 @@ int conn_new(struct worker *w, int fd, const struct conn_params *p)
   if (c == NULL || (c->rbuf = malloc(CONN_RBUF_SIZE)) == NULL) {
     free(c);
     close(fd);
+    __atomic_sub_fetch(&w->nr_conns, 1, __ATOMIC_RELAXED);
     nbd_log("out of memory for a new connection");
     return -1;
   }
@@ -176,25 +218,34 @@ int conn_new(struct worker *w, int fd, const struct conn_params *p)
   if (w->conns)
     w->conns->prev = c;
   w->conns = c;
-  if (w->stopping)
+  if (w->draining)
     conn_close_read(c);
   else
     post_recv(c);
   return 0;
 }
 
+/* Handles a TAG_RECV completion. May free C. */
 void conn_recv_done(struct conn *c, int res)
 {
   c->recv_posted = false;
+  if (c->read_closed) {
+    /* A receive that raced with our cancel: whatever it got is dropped. */
+    conn_close_read(c);
+    return;
+  }
   if (res == -EINTR || res == -EAGAIN) {
     post_recv(c);
     return;
   }
   if (res <= 0) {
-    if (res < 0 && res != -ECANCELED && res != -ECONNRESET)
-      nbd_log("recv: %s", strerror(-res));
+    if (res < 0 && res != -ECONNRESET) {
+      errno = -res;
+      nbd_log("export '%s': recv: %m", c->p.exp->name);
+    }
     else if (c->payload || c->rend > c->rstart)
-      nbd_log("client closed the connection in the middle of a request");
+      nbd_log("export '%s': client closed the connection in the middle of a request",
+              c->p.exp->name);
     conn_close_read(c);
     return;
   }
@@ -215,23 +266,28 @@ void conn_recv_done(struct conn *c, int res)
   parse(c);
 }
 
+/* Stops reading requests (EOF, DISC, error, shutdown); frees C when idle. */
 void conn_close_read(struct conn *c)
 {
   c->read_closed = true;
+  if (c->recv_posted) {
+    /* The kernel may still be writing into the payload buffer: keep it until
+     * the receive completes (conn_recv_done comes back here). */
+    struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | TAG_RECV, 0);
+    sqe->user_data = TAG_IGNORE;
+    return;
+  }
   if (c->payload) {
     /* A write cut short is never acknowledged; drop it. */
     request_free(c->payload);
     c->payload = NULL;
   }
-  if (c->recv_posted) {
-    struct io_uring_sqe *sqe = worker_sqe(c->w);
-
-    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | TAG_RECV, 0);
-    sqe->user_data = TAG_IGNORE;
-  }
   conn_maybe_free(c);
 }
 
+/* Forces C off: shuts the socket so pending operations finish. May free C. */
 void conn_abort(struct conn *c)
 {
   c->dead = true;
@@ -247,6 +303,19 @@ void conn_abort(struct conn *c)
     c->sq_tail = NULL;
   }
   conn_close_read(c); /* last: it may free C */
+}
+
+/* Begins the shutdown of C: requests already received are answered with
+ * ESHUTDOWN, then reading stops. May free C. */
+void conn_drain(struct conn *c)
+{
+  if (c->read_closed)
+    return;
+  if (c->payload) {
+    conn_close_read(c);
+    return;
+  }
+  parse(c);
 }
 
 /* Posts one sendmsg with up to SEND_BATCH queued replies. */
@@ -271,7 +340,6 @@ static void post_send(struct conn *c)
       skip = 0;
     }
   }
-  c->nsending = n;
   memset(&c->msg, 0, sizeof c->msg);
   c->msg.msg_iov = c->siov;
   c->msg.msg_iovlen = iovs;
@@ -281,17 +349,19 @@ static void post_send(struct conn *c)
   c->send_posted = true;
 }
 
+/* Handles a TAG_SEND completion: frees what was sent. May free C. */
 void conn_send_done(struct conn *c, int res)
 {
-  bool was_throttled = throttled(c);
   size_t left;
 
   c->send_posted = false;
   if (res == -EINTR || res == -EAGAIN)
     res = 0;
   else if (res < 0) {
-    if (res != -EPIPE && res != -ECONNRESET)
-      nbd_log("send: %s", strerror(-res));
+    if (res != -EPIPE && res != -ECONNRESET) {
+      errno = -res;
+      nbd_log("export '%s': send: %m", c->p.exp->name);
+    }
     conn_abort(c);
     return;
   }
@@ -315,13 +385,15 @@ void conn_send_done(struct conn *c, int res)
     return;
   }
   post_send(c);
-  if (was_throttled && !throttled(c) && !c->read_closed) {
-    parse(c); /* may free C */
+  if (c->stalled && !c->read_closed) {
+    parse(c);
     return;
   }
   conn_maybe_free(c);
 }
 
+/* Queues REQ's encoded reply, or frees REQ if the socket is dead. May free
+ * the connection. */
 void conn_reply(struct request *req)
 {
   struct conn *c = req->conn;

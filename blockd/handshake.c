@@ -3,10 +3,12 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -17,6 +19,7 @@
 /* Per-handshake state. */
 struct hs {
   int fd;                     /* the client socket */
+  struct timespec deadline;   /* CLOCK_MONOTONIC end of the handshake; 0: none */
   bool no_zeroes;             /* client set NBD_FLAG_C_NO_ZEROES */
   bool structured;            /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;                  /* base:allocation selected by SET_META_CONTEXT */
@@ -24,13 +27,44 @@ struct hs {
   size_t meta_export_len;
 };
 
+/* Waits until H's socket is ready for EVENTS or the handshake's deadline
+ * passes. Returns 0, or -1 with errno ETIMEDOUT. A deadline on the whole
+ * handshake, not per call: a client trickling a byte at a time is cut off. */
+static int wait_ready(struct hs *h, short events)
+{
+  struct pollfd pfd = { .fd = h->fd, .events = events };
+  struct timespec now;
+  long ms;
+  int r;
+
+  if (h->deadline.tv_sec == 0)
+    return 0;
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (h->deadline.tv_sec - now.tv_sec) * 1000 + (h->deadline.tv_nsec - now.tv_nsec) / 1000000;
+    if (ms <= 0) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    r = poll(&pfd, 1, (int)ms);
+    if (r > 0)
+      return 0;
+    if (r < 0 && errno != EINTR)
+      return -1;
+  }
+}
+
 /* Reads exactly LEN bytes. Returns 0, or -1 on EOF or error (errno 0 on EOF). */
-static int recv_full(int fd, void *buf, size_t len)
+static int recv_full(struct hs *h, void *buf, size_t len)
 {
   char *p = buf;
 
   while (len > 0) {
-    ssize_t n = recv(fd, p, len, 0);
+    ssize_t n;
+
+    if (wait_ready(h, POLLIN) < 0)
+      return -1;
+    n = recv(h->fd, p, len, 0);
     if (n == 0) {
       errno = 0;
       return -1;
@@ -47,12 +81,16 @@ static int recv_full(int fd, void *buf, size_t len)
 }
 
 /* Writes exactly LEN bytes. Returns 0 or -1. */
-static int send_full(int fd, const void *buf, size_t len)
+static int send_full(struct hs *h, const void *buf, size_t len)
 {
   const char *p = buf;
 
   while (len > 0) {
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    ssize_t n;
+
+    if (wait_ready(h, POLLOUT) < 0)
+      return -1;
+    n = send(h->fd, p, len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -75,7 +113,7 @@ static int send_reply(struct hs *h, uint32_t option, uint32_t reply, const void 
     .replylen = htobe32((uint32_t)len),
   };
 
-  if (send_full(h->fd, &r, sizeof r) < 0 || (len > 0 && send_full(h->fd, data, len) < 0))
+  if (send_full(h, &r, sizeof r) < 0 || (len > 0 && send_full(h, data, len) < 0))
     return -1;
   return 0;
 }
@@ -127,6 +165,13 @@ static bool take_u16(struct cursor *c, uint16_t *v)
   return p != NULL;
 }
 
+/* Transmission flags for export E on this connection: proto.md says DF
+ * MUST stay clear unless structured replies were negotiated. */
+static uint16_t conn_eflags(const struct hs *h, const struct export *e)
+{
+  return h->structured ? e->eflags : e->eflags & ~NBD_FLAG_SEND_DF;
+}
+
 /* Sends the NBD_REP_INFO replies for EXP: always EXPORT and BLOCK_SIZE, NAME
  * and DESCRIPTION when asked. */
 static int send_infos(struct hs *h, uint32_t option, const struct export *e, bool want_name,
@@ -135,7 +180,7 @@ static int send_infos(struct hs *h, uint32_t option, const struct export *e, boo
   struct nbd_info_export ie = {
     .info = htobe16(NBD_INFO_EXPORT),
     .exportsize = htobe64(e->fmt->size),
-    .eflags = htobe16(e->eflags),
+    .eflags = htobe16(conn_eflags(h, e)),
   };
   struct nbd_info_block_size bs = {
     .info = htobe16(NBD_INFO_BLOCK_SIZE),
@@ -214,8 +259,14 @@ static int opt_meta(struct hs *h, uint32_t option, struct cursor *c)
   uint32_t namelen, nr, qlen;
   const char *name, *q;
   char reply[4 + sizeof ba];
-  uint32_t id = htobe32(META_BASE_ALLOCATION_ID);
+  /* proto.md: LIST answers with id 0; SET hands out the id used later. */
+  uint32_t id = htobe32(set ? META_BASE_ALLOCATION_ID : 0);
 
+  /* SET replaces every earlier context, also when it fails. */
+  if (set) {
+    h->meta = false;
+    h->meta_export_len = 0;
+  }
   if (set && !h->structured)
     return send_error(h, option, NBD_REP_ERR_INVALID, "structured replies not negotiated");
   if (!take_u32(c, &namelen) || namelen > NBD_MAX_STRING || (name = take(c, namelen)) == NULL ||
@@ -285,9 +336,9 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
     return -1;
   }
   r.exportsize = htobe64(e->fmt->size);
-  r.eflags = htobe16(e->eflags);
-  if (send_full(h->fd, &r, sizeof r) < 0 ||
-      (!h->no_zeroes && send_full(h->fd, zeroes, sizeof zeroes) < 0))
+  r.eflags = htobe16(conn_eflags(h, e));
+  if (send_full(h, &r, sizeof r) < 0 ||
+      (!h->no_zeroes && send_full(h, zeroes, sizeof zeroes) < 0))
     return -1;
   p->exp = e;
   p->structured = h->structured;
@@ -296,7 +347,7 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   return 1;
 }
 
-int handshake(int fd, struct conn_params *p)
+int handshake(int fd, int timeout, struct conn_params *p)
 {
   struct hs h = { .fd = fd };
   struct nbd_new_handshake greeting = {
@@ -309,7 +360,11 @@ int handshake(int fd, struct conn_params *p)
 
   if (data == NULL)
     return -1;
-  if (send_full(fd, &greeting, sizeof greeting) < 0 || recv_full(fd, &cflags, 4) < 0)
+  if (timeout > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &h.deadline);
+    h.deadline.tv_sec += timeout;
+  }
+  if (send_full(&h, &greeting, sizeof greeting) < 0 || recv_full(&h, &cflags, 4) < 0)
     goto io_error;
   cflags = be32toh(cflags);
   if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
@@ -324,7 +379,7 @@ int handshake(int fd, struct conn_params *p)
     uint32_t option, len;
     int r;
 
-    if (recv_full(fd, &opt, sizeof opt) < 0)
+    if (recv_full(&h, &opt, sizeof opt) < 0)
       goto io_error;
     if (be64toh(opt.version) != NBD_IHAVEOPT) {
       nbd_log("bad option magic: closing");
@@ -336,7 +391,7 @@ int handshake(int fd, struct conn_params *p)
       nbd_log("option %" PRIu32 " of %" PRIu32 " bytes is too large: closing", option, len);
       return -1;
     }
-    if (recv_full(fd, data, len) < 0)
+    if (recv_full(&h, data, len) < 0)
       goto io_error;
     c.p = data;
     c.left = len;
@@ -382,8 +437,8 @@ int handshake(int fd, struct conn_params *p)
 io_error:
   if (errno == 0)
     debug("client closed during the handshake");
-  else if (errno == EAGAIN || errno == EWOULDBLOCK)
-    nbd_log("handshake timed out after %d s: closing", BLOCKD_HANDSHAKE_TIMEOUT);
+  else if (errno == ETIMEDOUT)
+    nbd_log("handshake not finished after %d s: closing", timeout);
   else
     nbd_log("handshake: %m");
   return errno == 0 ? 0 : -1;

@@ -115,10 +115,10 @@ struct conn_params {
   bool structured;      /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;            /* base:allocation selected (context id 1) */
 };
-/* Runs the fixed newstyle negotiation on blocking socket FD. Returns 1 when
- * the client entered transmission (P filled), 0 when it left cleanly, -1 on
- * error (logged). */
-int handshake(int fd, struct conn_params *p);
+/* Runs the fixed newstyle negotiation on blocking socket FD, giving up after
+ * TIMEOUT seconds in all (0: never). Returns 1 when the client entered
+ * transmission (P filled), 0 when it left cleanly, -1 on error (logged). */
+int handshake(int fd, int timeout, struct conn_params *p);
 /* The one meta context id blockd hands out: base:allocation. */
 #define META_BASE_ALLOCATION_ID 1
 
@@ -149,6 +149,22 @@ void worker_job_done(struct worker *w, struct pool_job *job);
 /* Serves one connection on the calling thread until it closes: handshake,
  * then transmission on a private io_uring. Used by the fuzzer. Returns 0 or -1. */
 int worker_serve_one(int fd);
+
+/* buffer.c */
+#define BUFFER_MIN 4096                 /* smallest buffer, and alignment */
+#define BUFFER_CLASSES 14               /* 4 KiB .. 32 MiB */
+#define BUFFER_CACHE_MAX (16u << 20)    /* bytes a worker keeps for reuse */
+/* A worker's cache of free payload buffers, by power-of-two size class. */
+struct buffer_cache {
+  void *free[BUFFER_CLASSES];   /* singly linked through each buffer's first word */
+  size_t cached;                /* bytes held in the lists */
+};
+/* Returns a buffer of at least LEN bytes, page-aligned, or NULL. */
+void *buffer_alloc(struct buffer_cache *bc, size_t len);
+/* Gives back a buffer of LEN bytes (as asked of buffer_alloc); NULL is fine. */
+void buffer_free(struct buffer_cache *bc, void *buf, size_t len);
+/* Frees every cached buffer. */
+void buffer_cache_clear(struct buffer_cache *bc);
 
 /* worker.c, conn.c, dispatch.c: the transmission phase. */
 /* Tags in the low bits of an io_uring user_data, which otherwise holds a pointer. */
@@ -192,15 +208,16 @@ struct conn {
   int fd;                      /* the socket */
   struct conn_params p;        /* what the handshake negotiated */
   struct conn *prev, *next;    /* worker's list */
-  char *rbuf;                  /* received bytes not yet parsed: [rstart, rend) */
-  size_t rstart, rend;
+  char *rbuf;                  /* receive buffer of CONN_RBUF_SIZE bytes */
+  size_t rstart;               /* first byte not yet parsed */
+  size_t rend;                 /* end of the bytes received */
   struct request *payload;     /* write whose payload is being received directly */
   bool recv_posted;            /* a TAG_RECV is in the kernel */
   bool send_posted;            /* a TAG_SEND is in the kernel */
   bool read_closed;            /* no more requests: EOF, DISC, error or stop */
   bool dead;                   /* the socket failed: replies are dropped */
+  bool stalled;                /* parsing paused for memory until replies drain */
   struct request *sq_head, *sq_tail; /* replies waiting to be sent, in order */
-  unsigned nsending;           /* replies at the head of the queue in the posted send */
   struct iovec siov[2 * SEND_BATCH]; /* iovecs of the posted send */
   struct msghdr msg;           /* the posted send */
   unsigned nr_requests;        /* requests alive (parsed, not yet freed) */
@@ -218,9 +235,11 @@ struct worker {
   pthread_mutex_t lock;        /* protects incoming, done, stopping */
   struct conn *incoming;       /* connections handed over, not yet adopted */
   struct pool_job *done;       /* pool jobs finished, not yet replied to */
-  bool stopping;               /* workers_stop was called */
+  bool stopping;               /* workers_stop was called (under lock) */
+  bool draining;               /* the worker thread has seen stopping */
   unsigned nr_conns;           /* connections owned, for load balancing (atomic) */
   struct conn *conns;          /* connections owned */
+  struct buffer_cache buffers; /* payload buffers for reuse */
 };
 
 /* worker.c */
@@ -240,6 +259,8 @@ void conn_reply(struct request *req);
 void conn_close_read(struct conn *c);
 /* Forces C off: shuts the socket so pending operations finish. */
 void conn_abort(struct conn *c);
+/* Answers requests already received with ESHUTDOWN, then stops reading. */
+void conn_drain(struct conn *c);
 
 /* dispatch.c */
 /* Starts a validated request (or replies to a request with an error). */

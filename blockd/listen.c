@@ -7,19 +7,21 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 /* Handshakes under way at once; more clients wait in the listen backlog. */
 #define MAX_HANDSHAKES 64
+/* Stack of a handshake thread: it holds one 64 KiB option buffer, on the heap. */
+#define HANDSHAKE_STACK (256 * 1024)
 
 static int socks[8];            /* listening sockets */
 static size_t nr_socks;
@@ -27,18 +29,33 @@ static char *unix_path;         /* to unlink at stop */
 static int stop_pipe[2] = { -1, -1 }; /* written to stop the accept thread */
 static pthread_t accept_thread;
 static bool accept_running;
-static sem_t handshake_slots;   /* MAX_HANDSHAKES tokens */
 static pthread_mutex_t hs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hs_cond = PTHREAD_COND_INITIALIZER;
 static unsigned hs_running;     /* handshake threads alive */
 static int hs_fds[MAX_HANDSHAKES]; /* their sockets, -1 for a free slot */
 static bool hs_stopping;        /* listen_stop called: hand nothing over */
 
+/* Whether the socket at SUN is a leftover nobody listens on. */
+static bool is_stale(const struct sockaddr_un *sun)
+{
+  struct stat st;
+  int fd, r;
+
+  if (lstat(sun->sun_path, &st) == -1 || !S_ISSOCK(st.st_mode))
+    return false;
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1)
+    return false;
+  r = connect(fd, (const struct sockaddr *)sun, sizeof *sun);
+  close(fd);
+  return r == -1 && errno == ECONNREFUSED;
+}
+
 /* Binds the unix socket PATH, mode 0600. Returns 0 or -1. */
 static int open_unix(const char *path)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
-  int fd;
+  int fd, r;
   mode_t old;
 
   if (strlen(path) >= sizeof sun.sun_path) {
@@ -53,13 +70,21 @@ static int open_unix(const char *path)
   }
   /* The umask makes the socket 0600 from the start, with no window. */
   old = umask(0177);
-  if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
-    umask(old);
-    nbd_log("%s: bind: %m", path);
+  r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+  if (r == -1 && errno == EADDRINUSE && is_stale(&sun)) {
+    /* Left by a server that was killed: nobody answers on it. */
+    unlink(path);
+    r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+  }
+  umask(old);
+  if (r == -1) {
+    if (errno == EADDRINUSE)
+      nbd_log("%s: in use by a running server", path);
+    else
+      nbd_log("%s: bind: %m", path);
     close(fd);
     return -1;
   }
-  umask(old);
   if (listen(fd, SOMAXCONN) == -1) {
     nbd_log("%s: listen: %m", path);
     close(fd);
@@ -113,29 +138,21 @@ int listen_open(const struct options *o)
 static void *handshake_thread(void *arg)
 {
   int slot = (int)(intptr_t)arg, fd = hs_fds[slot];
-  struct timeval tv = { .tv_sec = BLOCKD_HANDSHAKE_TIMEOUT };
   struct conn_params p;
   bool go;
 
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  go = handshake(fd, &p) == 1;
+  go = handshake(fd, BLOCKD_HANDSHAKE_TIMEOUT, &p) == 1;
   pthread_mutex_lock(&hs_lock);
   go = go && !hs_stopping;
   hs_fds[slot] = -1;
   pthread_mutex_unlock(&hs_lock);
   if (go) {
-    struct timeval none = { 0 };
-
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
     debug("client entered transmission on export '%s'%s%s", p.exp->name,
           p.structured ? ", structured replies" : "", p.meta ? ", base:allocation" : "");
     workers_add_conn(fd, &p);
   }
   else
     close(fd);
-  sem_post(&handshake_slots);
   pthread_mutex_lock(&hs_lock);
   if (--hs_running == 0)
     pthread_cond_broadcast(&hs_cond);
@@ -143,61 +160,94 @@ static void *handshake_thread(void *arg)
   return NULL;
 }
 
-/* Accepts until told to stop through stop_pipe. */
+/* Starts a handshake thread for accepted socket FD. */
+static void start_handshake(int fd)
+{
+  pthread_attr_t attr;
+  pthread_t t;
+  int e, slot;
+
+  pthread_mutex_lock(&hs_lock);
+  if (hs_stopping) {
+    pthread_mutex_unlock(&hs_lock);
+    close(fd);
+    return;
+  }
+  hs_running++;
+  for (slot = 0; hs_fds[slot] != -1; slot++)
+    ;
+  hs_fds[slot] = fd;
+  pthread_mutex_unlock(&hs_lock);
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
+  e = pthread_create(&t, &attr, handshake_thread, (void *)(intptr_t)slot);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    errno = e;
+    nbd_log("pthread_create: %m");
+    close(fd);
+    pthread_mutex_lock(&hs_lock);
+    hs_fds[slot] = -1;
+    if (--hs_running == 0)
+      pthread_cond_broadcast(&hs_cond);
+    pthread_mutex_unlock(&hs_lock);
+  }
+}
+
+/* Accepts until told to stop through stop_pipe. While every handshake slot
+ * is taken, or after running out of file descriptors, it leaves clients in
+ * the backlog and looks again 100 ms later, still watching stop_pipe. */
 static void *accept_loop(void *arg)
 {
   struct pollfd pfd[ARRAY_SIZE(socks) + 1];
+  time_t last_complaint = 0;
+  bool backoff = false;
 
   (void)arg;
+  pfd[0] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
   for (size_t i = 0; i < nr_socks; i++)
-    pfd[i] = (struct pollfd){ .fd = socks[i], .events = POLLIN };
-  pfd[nr_socks] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
+    pfd[i + 1] = (struct pollfd){ .fd = socks[i], .events = POLLIN };
   for (;;) {
-    if (poll(pfd, nr_socks + 1, -1) == -1) {
+    bool full;
+    int r;
+
+    pthread_mutex_lock(&hs_lock);
+    full = hs_running >= MAX_HANDSHAKES;
+    pthread_mutex_unlock(&hs_lock);
+    for (size_t i = 0; i <= nr_socks; i++)
+      pfd[i].revents = 0;
+    r = poll(pfd, full || backoff ? 1 : 1 + nr_socks, full || backoff ? 100 : -1);
+    backoff = false;
+    if (r == -1) {
       if (errno == EINTR)
         continue;
       nbd_log("poll: %m");
       return NULL;
     }
-    if (pfd[nr_socks].revents)
+    if (pfd[0].revents)
       return NULL;
-    for (size_t i = 0; i < nr_socks; i++) {
-      pthread_attr_t attr;
-      pthread_t t;
-      int fd, one = 1, e, slot;
+    for (size_t i = 1; i <= nr_socks; i++) {
+      int fd, one = 1;
 
       if (!(pfd[i].revents & POLLIN))
         continue;
-      fd = accept4(socks[i], NULL, NULL, SOCK_CLOEXEC);
+      fd = accept4(pfd[i].fd, NULL, NULL, SOCK_CLOEXEC);
       if (fd == -1) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          /* The client stays in the backlog; retrying at once would spin. */
+          if (time(NULL) - last_complaint >= 10) {
+            nbd_log("accept: %m (connections wait until some close)");
+            last_complaint = time(NULL);
+          }
+          backoff = true;
+        }
+        else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
           nbd_log("accept: %m");
         continue;
       }
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      while (sem_wait(&handshake_slots) == -1 && errno == EINTR)
-        ;
-      pthread_mutex_lock(&hs_lock);
-      hs_running++;
-      for (slot = 0; hs_fds[slot] != -1; slot++)
-        ;
-      hs_fds[slot] = fd;
-      pthread_mutex_unlock(&hs_lock);
-      pthread_attr_init(&attr);
-      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-      pthread_attr_setstacksize(&attr, 256 * 1024);
-      e = pthread_create(&t, &attr, handshake_thread, (void *)(intptr_t)slot);
-      pthread_attr_destroy(&attr);
-      if (e != 0) {
-        errno = e;
-        nbd_log("pthread_create: %m");
-        close(fd);
-        sem_post(&handshake_slots);
-        pthread_mutex_lock(&hs_lock);
-        hs_fds[slot] = -1;
-        hs_running--;
-        pthread_mutex_unlock(&hs_lock);
-      }
+      start_handshake(fd);
     }
   }
 }
@@ -206,7 +256,6 @@ int listen_start(void)
 {
   int e;
 
-  sem_init(&handshake_slots, 0, MAX_HANDSHAKES);
   for (size_t i = 0; i < MAX_HANDSHAKES; i++)
     hs_fds[i] = -1;
   if (pipe2(stop_pipe, O_CLOEXEC) == -1) {
@@ -225,8 +274,15 @@ int listen_start(void)
 
 void listen_stop(void)
 {
-  bool started = accept_running;
-
+  /* Clients still negotiating are cut off first: their threads end at once
+   * and hand nothing to the workers, which stop next; and the accept thread
+   * starts no more of them. */
+  pthread_mutex_lock(&hs_lock);
+  hs_stopping = true;
+  for (size_t i = 0; accept_running && i < MAX_HANDSHAKES; i++)
+    if (hs_fds[i] != -1)
+      shutdown(hs_fds[i], SHUT_RDWR);
+  pthread_mutex_unlock(&hs_lock);
   if (accept_running) {
     if (write(stop_pipe[1], "x", 1) < 0)
       nbd_log("stop pipe: %m");
@@ -241,13 +297,7 @@ void listen_stop(void)
     free(unix_path);
     unix_path = NULL;
   }
-  /* Clients still negotiating are cut off: their threads end at once and
-   * hand nothing to the workers, which stop next. */
   pthread_mutex_lock(&hs_lock);
-  hs_stopping = true;
-  for (size_t i = 0; started && i < MAX_HANDSHAKES; i++)
-    if (hs_fds[i] != -1)
-      shutdown(hs_fds[i], SHUT_RDWR);
   while (hs_running > 0)
     pthread_cond_wait(&hs_cond, &hs_lock);
   pthread_mutex_unlock(&hs_lock);

@@ -112,6 +112,8 @@
 /* Limits on what a client may send during the handshake. */
 #define NBD_MAX_STRING     4096 /* export names, queries: proto.md allows 4096 */
 #define NBD_MAX_OPTION_LEN (64 * 1024)
+/* Largest read a server must answer in one chunk under NBD_CMD_FLAG_DF. */
+#define NBD_DF_MAX 65536
 
 /* Server greeting: NBD_MAGIC, NBD_IHAVEOPT, handshake flags. */
 struct nbd_new_handshake {

@@ -20,17 +20,17 @@ int request_check_framing(const struct nbd_request *req)
   return 0;
 }
 
-/* Flags each command accepts. */
-static uint16_t allowed_flags(uint16_t type)
+/* Flags each command accepts. proto.md: once SEND_FUA is advertised (on
+ * writable exports) FUA is valid on every command, meaningless or not. */
+static uint16_t allowed_flags(uint16_t type, bool readonly)
 {
+  uint16_t fua = readonly ? 0 : NBD_CMD_FLAG_FUA;
+
   switch (type) {
-  case NBD_CMD_READ:         return NBD_CMD_FLAG_DF;
-  case NBD_CMD_WRITE:        return NBD_CMD_FLAG_FUA;
-  case NBD_CMD_TRIM:         return NBD_CMD_FLAG_FUA;
-  case NBD_CMD_WRITE_ZEROES: return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE |
-                                    NBD_CMD_FLAG_FAST_ZERO;
-  case NBD_CMD_BLOCK_STATUS: return NBD_CMD_FLAG_REQ_ONE;
-  default:                   return 0;
+  case NBD_CMD_READ:         return fua | NBD_CMD_FLAG_DF;
+  case NBD_CMD_WRITE_ZEROES: return fua | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+  case NBD_CMD_BLOCK_STATUS: return fua | NBD_CMD_FLAG_REQ_ONE;
+  default:                   return fua;
   }
 }
 
@@ -50,12 +50,12 @@ int request_validate(const struct export *exp, const struct nbd_request *req, bo
   default:
     return EINVAL;
   }
-  if (req->flags & ~allowed_flags(req->type))
+  if (is_write && f->readonly)
+    return EPERM;
+  if (req->flags & ~allowed_flags(req->type, f->readonly))
     return EINVAL;
   if (req->type == NBD_CMD_FLUSH)
     return req->offset == 0 && req->count == 0 ? 0 : EINVAL;
-  if (is_write && f->readonly)
-    return EPERM;
   if (req->type == NBD_CMD_TRIM && !f->can_trim)
     return EINVAL;
   if (req->count == 0)
@@ -67,7 +67,7 @@ int request_validate(const struct export *exp, const struct nbd_request *req, bo
   /* DF asks for the whole read in one chunk; proto.md lets the server refuse
    * reads over 64 KiB with EOVERFLOW. */
   if (req->type == NBD_CMD_READ && (req->flags & NBD_CMD_FLAG_DF) && structured &&
-      req->count > 65536)
+      req->count > NBD_DF_MAX)
     return EOVERFLOW;
   if (req->type == NBD_CMD_BLOCK_STATUS && (!structured || !meta))
     return EINVAL;

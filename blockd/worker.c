@@ -67,6 +67,7 @@ static int worker_init(struct worker *w)
 static void worker_fini(struct worker *w)
 {
   io_uring_queue_exit(&w->ring);
+  buffer_cache_clear(&w->buffers);
   close(w->efd);
   pthread_mutex_destroy(&w->lock);
 }
@@ -89,12 +90,12 @@ static void arm_event(struct worker *w)
   sqe->user_data = (uint64_t)(uintptr_t)w | TAG_EVENT;
 }
 
-/* Shuts every connection's read side: no new requests, finish the rest. */
-static void close_all_reads(struct worker *w)
+/* Starts draining every connection: no new requests, finish the rest. */
+static void drain_all(struct worker *w)
 {
   for (struct conn *c = w->conns, *next; c; c = next) {
     next = c->next;
-    conn_close_read(c);
+    conn_drain(c);
   }
 }
 
@@ -130,8 +131,10 @@ static void event(struct worker *w)
     free(incoming);
     incoming = next;
   }
-  if (stopping)
-    close_all_reads(w);
+  if (stopping && !w->draining) {
+    w->draining = true;
+    drain_all(w);
+  }
 }
 
 /* Handles one completion. */
@@ -187,7 +190,10 @@ static void worker_loop(struct worker *w, bool one)
         /* Clients that never take their replies must not hold up exit. */
         for (struct conn *c = w->conns, *next; c; c = next) {
           next = c->next;
-          nbd_log("connection still busy after %d s: dropping it", DRAIN_TIMEOUT);
+          if (c->dead)
+            continue;
+          nbd_log("export '%s': client still has replies waiting after %d s: dropping it",
+                  c->p.exp->name, DRAIN_TIMEOUT);
           conn_abort(c);
         }
       }
@@ -287,13 +293,15 @@ void worker_job_done(struct worker *w, struct pool_job *job)
 {
   bool wake;
 
+  /* Wake under the lock: once the worker can see the job, it may finish
+   * and free itself, so nothing here may touch W after the unlock. */
   pthread_mutex_lock(&w->lock);
   wake = w->done == NULL;
   job->next = w->done;
   w->done = job;
-  pthread_mutex_unlock(&w->lock);
   if (wake)
     worker_wake(w);
+  pthread_mutex_unlock(&w->lock);
 }
 
 void workers_stop(void)
@@ -315,7 +323,7 @@ int worker_serve_one(int fd)
 {
   struct conn_params p;
   struct worker w = { 0 };
-  int r = handshake(fd, &p);
+  int r = handshake(fd, 0, &p);
 
   if (r <= 0) {
     close(fd);

@@ -52,7 +52,12 @@ static void test_request_out_of_range(void **state)
 static void test_request_bad_flags_and_fields(void **state)
 {
   (void)state;
-  assert_int_equal(check(&rw, NBD_CMD_READ, NBD_CMD_FLAG_FUA, 0, 1), EINVAL);
+  /* FUA is valid on every command of a writable export (proto.md)... */
+  assert_int_equal(check(&rw, NBD_CMD_READ, NBD_CMD_FLAG_FUA, 0, 1), 0);
+  assert_int_equal(check(&rw, NBD_CMD_FLUSH, NBD_CMD_FLAG_FUA, 0, 0), 0);
+  assert_int_equal(check(&rw, NBD_CMD_CACHE, NBD_CMD_FLAG_FUA, 0, 1), 0);
+  /* ...and not advertised, so refused, on a read-only one. */
+  assert_int_equal(check(&ro, NBD_CMD_READ, NBD_CMD_FLAG_FUA, 0, 1), EINVAL);
   assert_int_equal(check(&rw, NBD_CMD_WRITE, NBD_CMD_FLAG_NO_HOLE, 0, 1), EINVAL);
   assert_int_equal(check(&rw, NBD_CMD_READ, 1 << 9, 0, 1), EINVAL);
   assert_int_equal(check(&rw, 42, 0, 0, 1), EINVAL);
@@ -69,6 +74,7 @@ static void test_request_readonly(void **state)
   assert_int_equal(check(&ro, NBD_CMD_TRIM, 0, 0, 1), EPERM);
   assert_int_equal(check(&ro, NBD_CMD_WRITE_ZEROES, 0, 0, 1), EPERM);
   assert_int_equal(check(&ro, NBD_CMD_READ, 0, 0, 1), 0);
+  assert_int_equal(check(&ro, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 0, 1), EPERM);
 }
 
 static void test_request_block_status_needs_negotiation(void **state)
