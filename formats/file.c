@@ -160,3 +160,19 @@ bool file_async_buffered_writes(int fd)
     return false;
   }
 }
+
+int file_lock(int fd, bool exclusive)
+{
+  struct flock fl = {
+    .l_type = exclusive ? F_WRLCK : F_RDLCK,
+    .l_whence = SEEK_SET,
+    .l_start = 0,
+    .l_len = 0,
+  };
+
+  /* OFD locks belong to the open file description, so two opens in one
+   * process conflict too, and closing another fd never drops them. */
+  if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
+    return -errno;
+  return 0;
+}

@@ -77,7 +77,9 @@ struct fmt_ops {
   int (*pread)(struct fmt *f, void *buf, uint64_t length, uint64_t offset);
   /* May be NULL on read-only formats. flags: FMT_FUA. */
   int (*pwrite)(struct fmt *f, const void *buf, uint64_t length, uint64_t offset, uint32_t flags);
-  /* May be NULL. flags: FMT_FUA. After success the range reads as zeroes. */
+  /* May be NULL. flags: FMT_FUA. Gives the range's space back. After success
+   * the range reads as zeroes, except on raw files whose file system cannot
+   * punch holes, where it reads as before (NBD allows either). */
   int (*trim)(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags);
   /* May be NULL. flags: FMT_FUA, FMT_MAY_TRIM, FMT_FAST_ZERO.
    * Returns -ENOTSUP under FMT_FAST_ZERO when only a slow write would do. */
@@ -150,6 +152,10 @@ int64_t file_allocated(int fd);
 /* Whether FD's file system takes buffered writes from io_uring without
  * punting them to a serialising worker (see file.c). */
 bool file_async_buffered_writes(int fd);
+/* Takes an OFD lock on the whole file behind FD: exclusive for a writer,
+ * shared for a reader. Returns 0, -EAGAIN if another open holds a
+ * conflicting lock, or another -errno. */
+int file_lock(int fd, bool exclusive);
 
 /* bitmap.c: the overlay's owned-cluster map (lock-free reads, ordered sync) */
 struct bitmap {
@@ -217,9 +223,6 @@ void overlay_base_resolve(const char *path, const char *recorded, char *out, siz
  * Returns 0, or -1 with a message naming PATH and the base in ERR. */
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
                               const char *path, char *err, size_t errlen);
-/* Takes an OFD lock on all of FD: exclusive for writers, shared for readers.
- * Returns 0 or -errno (-EAGAIN: someone else holds a conflicting lock). */
-int overlay_lock(int fd, bool exclusive);
 #define OVERLAY_DEFAULT_CLUSTER_BITS 16 /* 64 KiB */
 /* Creates overlay PATH over BASE (opened read-only to record its identity)
  * with clusters of 2^CLUSTER_BITS bytes. O(1) in the base's size. Returns 0,

@@ -47,22 +47,6 @@ static int hash_head(const char *path, uint64_t *hash)
   return 0;
 }
 
-int overlay_lock(int fd, bool exclusive)
-{
-  struct flock fl = {
-    .l_type = exclusive ? F_WRLCK : F_RDLCK,
-    .l_whence = SEEK_SET,
-    .l_start = 0,
-    .l_len = 0,
-  };
-
-  /* OFD locks belong to the open file description, so two opens in one
-   * process conflict too, and closing another fd never drops them. */
-  if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
-    return -errno;
-  return 0;
-}
-
 /* Decodes and checks a header read from PATH, in place, to host order. */
 static int header_decode(struct overlay_header *h, uint64_t file_size, const char *path, char *err,
                          size_t errlen)
@@ -321,7 +305,7 @@ int overlay_create(const char *path, const char *base, unsigned cluster_bits, ch
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
     return -1;
   }
-  r = overlay_lock(fd, true);
+  r = file_lock(fd, true);
   if (r == -EAGAIN || r == -EACCES) {
     snprintf(err, errlen, "%s: locked by another process", path);
     return -1;

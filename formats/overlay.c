@@ -33,6 +33,7 @@ struct overlay {
   uint64_t bitmap_offset;      /* file offset of the on-disk bitmap */
   uint64_t data_offset;        /* file offset of virtual byte 0 */
   struct bitmap bm;            /* owned clusters */
+  bool ring_writes;            /* map writes for io_uring (file_async_buffered_writes) */
   pthread_mutex_t sync_lock;   /* serializes bitmap_sync */
   pthread_mutex_t copy_locks[OVL_LOCKS]; /* a cluster's first write, by index % OVL_LOCKS */
   char base_path[PATH_MAX];    /* base file: the header's path, resolved */
@@ -123,7 +124,7 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: not a regular file", path);
     goto err;
   }
-  r = overlay_lock(o->fd, !readonly);
+  r = file_lock(o->fd, !readonly);
   if (r == -EAGAIN || r == -EACCES) {
     snprintf(err, errlen, "%s: locked by another process", path);
     goto err;
@@ -132,6 +133,7 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: lock: %s", path, strerror(-r));
     goto err;
   }
+  o->ring_writes = file_async_buffered_writes(o->fd);
   if (overlay_header_read(o->fd, (uint64_t)st.st_size, path, &h, err, errlen) < 0)
     goto err;
   o->cluster_bits = h.cluster_bits;
@@ -221,7 +223,7 @@ static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, ui
   case FMT_MAP_WRITE:
     /* Only clusters whose bit is on disk: a FUA write must not depend on
      * a bitmap page that a crash could still lose. */
-    if (bitmap_all(&o->bm, first, last, true))
+    if (o->ring_writes && bitmap_all(&o->bm, first, last, true))
       break;
     return false;
   default:

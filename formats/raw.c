@@ -36,6 +36,16 @@ static struct fmt *raw_open(const char *path, bool readonly, char *err, size_t e
     snprintf(err, errlen, "%s: not a regular file", path);
     goto err;
   }
+  /* One writer, or any number of readers (overlays sharing a base). */
+  e = file_lock(fd, !readonly);
+  if (e == -EAGAIN || e == -EACCES) {
+    snprintf(err, errlen, "%s: locked by another process", path);
+    goto err;
+  }
+  if (e < 0) {
+    snprintf(err, errlen, "%s: lock: %s", path, strerror(-e));
+    goto err;
+  }
   r = calloc(1, sizeof *r);
   if (r == NULL || (e = fmt_init(&r->fmt, &fmt_raw_ops, path, (uint64_t)st.st_size, readonly)) < 0) {
     free(r);
@@ -98,9 +108,16 @@ static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t fl
 {
   struct raw *r = (struct raw *)f;
 
-  /* Zeroes with a hole allowed is exactly a punched hole, with fallbacks
-   * for file systems that cannot punch. */
-  return file_zero(r->fd, length, offset, (flags & FMT_FUA) | FMT_MAY_TRIM);
+  /* Trim only gives space back: where the file system cannot punch holes
+   * it is a no-op rather than zeroes written (proto.md lets trimmed data
+   * read back as before), so a discard never allocates. */
+  if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                (off_t)length) == -1 &&
+      errno != EOPNOTSUPP && errno != ENOSYS)
+    return -errno;
+  if ((flags & FMT_FUA) && fdatasync(r->fd) == -1)
+    return -errno;
+  return 0;
 }
 
 static int raw_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)

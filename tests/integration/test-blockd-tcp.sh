@@ -44,7 +44,9 @@ qemu-img convert -n -f raw -O raw "$TMP/src.img" "$uri" || fail "qemu-img conver
 qemu-img compare -f raw -F raw "$TMP/src.img" "$uri" >/dev/null || fail "qemu-img compare over TCP failed"
 
 # The same port again: in use, a runtime error.
-rc=0; timeout 10 "$BLOCKD" --listen "127.0.0.1:$port" "$TMP/disk.img" 2>"$TMP/err" || rc=$?
+# (Another image: the first blockd holds disk.img's write lock.)
+truncate -s 1M "$TMP/other.img"
+rc=0; timeout 10 "$BLOCKD" --listen "127.0.0.1:$port" "$TMP/other.img" 2>"$TMP/err" || rc=$?
 [ "$rc" -eq 1 ] || { cat "$TMP/err" >&2; fail "second blockd on a busy port exited $rc, expected 1"; }
 [ -s "$TMP/err" ] || fail "second blockd on a busy port said nothing"
 stop_tcp
