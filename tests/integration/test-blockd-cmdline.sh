@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # blockd's command line (DESIGN.md CONTRACT): usage errors exit 2 with one
 # line on stderr naming the problem, --help and --version exit 0, and a
-# good command line still starts.
+# good command line still starts; stale and live sockets.
 . "$SRCDIR/tests/lib.sh"
+require nbdinfo
 
 truncate -s 1M "$TMP/disk.img"
 
@@ -66,4 +67,18 @@ start_blockd --threads 2 -v --export "x=$TMP/disk.img,readonly"
 mode=$(stat -c %a "$NBD_SOCK")
 [ "$mode" = 600 ] || fail "unix socket mode $mode, expected 600"
 stop_blockd
+
+# A stale socket left by a killed server is replaced; a live one is refused
+# (runtime error, exit 1, naming it) and keeps serving; the socket goes away
+# when blockd exits.
+"$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$TMP/nbd.sock"
+[ -S "$TMP/nbd.sock" ] || fail "could not make a stale socket"
+start_blockd "$TMP/disk.img"
+nbdinfo "$NBD_URI" > /dev/null || fail "blockd over a stale socket does not serve"
+rc=0; timeout 10 "$BLOCKD" --unix "$NBD_SOCK" "$TMP/disk.img" > /dev/null 2> "$TMP/err" || rc=$?
+[ "$rc" -eq 1 ] || { cat "$TMP/err" >&2; fail "second blockd on a live socket: exit $rc, expected 1"; }
+grep -q "nbd.sock" "$TMP/err" || { cat "$TMP/err" >&2; fail "second blockd: message does not name the socket"; }
+nbdinfo "$NBD_URI" > /dev/null || fail "the first blockd stopped serving after a second one was refused"
+stop_blockd
+[ ! -e "$NBD_SOCK" ] || fail "blockd left its socket behind on exit"
 echo PASS
