@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table
-from servers import (CLK_TCK, SERVER_NAMES, PerfStat, Server, log, proc_thread_ticks,
+from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, log, proc_thread_ticks,
                      server_argv, server_missing, server_version, thread_cpu_split)
 
 SKIP = 77
@@ -163,6 +163,9 @@ def parse_args(argv):
                    help="comma-separated subset of %s (default: all, the plugin "
                         "only if built); with --guest also %s (default: blockd,%s)"
                         % (",".join(SERVER_NAMES), guest.REFERENCE, guest.REFERENCE))
+    p.add_argument("--blockd-alt", metavar="PATH",
+                   help="another blockd binary, run as server %s (e.g. a copy built "
+                        "before a change: A/B in one run)" % ALT)
     p.add_argument("--jobs", help="comma-separated subset of %s" %
                    ",".join(j.name for j in JOBS))
     p.add_argument("--quick", action="store_true",
@@ -187,7 +190,7 @@ def parse_args(argv):
                         "each server over NBD, and by QEMU's own file driver as the "
                         "reference (see bench/README.md)")
     args = p.parse_args(argv)
-    known = SERVER_NAMES + ([guest.REFERENCE] if args.guest else [])
+    known = SERVER_NAMES + [ALT] + ([guest.REFERENCE] if args.guest else [])
     if args.servers:
         args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
         bad = [s for s in args.server_list if s not in known]
@@ -231,6 +234,7 @@ def tool_paths(args):
     env = {} if args.build else os.environ
     build = os.path.abspath(args.build or os.environ.get("BUILDDIR", "build"))
     return {"build": build, "from_env": not args.build,
+            "blockd_alt": os.path.abspath(args.blockd_alt) if args.blockd_alt else None,
             "blockd": env.get("BLOCKD") or os.path.join(build, "blockd", "blockd"),
             "plugin": env.get("NBDKIT_PLUGIN") or
             os.path.join(build, "formats", "nbdkit-blockd-plugin.so")}
@@ -244,6 +248,8 @@ def choose_servers(args, paths):
     elif servers is None:
         servers = [s for s in SERVER_NAMES
                    if s != "nbdkit-plugin" or not server_missing(s, paths)]
+        if paths["blockd_alt"]:
+            servers.insert(1, ALT)
     for s in servers:
         why = None if s == guest.REFERENCE else server_missing(s, paths)
         if why:

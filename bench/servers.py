@@ -11,6 +11,8 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin"]
+# Another blockd binary (--blockd-alt), to measure a change side by side.
+ALT = "blockd-alt"
 
 
 def log(msg):
@@ -29,8 +31,9 @@ def set_pdeathsig():
 
 def server_argv(name, paths, sock, pidfile, image):
     """Returns the command line that serves IMAGE on SOCK for server NAME."""
-    if name == "blockd":
-        return [paths["blockd"], "--unix", sock, "--pidfile", pidfile, image]
+    if name in ("blockd", "blockd-alt"):
+        prog = paths["blockd" if name == "blockd" else "blockd_alt"]
+        return [prog, "--unix", sock, "--pidfile", pidfile, image]
     if name == "nbdkit-file":
         return ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
                 "--pidfile", pidfile, "file", "file=" + image]
@@ -50,9 +53,11 @@ def server_argv(name, paths, sock, pidfile, image):
 
 def server_missing(name, paths):
     """Returns why server NAME cannot run here, or None if it can."""
-    if name == "blockd":
-        p = paths["blockd"]
-        return None if os.access(p, os.X_OK) else "blockd not built (%s)" % p
+    if name in ("blockd", "blockd-alt"):
+        p = paths["blockd" if name == "blockd" else "blockd_alt"]
+        if p is None:
+            return "blockd-alt needs --blockd-alt PATH"
+        return None if os.access(p, os.X_OK) else "%s not built (%s)" % (name, p)
     if name == "nbdkit-plugin":
         if not shutil.which("nbdkit"):
             return "nbdkit not installed"
@@ -64,7 +69,8 @@ def server_missing(name, paths):
 
 def server_version(name, paths):
     """Returns the first line of the server's --version output."""
-    prog = {"blockd": paths["blockd"], "nbdkit-file": "nbdkit",
+    prog = {"blockd": paths["blockd"], "blockd-alt": paths.get("blockd_alt"),
+            "nbdkit-file": "nbdkit",
             "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon"}.get(name)
     if prog is None:
         return ""
