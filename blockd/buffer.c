@@ -21,6 +21,7 @@ static unsigned size_class(size_t len)
   return c;
 }
 
+/* Returns a buffer of at least LEN bytes, page-aligned, or NULL. */
 void *buffer_alloc(struct buffer_cache *bc, size_t len)
 {
   unsigned c = size_class(len);
@@ -38,6 +39,7 @@ void *buffer_alloc(struct buffer_cache *bc, size_t len)
   return buf;
 }
 
+/* Gives back a buffer of LEN bytes (as asked of buffer_alloc); NULL is fine. */
 void buffer_free(struct buffer_cache *bc, void *buf, size_t len)
 {
   unsigned c = size_class(len);
@@ -54,6 +56,7 @@ void buffer_free(struct buffer_cache *bc, void *buf, size_t len)
   bc->cached += size;
 }
 
+/* Frees every cached buffer. */
 void buffer_cache_clear(struct buffer_cache *bc)
 {
   for (unsigned c = 0; c < BUFFER_CLASSES; c++) {

@@ -11,10 +11,10 @@
 
 #include "internal.h"
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
 /* Most descriptors one block status reply carries. */
 #define MAX_EXTENTS 1024
+/* Smallest all-zero read answered with OFFSET_HOLE instead of its data. */
+#define HOLE_REPLY_MIN 4096
 
 /* Whether LEN bytes at BUF are all zero. */
 static bool is_zero(const char *buf, size_t len)
@@ -34,7 +34,7 @@ static void finish(struct request *req)
 {
   /* An all-zero read costs a 12-byte chunk instead of its data. */
   if (req->h.type == NBD_CMD_READ && req->err == 0 && req->conn->p.structured &&
-      req->h.count >= 4096 && is_zero(req->buf, req->h.count))
+      req->h.count >= HOLE_REPLY_MIN && is_zero(req->buf, req->h.count))
     req->hole = true;
   conn_reply(req);
 }
@@ -87,7 +87,6 @@ static int add_extent(void *opaque, uint64_t offset, uint64_t length, uint32_t t
   uint64_t end = req->h.offset + req->h.count;
   uint32_t flags = type & (NBD_STATE_HOLE | NBD_STATE_ZERO);
 
-  (void)offset;
   if (offset >= end)
     return -1;
   if (length > end - offset)
@@ -181,6 +180,7 @@ static void to_pool(struct request *req)
   pool_submit(&req->job);
 }
 
+/* Starts a validated request (or replies to a request with an error). */
 void dispatch(struct request *req)
 {
   const struct nbd_request *h = &req->h;
@@ -231,6 +231,7 @@ pool:
   to_pool(req);
 }
 
+/* Handles a TAG_FILE completion. */
 void dispatch_file_done(struct request *req, int res)
 {
   const struct nbd_request *h = &req->h;
@@ -270,11 +271,13 @@ void dispatch_file_done(struct request *req, int res)
   finish(req);
 }
 
+/* Finishes a request that came back from the pool. */
 void dispatch_job_done(struct pool_job *job)
 {
   finish(container_of(job, struct request, job));
 }
 
+/* Encodes REQ's reply into REQ->iov. */
 void reply_encode(struct request *req)
 {
   const struct nbd_request *h = &req->h;

@@ -56,6 +56,7 @@ static int add(struct fmt *f, const char *name, const char *format)
   return 0;
 }
 
+/* Opens every export of O; on failure prints a message and returns -1. */
 int exports_open(const struct options *o)
 {
   for (size_t i = 0; i < o->nr_exports; i++) {
@@ -77,11 +78,13 @@ int exports_open(const struct options *o)
   return 0;
 }
 
+/* Registers a single already-open image as the only export (tests, fuzzer). */
 int exports_set_single(struct fmt *f, const char *name)
 {
   return add(f, name, f->ops->name);
 }
 
+/* Returns the export named NAME, or NULL. */
 struct export *export_find(const char *name, size_t len)
 {
   for (size_t i = 0; i < nr_exports; i++)
@@ -90,16 +93,19 @@ struct export *export_find(const char *name, size_t len)
   return NULL;
 }
 
+/* Number of exports, and the I-th one, for NBD_OPT_LIST. */
 size_t exports_count(void)
 {
   return nr_exports;
 }
 
+/* Returns the I-th export, or NULL past the end. */
 struct export *exports_get(size_t i)
 {
   return i < nr_exports ? &exports[i] : NULL;
 }
 
+/* Flushes every writable export. Returns 0 or -1 after logging. */
 int exports_flush_all(void)
 {
   int ret = 0;
@@ -120,6 +126,7 @@ int exports_flush_all(void)
   return ret;
 }
 
+/* Closes every export. */
 void exports_close(void)
 {
   for (size_t i = 0; i < nr_exports; i++) {

@@ -24,7 +24,7 @@ struct hs {
   bool structured;            /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;                  /* base:allocation selected by SET_META_CONTEXT */
   char meta_export[NBD_MAX_STRING + 1]; /* export the meta context was set for */
-  size_t meta_export_len;
+  size_t meta_export_len;     /* bytes of meta_export */
 };
 
 /* Waits until H's socket is ready for EVENTS or the handshake's deadline
@@ -347,6 +347,9 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   return 1;
 }
 
+/* Runs the fixed newstyle negotiation on blocking socket FD, giving up after
+ * TIMEOUT seconds in all (0: never). Returns 1 when the client entered
+ * transmission (P filled), 0 when it left cleanly, -1 on error (logged). */
 int handshake(int fd, int timeout, struct conn_params *p)
 {
   struct hs h = { .fd = fd };

@@ -58,7 +58,7 @@ struct options {
   unsigned threads;             /* --threads, default: online CPUs */
   bool verbose;                 /* -v */
   struct export_spec *exports;  /* exports in command-line order */
-  size_t nr_exports;
+  size_t nr_exports;            /* entries in exports */
 };
 
 /* What options_parse wants the caller to do next. */
@@ -187,13 +187,13 @@ struct request {
   int err;                     /* host errno of the result, 0 on success */
   bool hole;                   /* read data is all zeroes: reply with OFFSET_HOLE */
   struct nbd_block_descriptor *extents; /* block status result, wire order */
-  uint32_t nr_extents;
+  uint32_t nr_extents;         /* descriptors in extents */
   struct pool_job job;         /* slow path on the blocking pool */
   struct request *next;        /* send queue link */
   size_t reply_len;            /* bytes of the reply: header + payload */
   size_t sent;                 /* bytes of the reply already sent */
   struct iovec iov[2];         /* reply: header, payload */
-  int niov;
+  int niov;                    /* iovecs used: 1 or 2 */
   char hdr[40];                /* encoded reply header */
 };
 

@@ -127,6 +127,7 @@ static int open_tcp(const char *host, const char *port)
   return nr_socks > 0 ? 0 : -1;
 }
 
+/* Binds the listening socket(s) of O. Returns 0 or -1 after logging. */
 int listen_open(const struct options *o)
 {
   if (o->unix_path)
@@ -252,6 +253,7 @@ static void *accept_loop(void *arg)
   }
 }
 
+/* Starts the thread that accepts connections and runs their handshakes. */
 int listen_start(void)
 {
   int e;
@@ -272,6 +274,7 @@ int listen_start(void)
   return 0;
 }
 
+/* Stops accepting, closes the sockets, unlinks the unix socket. */
 void listen_stop(void)
 {
   /* Clients still negotiating are cut off first: their threads end at once

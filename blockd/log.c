@@ -8,6 +8,7 @@
 bool verbose;
 static const char *prog = "blockd";
 
+/* Sets the program name that prefixes every message. */
 void log_init(const char *progname)
 {
   prog = progname;
@@ -30,6 +31,7 @@ static void vlog(const char *tag, const char *fmt, va_list ap)
   errno = saved;
 }
 
+/* Prints "blockd: MESSAGE" on stderr (with %m support). */
 void nbd_log(const char *fmt, ...)
 {
   va_list ap;
@@ -39,6 +41,7 @@ void nbd_log(const char *fmt, ...)
   va_end(ap);
 }
 
+/* As nbd_log, for the control path, only with --verbose. */
 void log_debug(const char *fmt, ...)
 {
   va_list ap;

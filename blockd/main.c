@@ -35,6 +35,7 @@ static int write_pidfile(const char *path)
   return 0;
 }
 
+/* Parses the command line, serves until SIGTERM/SIGINT, then drains. */
 int main(int argc, char **argv)
 {
   struct options o;

@@ -59,8 +59,12 @@ static int add_export(struct options *o, const char *name, size_t namelen, const
   e->path = strndup(path, pathlen);
   e->format = format ? strndup(format, formatlen) : NULL;
   e->readonly = readonly;
-  if (e->name == NULL || e->path == NULL || (format && e->format == NULL))
+  if (e->name == NULL || e->path == NULL || (format && e->format == NULL)) {
+    free(e->name);
+    free(e->path);
+    free(e->format);
     return -1;
+  }
   o->nr_exports++;
   return 0;
 }
@@ -145,9 +149,14 @@ static int parse_listen(struct options *o, const char *arg, char *err, size_t er
   free(o->listen_port);
   o->listen_host = hostlen ? strndup(host, hostlen) : strdup("127.0.0.1");
   o->listen_port = strdup(colon + 1);
+  if (o->listen_host == NULL || o->listen_port == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
   return 0;
 }
 
+/* Parses ARGV into O. Returns an options_result. */
 enum options_result options_parse(struct options *o, int argc, char **argv, char *err,
                                   size_t errlen)
 {
@@ -163,6 +172,8 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
     case OPT_UNIX:
       free(o->unix_path);
       o->unix_path = strdup(optarg);
+      if (o->unix_path == NULL)
+        goto nomem;
       break;
     case OPT_LISTEN:
       if (parse_listen(o, optarg, err, errlen) < 0)
@@ -171,6 +182,8 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
     case OPT_PIDFILE:
       free(o->pidfile);
       o->pidfile = strdup(optarg);
+      if (o->pidfile == NULL)
+        goto nomem;
       break;
     case OPT_READONLY:
       o->readonly = true;
@@ -239,13 +252,19 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
   if (o->unix_path == NULL && o->listen_port == NULL) {
     o->listen_host = strdup("127.0.0.1");
     o->listen_port = strdup("10809");
+    if (o->listen_host == NULL || o->listen_port == NULL)
+      goto nomem;
   }
   if (o->readonly)
     for (size_t i = 0; i < o->nr_exports; i++)
       o->exports[i].readonly = true;
   return OPTIONS_RUN;
+nomem:
+  snprintf(err, errlen, "out of memory");
+  return OPTIONS_USAGE;
 }
 
+/* Frees what options_parse allocated. */
 void options_free(struct options *o)
 {
   for (size_t i = 0; i < o->nr_exports; i++) {

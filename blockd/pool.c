@@ -38,6 +38,7 @@ static void *pool_thread(void *arg)
   }
 }
 
+/* Starts N blocking threads. Returns 0 or -1 after logging. */
 int pool_start(unsigned n)
 {
   threads = calloc(n, sizeof *threads);
@@ -58,6 +59,7 @@ int pool_start(unsigned n)
   return 0;
 }
 
+/* Queues JOB; when ->run has returned, JOB goes back to JOB->worker. */
 void pool_submit(struct pool_job *job)
 {
   job->next = NULL;
@@ -71,6 +73,7 @@ void pool_submit(struct pool_job *job)
   pthread_mutex_unlock(&lock);
 }
 
+/* Stops the pool after the queued jobs have run. */
 void pool_stop(void)
 {
   pthread_mutex_lock(&lock);

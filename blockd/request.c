@@ -4,6 +4,8 @@
 
 #include "internal.h"
 
+/* Checks a request header's framing. Returns 0, or -1 if the connection must
+ * be dropped (bad magic, payload over the maximum), logging why. */
 int request_check_framing(const struct nbd_request *req)
 {
   if (req->magic != NBD_REQUEST_MAGIC) {
@@ -34,6 +36,8 @@ static uint16_t allowed_flags(uint16_t type, bool readonly)
   }
 }
 
+/* Validates a request (fields already in host order) against EXP. Returns 0
+ * or the host errno the client gets. */
 int request_validate(const struct export *exp, const struct nbd_request *req, bool structured,
                      bool meta)
 {
@@ -74,6 +78,7 @@ int request_validate(const struct export *exp, const struct nbd_request *req, bo
   return 0;
 }
 
+/* Converts a host errno into the NBD error sent on the wire. */
 uint32_t nbd_errno(int err)
 {
   switch (err) {
@@ -92,6 +97,7 @@ uint32_t nbd_errno(int err)
   }
 }
 
+/* Name of an NBD command, for messages. */
 const char *nbd_cmd_name(uint16_t type)
 {
   switch (type) {

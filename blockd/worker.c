@@ -20,6 +20,7 @@
 static struct worker *workers;
 static unsigned nr_workers;
 
+/* Returns an SQE of W's ring, submitting to make room if needed. */
 struct io_uring_sqe *worker_sqe(struct worker *w)
 {
   struct io_uring_sqe *sqe;
@@ -229,6 +230,7 @@ static void *worker_thread(void *arg)
   return NULL;
 }
 
+/* Starts N worker threads, each with its own io_uring. Returns 0 or -1. */
 int workers_start(unsigned n)
 {
   workers = calloc(n, sizeof *workers);
@@ -259,6 +261,7 @@ err:
   return -1;
 }
 
+/* Hands a negotiated connection to the least loaded worker. */
 void workers_add_conn(int fd, const struct conn_params *p)
 {
   struct worker *best = NULL;
@@ -289,6 +292,7 @@ void workers_add_conn(int fd, const struct conn_params *p)
   worker_wake(best);
 }
 
+/* Hands a finished pool job back to its worker (called from pool threads). */
 void worker_job_done(struct worker *w, struct pool_job *job)
 {
   bool wake;
@@ -304,6 +308,7 @@ void worker_job_done(struct worker *w, struct pool_job *job)
   pthread_mutex_unlock(&w->lock);
 }
 
+/* Finishes every request in flight, closes the connections and stops the workers. */
 void workers_stop(void)
 {
   for (unsigned i = 0; i < nr_workers; i++) {
@@ -319,6 +324,8 @@ void workers_stop(void)
   nr_workers = 0;
 }
 
+/* Serves one connection on the calling thread until it closes: handshake,
+ * then transmission on a private io_uring. Used by the fuzzer. Returns 0 or -1. */
 int worker_serve_one(int fd)
 {
   struct conn_params p;

@@ -2,6 +2,7 @@
 #ifndef BLOCKD_CLEANUP_H
 #define BLOCKD_CLEANUP_H
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -20,5 +21,7 @@ static inline void cleanup_close(int *fd)
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct of TYPE whose MEMBER is at PTR. */
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #endif
