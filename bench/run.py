@@ -29,7 +29,7 @@ import time
 sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
-from report import add_ratios, machine_meta, median_result, print_table
+from report import add_ratios, machine_meta, median_result, print_table, ratio
 from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, log, proc_thread_ticks,
                      server_argv, server_missing, server_version, thread_cpu_split)
 
@@ -265,6 +265,8 @@ def write_json(path, args, meta, targets, jobs, results, peak_rss, paths):
                                 "under_blockd_launch": t.launched,
                                 "version": server_version(t.name, paths),
                                 "peak_rss_kib": peak_rss.get(t.name),
+                                "peak_rss_ratio": ratio(peak_rss.get(t.name),
+                                                        peak_rss.get(meta["baseline"])),
                                 "exit_status": t.server.exit_status if t.server else None}
                        for t in targets},
            "jobs": [vars(j) for j in jobs],
