@@ -22,8 +22,8 @@
 #define BLOCKD_CONN_MAX_BYTES (64u * 1024 * 1024)
 /* Requests a connection may have in flight at once. */
 #define BLOCKD_CONN_MAX_REQUESTS 256
-/* Seconds a client may take over its handshake. */
-#define BLOCKD_HANDSHAKE_TIMEOUT 30
+/* Seconds a client may take over its whole handshake. */
+#define BLOCKD_HANDSHAKE_TIMEOUT 10
 
 /* log.c */
 extern bool verbose;

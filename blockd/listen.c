@@ -19,9 +19,9 @@
 #include "internal.h"
 
 /* Handshakes under way at once; more clients wait in the listen backlog. */
-#define MAX_HANDSHAKES 64
-/* Stack of a handshake thread: it holds one 64 KiB option buffer, on the heap. */
-#define HANDSHAKE_STACK (256 * 1024)
+#define MAX_HANDSHAKES 128
+/* Stack of a handshake thread: its option buffer is on the heap. */
+#define HANDSHAKE_STACK (128 * 1024)
 
 static int socks[8];            /* listening sockets */
 static size_t nr_socks;
@@ -33,6 +33,9 @@ static pthread_mutex_t hs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hs_cond = PTHREAD_COND_INITIALIZER;
 static unsigned hs_running;     /* handshake threads alive */
 static int hs_fds[MAX_HANDSHAKES]; /* their sockets, -1 for a free slot */
+static uint64_t hs_seq[MAX_HANDSHAKES]; /* order of acceptance, to find the oldest */
+static bool hs_evicted[MAX_HANDSHAKES]; /* shut down to make room */
+static uint64_t hs_next_seq;    /* next value of hs_seq */
 static bool hs_stopping;        /* listen_stop called: hand nothing over */
 
 /* Whether the socket at SUN is a leftover nobody listens on. */
@@ -178,6 +181,8 @@ static void start_handshake(int fd)
   for (slot = 0; hs_fds[slot] != -1; slot++)
     ;
   hs_fds[slot] = fd;
+  hs_seq[slot] = hs_next_seq++;
+  hs_evicted[slot] = false;
   pthread_mutex_unlock(&hs_lock);
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -196,9 +201,36 @@ static void start_handshake(int fd)
   }
 }
 
+/* With every handshake slot taken, shuts the oldest unfinished handshake
+ * down, unless one is already on its way out. Clients that connect and say
+ * nothing must not lock real ones out for the whole handshake timeout; a
+ * real client negotiates in milliseconds, so the oldest is the idlest. */
+static void evict_oldest(void)
+{
+  int oldest = -1;
+
+  pthread_mutex_lock(&hs_lock);
+  for (int i = 0; i < MAX_HANDSHAKES; i++) {
+    if (hs_fds[i] == -1)
+      continue;
+    if (hs_evicted[i]) {
+      oldest = -1;
+      break;
+    }
+    if (oldest == -1 || hs_seq[i] < hs_seq[oldest])
+      oldest = i;
+  }
+  if (oldest != -1) {
+    shutdown(hs_fds[oldest], SHUT_RDWR);
+    hs_evicted[oldest] = true;
+  }
+  pthread_mutex_unlock(&hs_lock);
+}
+
 /* Accepts until told to stop through stop_pipe. While every handshake slot
- * is taken, or after running out of file descriptors, it leaves clients in
- * the backlog and looks again 100 ms later, still watching stop_pipe. */
+ * is taken, it evicts the oldest and looks again 10 ms later; after running
+ * out of file descriptors, 100 ms later; in both cases clients wait in the
+ * backlog and stop_pipe is still watched. */
 static void *accept_loop(void *arg)
 {
   struct pollfd pfd[ARRAY_SIZE(socks) + 1];
@@ -218,7 +250,9 @@ static void *accept_loop(void *arg)
     pthread_mutex_unlock(&hs_lock);
     for (size_t i = 0; i <= nr_socks; i++)
       pfd[i].revents = 0;
-    r = poll(pfd, full || backoff ? 1 : 1 + nr_socks, full || backoff ? 100 : -1);
+    if (full)
+      evict_oldest();
+    r = poll(pfd, full || backoff ? 1 : 1 + nr_socks, backoff ? 100 : full ? 10 : -1);
     backoff = false;
     if (r == -1) {
       if (errno == EINTR)
