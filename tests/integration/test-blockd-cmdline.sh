@@ -75,7 +75,8 @@ stop_blockd
 [ -S "$TMP/nbd.sock" ] || fail "could not make a stale socket"
 start_blockd "$TMP/disk.img"
 nbdinfo "$NBD_URI" > /dev/null || fail "blockd over a stale socket does not serve"
-rc=0; timeout 10 "$BLOCKD" --unix "$NBD_SOCK" "$TMP/disk.img" > /dev/null 2> "$TMP/err" || rc=$?
+truncate -s 1M "$TMP/other.img"    # another image: the first one is locked
+rc=0; timeout 10 "$BLOCKD" --unix "$NBD_SOCK" "$TMP/other.img" > /dev/null 2> "$TMP/err" || rc=$?
 [ "$rc" -eq 1 ] || { cat "$TMP/err" >&2; fail "second blockd on a live socket: exit $rc, expected 1"; }
 grep -q "nbd.sock" "$TMP/err" || { cat "$TMP/err" >&2; fail "second blockd: message does not name the socket"; }
 nbdinfo "$NBD_URI" > /dev/null || fail "the first blockd stopped serving after a second one was refused"
