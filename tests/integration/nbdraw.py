@@ -171,6 +171,7 @@ class Client:
     # ---- bytes -------------------------------------------------------------
 
     def send(self, data):
+        """Sends all of DATA."""
         self.sock.sendall(data)
 
     def recv_exact(self, n):
@@ -189,6 +190,7 @@ class Client:
         return bytes(buf)
 
     def close(self):
+        """Closes the socket, ignoring errors."""
         try:
             self.sock.close()
         except OSError:
@@ -233,6 +235,7 @@ class Client:
         self.send(struct.pack(">I", cflags))
 
     def send_option(self, option, data=b""):
+        """Sends one option request (header and DATA)."""
         self.send(struct.pack(">QII", IHAVEOPT, option, len(data)) + data)
 
     def recv_option_reply(self):
@@ -260,6 +263,7 @@ class Client:
             replies.append((reply, payload))
 
     def opt_structured_reply(self):
+        """Negotiates structured replies."""
         self.option(OPT_STRUCTURED_REPLY)
         self.structured = True
 
@@ -322,6 +326,7 @@ class Client:
         return names
 
     def opt_abort(self):
+        """Sends NBD_OPT_ABORT (the reply, if any, is left to the caller)."""
         self.send_option(OPT_ABORT)
 
     def block_size(self):
@@ -457,9 +462,11 @@ class Client:
         return r
 
     def read(self, offset, count, flags=0):
+        """NBD_CMD_READ of COUNT bytes at OFFSET; waits for the reply."""
         return self.request(CMD_READ, offset, count, flags)
 
     def write(self, offset, data, flags=0):
+        """NBD_CMD_WRITE of DATA at OFFSET; waits for the reply."""
         return self.request(CMD_WRITE, offset, len(data), flags, data)
 
     def disconnect(self):

@@ -15,6 +15,7 @@ SIZE = 64 * MiB
 
 
 def run():
+    """60 bursts, each cut off by a close; then checks blockd."""
     rng = random.Random(7)
     with served(size=SIZE) as (b, disk):
         fds = nfds(b.proc.pid)

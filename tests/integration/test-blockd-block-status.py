@@ -12,6 +12,7 @@ HZ = nbd.STATE_HOLE | nbd.STATE_ZERO
 
 
 def check_shape(ext, offset, count, what):
+    """Extents start at OFFSET, are nonempty, known flags, inside the export."""
     check(ext, "%s: no extents" % what)
     check(ext[0][0] == offset, "%s: extents start at %d" % (what, ext[0][0]))
     for o, n, f in ext:
@@ -23,6 +24,7 @@ def check_shape(ext, offset, count, what):
 
 
 def run():
+    """Block status over an empty file, after writes, trims and zeroes."""
     with served(size=SIZE) as (b, disk):
         h = b.connect()
         check(h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION), "base:allocation not negotiated")

@@ -11,11 +11,13 @@ from itest import served, check, main, skip, MiB
 
 
 def cpu_ticks(pid):
+    """utime + stime of PID in clock ticks."""
     st = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
     return int(st[11]) + int(st[12])      # utime + stime
 
 
 def run():
+    """Fills blockd's descriptor table, then checks spin and recovery."""
     if shutil.which("prlimit") is None:
         skip("prlimit (util-linux) not installed")
     with served(size=MiB) as (b, disk):

@@ -8,6 +8,7 @@ from itest import served, check, main, wait_until, nfds, check_no_fd_leak
 
 
 def run():
+    """Bad magics on two kinds of connection and in the handshake."""
     with served() as (b, disk):
         fds = nfds(b.proc.pid)
         other = N.Client(b.sock).handshake(structured=True)

@@ -7,11 +7,13 @@ from itest import served, check, expect_error, main
 
 
 def still_works(c, what):
+    """A read after an error must still succeed."""
     r = c.read(0, 512)
     check(r.error == 0 and r.data == bytes(512), "read after %s failed: %r" % (what, r))
 
 
 def run(structured):
+    """Every flag error on a simple or structured connection."""
     mode = "structured" if structured else "simple"
     with served() as (b, disk):
         c = N.Client(b.sock).handshake(structured=structured)

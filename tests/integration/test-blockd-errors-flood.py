@@ -18,6 +18,7 @@ SIZE = 64 * MiB
 
 
 def flood_writes(b, peak):
+    """Sends up to COUNT 1 MiB writes without reading; returns how many went."""
     c = N.Client(b.sock).handshake(structured=False)
     c.sock.setblocking(False)
     payload = os.urandom(MiB)
@@ -51,6 +52,7 @@ def flood_writes(b, peak):
 
 
 def flood_reads(b, peak):
+    """Asks for COUNT 1 MiB reads and never reads the data; returns how many went."""
     c = N.Client(b.sock).handshake(structured=True)
     c.sock.setblocking(False)
     reqs = b"".join(struct.pack(">IHHQQI", N.REQUEST_MAGIC, 0, N.CMD_READ, i + 1,
@@ -84,6 +86,7 @@ def asan_quarantine():
 
 
 def run():
+    """Both floods, then a normal client."""
     asan_quarantine()
     with served(size=SIZE) as (b, disk):
         fds = nfds(b.proc.pid)

@@ -11,11 +11,13 @@ MAX = 32 * MiB
 
 
 def still_works(c, what):
+    """A read after an error must still succeed."""
     r = c.read(0, 512)
     check(r.error == 0 and r.data is not None, "read after %s: %r" % (what, r))
 
 
 def run(structured):
+    """Long and zero lengths on a simple or structured connection."""
     mode = "structured" if structured else "simple"
     with served(size=SIZE) as (b, disk):
         c = N.Client(b.sock).handshake(structured=structured)

@@ -11,6 +11,7 @@ MAX = 32 * MiB
 
 
 def run():
+    """A maximal write works; one byte more drops the connection."""
     with served(size=64 * MiB) as (b, disk):
         fds = nfds(b.proc.pid)
         c = N.Client(b.sock).handshake(structured=True)

@@ -23,6 +23,7 @@ def still_works(c, what):
 
 
 def run(structured):
+    """Out-of-range requests on a simple or structured connection."""
     with served(size=SIZE) as (b, disk):
         c = N.Client(b.sock).handshake(structured=structured,
                                         meta=["base:allocation"] if structured else ())

@@ -9,10 +9,12 @@ from itest import served, check, main, nfds, check_no_fd_leak
 
 
 def half_close(c):
+    """Shuts the client's sending side: the server sees EOF."""
     c.sock.shutdown(socket.SHUT_WR)
 
 
 def run():
+    """Four truncations, then other clients."""
     with served() as (b, disk):
         fds = nfds(b.proc.pid)
         other = N.Client(b.sock).handshake()

@@ -9,6 +9,7 @@ from itest import served, check, main, MiB
 
 
 def run():
+    """Unknown names through libnbd, then option mode."""
     args = ["--export", "a=@TMP@/a.img", "--export", "b=@TMP@/b.img"]
     with served(*args, disk=None, extra_files=[("a.img", MiB), ("b.img", 2 * MiB)]) as (b, _):
         for name in ("nosuch", "", "A", "a/", "a" * 300):

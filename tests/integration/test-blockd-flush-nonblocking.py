@@ -13,6 +13,7 @@ DIRTY = 192 * MiB
 
 
 def run():
+    """A slow FLUSH against reads on another and on the same connection."""
     with served("--threads", "1", size=DIRTY + MiB) as (b, disk):
         a = N.Client(b.sock, timeout=60).handshake(structured=False)
         payload = bytes(range(256)) * 4096
@@ -29,6 +30,7 @@ def run():
         done = {}
 
         def flush():
+            """Times one FLUSH on connection A."""
             t0 = time.time()
             r = a.request(N.CMD_FLUSH)
             done["error"] = r.error

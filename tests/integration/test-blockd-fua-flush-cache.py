@@ -9,6 +9,7 @@ SIZE = 16 * MiB
 
 
 def run():
+    """FUA, flush and cache through libnbd."""
     with served(size=SIZE) as (b, disk):
         h = b.connect()
         for name in ("can_fua", "can_flush", "can_cache", "can_trim", "can_zero"):

@@ -12,6 +12,7 @@ LIMIT = 256 * MiB
 
 
 def new(b):
+    """A connection past the greeting, in option haggling."""
     c = N.Client(b.sock)
     c.greeting()
     return c
@@ -39,6 +40,7 @@ def usable(c, what):
 
 
 def run():
+    """Bad handshakes one by one, then 64 clients at once."""
     with served(size=4 * MiB) as (b, disk):
         fds = nfds(b.proc.pid)
         # Unknown client flags: the server MUST drop the connection.

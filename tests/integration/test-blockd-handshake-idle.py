@@ -13,6 +13,7 @@ PATIENCE = 10
 
 
 def run():
+    """Idle connections first, then a real client against the clock."""
     with served(size=MiB) as (b, disk):
         idle = []
         try:

@@ -9,6 +9,7 @@ from itest import served, check, main, MiB
 
 
 def expect_opt_error(what, fn, want):
+    """FN must fail with option reply WANT."""
     try:
         fn()
     except N.OptionError as e:
@@ -18,6 +19,7 @@ def expect_opt_error(what, fn, want):
 
 
 def run():
+    """Options one by one on a server with exports a and b (read-only)."""
     args = ["--export", "a=@TMP@/a.img", "--export", "b=@TMP@/b.img,readonly"]
     with served(*args, disk=None, extra_files=[("a.img", 8 * MiB), ("b.img", 4 * MiB)]) as (b, _):
         c = N.Client(b.sock)

@@ -13,10 +13,12 @@ CHUNK = 256 * 1024
 
 
 def chunk_data(conn, i):
+    """The CHUNK bytes connection CONN writes as its chunk I."""
     return hashlib.sha256(b"%d/%d" % (conn, i)).digest() * (CHUNK // 32)
 
 
 def run(threads):
+    """Four connections, THREADS workers."""
     with served("--threads", str(threads), size=CONNS * REGION) as (b, disk):
         hs = [b.connect() for _ in range(CONNS)]
         for h in hs:

@@ -12,10 +12,12 @@ SIZE = 16 * MiB
 
 
 def blob(i, n):
+    """N bytes of pattern I."""
     return (hashlib.sha256(b"%d" % i).digest() * (n // 32 + 1))[:n]
 
 
 def burst(b, structured):
+    """64 writes in flight, then reads, flush, cache and block status in flight."""
     c = N.Client(b.sock).handshake(structured=structured,
                                     meta=["base:allocation"] if structured else ())
     # Writes of odd sizes to disjoint places, with extreme cookies.
@@ -58,6 +60,7 @@ def burst(b, structured):
 
 
 def disc_after_burst(b, disk):
+    """32 writes followed at once by NBD_CMD_DISC."""
     c = N.Client(b.sock).handshake(structured=False)
     n = 65536
     for i in range(32):
@@ -73,6 +76,7 @@ def disc_after_burst(b, disk):
 
 
 def run():
+    """Bursts on both kinds of connection, then DISC."""
     with served(size=SIZE) as (b, disk):
         burst(b, False)
         burst(b, True)

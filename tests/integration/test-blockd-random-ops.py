@@ -17,6 +17,7 @@ PER_BATCH = 40
 
 
 def run():
+    """BATCHES batches of PER_BATCH random requests on disjoint slots."""
     seed = int(os.environ.get("SEED", "0")) or random.randrange(1, 1 << 30)
     print("SEED=%d (set SEED to replay)" % seed)
     rng = random.Random(seed)

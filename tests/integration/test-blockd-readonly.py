@@ -16,6 +16,7 @@ from itest import Blockd, check, main, MiB
 
 
 def check_readonly(b, name, path, want):
+    """Export NAME of blockd B is read-only and PATH keeps WANT."""
     h = b.connect(name)
     check(h.is_read_only(), "export %r: is_read_only false" % name)
     check(h.pread(4096, 0) == want[:4096], "export %r: wrong data" % name)
@@ -52,6 +53,7 @@ def check_readonly(b, name, path, want):
 
 
 def run():
+    """--readonly, then ,readonly beside a writable export."""
     content = hashlib.sha256(b"ro").digest() * (MiB // 32)
     tmp = tempfile.mkdtemp(prefix="blockd-test.")
     try:

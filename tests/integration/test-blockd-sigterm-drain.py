@@ -19,16 +19,19 @@ LEN = MiB
 
 
 def pattern(i):
+    """The LEN bytes of write I."""
     return hashlib.sha256(b"%d" % i).digest() * (LEN // 32)
 
 
 def run():
+    """SIGTERM in the middle of a stream of writes."""
     with served(size=COUNT * LEN) as (b, disk):
         idle = N.Client(b.sock).handshake()
         c = N.Client(b.sock).handshake(structured=False)
         c.sock.settimeout(30)
 
         def sender():
+            """Streams COUNT writes until blockd stops reading."""
             try:
                 for i in range(COUNT):
                     c.send(struct.pack(">IHHQQI", N.REQUEST_MAGIC, 0, N.CMD_WRITE, i + 1,

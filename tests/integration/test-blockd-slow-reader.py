@@ -13,10 +13,12 @@ READ = 16 * MiB     # far more than socket buffers hold
 
 
 def block(i):
+    """The MiB of pattern I."""
     return hashlib.sha256(b"%d" % i).digest() * (MiB // 32)
 
 
 def run():
+    """Big reads left unread while another client works."""
     with served("--threads", "1", size=SIZE) as (b, disk):
         with open(disk, "r+b") as f:
             for i in range(SIZE // MiB):

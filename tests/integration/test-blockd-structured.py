@@ -12,6 +12,7 @@ SIZE = 8 * MiB
 
 
 def run():
+    """Reads and block status with structured replies off and on."""
     with served(size=SIZE) as (b, disk):
         data = bytes(range(256)) * 4096      # 1 MiB
         with open(disk, "r+b") as f:

@@ -12,10 +12,12 @@ SIZE = 32 * MiB
 
 
 def fill(h, off, n, byte):
+    """Writes N bytes of BYTE at OFF through H."""
     h.pwrite(bytes([byte]) * n, off)
 
 
 def run():
+    """Every flavour of write zeroes."""
     with served(size=SIZE) as (b, disk):
         h = b.connect()
         check(h.can_zero() and h.can_fast_zero(), "can_zero/can_fast_zero false")
