@@ -80,7 +80,7 @@ def unread(sock):
     return buf[0]
 
 
-def run_received():
+def run_received(sig):
     """Every request blockd has read off the socket before SIGTERM is answered."""
     n, ln = 16, 65536
     with served(size=n * ln) as (b, disk):
@@ -89,7 +89,7 @@ def run_received():
             c.send_request(N.CMD_WRITE, i * ln, ln, data=pattern(i)[:ln])
         check(wait_until(lambda: unread(c.sock) == 0, 10),
               "blockd did not read 16 small writes in 10 s (%d bytes unread)" % unread(c.sock))
-        b.proc.send_signal(signal.SIGTERM)
+        b.proc.send_signal(sig)
         replies = []
         try:
             while len(replies) < n:
@@ -97,7 +97,7 @@ def run_received():
         except (N.Closed, OSError):
             pass
         rc = b.proc.wait(timeout=30)
-        check(rc == 0, "blockd exited %d after SIGTERM: %s" % (rc, b.logtext()))
+        check(rc == 0, "blockd exited %d after signal %d: %s" % (rc, sig, b.logtext()))
         check(len(replies) == n, "blockd read %d writes but answered only %d before exiting"
               % (n, len(replies)))
         # proto.md lets a server shutting down answer requests it has not
@@ -106,8 +106,8 @@ def run_received():
                if r.error not in (0, N.ESHUTDOWN)]
         check(not bad, "errors for writes received before SIGTERM: %r" % bad)
         ok = [r.cookie for r in replies if r.error == 0]
-        print("received before SIGTERM: %d writes, %d done, %d ESHUTDOWN"
-              % (n, len(ok), n - len(ok)))
+        print("received before signal %d: %d writes, %d done, %d ESHUTDOWN"
+              % (sig, n, len(ok), n - len(ok)))
         with open(disk, "rb") as f:
             for cookie in ok:
                 i = cookie - 1
@@ -115,4 +115,5 @@ def run_received():
                 check(f.read(ln) == pattern(i)[:ln], "write %d acknowledged, not in the file" % i)
 
 
-main(lambda: (run(), run_received()))
+# CONTRACT: SIGINT behaves like SIGTERM.
+main(lambda: (run(), run_received(signal.SIGTERM), run_received(signal.SIGINT)))
