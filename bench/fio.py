@@ -8,13 +8,14 @@ import subprocess
 class Job:
     """One fio workload: a name and the fio options that define it."""
 
-    def __init__(self, name, rw, bs, iodepth, numjobs=1, title=""):
+    def __init__(self, name, rw, bs, iodepth, numjobs=1, title="", refill=False):
         self.name = name          # short name used in tables and JSON
         self.rw = rw              # fio rw= (randread, write, trim, ...)
         self.bs = bs              # fio bs=
         self.iodepth = iodepth    # fio iodepth= per connection
         self.numjobs = numjobs    # fio numjobs=: one NBD connection each
         self.title = title        # human description for the table
+        self.refill = refill      # refill the test file before each run
 
     def options(self, runtime):
         """Returns the fio options shared by every mode (no engine, no target)."""
@@ -33,7 +34,7 @@ JOBS = [
     Job("seqread-1m", "read", "1m", 8, title="1 MiB sequential read, QD8"),
     Job("randwrite-4k", "randwrite", "4k", 32, title="4k random write, QD32"),
     Job("seqwrite-1m", "write", "1m", 8, title="1 MiB sequential write, QD8"),
-    Job("trim-64k", "trim", "64k", 8, title="64 KiB sequential trim, QD8"),
+    Job("trim-64k", "trim", "64k", 8, title="64 KiB sequential trim, QD8", refill=True),
 ]
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 
 from fio import fio_figures
-from servers import CLK_TCK, log, proc_cpu_ticks, proc_status_kib, set_pdeathsig
+from servers import CLK_TCK, fill_image, log, proc_cpu_ticks, proc_status_kib, set_pdeathsig
 
 REFERENCE = "qemu-file"     # the guest disk on QEMU's own file driver
 MEMORY = "1G"               # guest RAM: fio and its libraries live in the initramfs
@@ -351,6 +351,9 @@ def run_guest(args, jobs, targets, tmp, paths):
     for rnd in range(args.repeat):
         k = rnd % len(targets)
         for t in targets[k:] + targets[:k]:
+            if rnd > 0:
+                # The last round's trims left holes; start from data again.
+                fill_image(t.image, args.size_bytes, refill=True)
             os.sync()
             log("guest on %s%s" % (t.name, " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
             if t.server:

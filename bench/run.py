@@ -30,28 +30,12 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, log, proc_thread_ticks,
-                     server_argv, server_missing, server_version, thread_cpu_split)
+from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, fill_image, log,
+                     proc_thread_ticks, server_argv, server_missing, server_version,
+                     thread_cpu_split)
 
 SKIP = 77
 MIB = 1 << 20
-
-
-def fill_image(path, size):
-    """Creates PATH as a SIZE-byte file full of non-zero data, synced to disk."""
-    block = bytearray(os.urandom(MIB))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.ftruncate(fd, size)
-        done = 0
-        while done < size:
-            n = min(MIB, size - done)
-            block[0:8] = done.to_bytes(8, "little")   # no two blocks alike
-            os.pwrite(fd, block[:n], done)
-            done += n
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run_host_job(job, srv, runtime, tmp, use_perf):
@@ -109,6 +93,9 @@ def run_host(args, jobs, targets, tmp):
             # (or right after another's writes).
             k = rnd % len(servers)
             for srv in servers[k:] + servers[:k]:
+                if job.refill:
+                    # Trims must punch data, not the holes an earlier round left.
+                    fill_image(srv.image, args.size_bytes, refill=True)
                 # Write back what the previous job dirtied, so its writeback
                 # is not charged to this one.
                 os.sync()

@@ -10,6 +10,7 @@ import sys
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1 << 20
 SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin"]
 # Another blockd binary (--blockd-alt), to measure a change side by side.
 ALT = "blockd-alt"
@@ -80,6 +81,25 @@ def server_version(name, paths):
         return out.splitlines()[0] if out else ""
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def fill_image(path, size, refill=False):
+    """Makes PATH a SIZE-byte file full of non-zero data, synced to disk.
+    REFILL rewrites an existing file in place (a server may have it open)."""
+    block = bytearray(os.urandom(MIB))
+    flags = os.O_WRONLY if refill else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        done = 0
+        while done < size:
+            n = min(MIB, size - done)
+            block[0:8] = done.to_bytes(8, "little")   # no two blocks alike
+            os.pwrite(fd, block[:n], done)
+            done += n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def proc_cpu_ticks(pid):
