@@ -309,7 +309,8 @@ def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    target.peak_rss_kib = srv.peak_rss_kib
+    if srv.peak_rss_kib is not None:
+        target.peak_rss_kib = max(target.peak_rss_kib or 0, srv.peak_rss_kib)
     status_error = None
     if proc.returncode != 0:
         status_error = "%s exited with status %d: %s" % (os.path.basename(argv[0]),
@@ -319,8 +320,8 @@ def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
         r = results.get(job.name)
         if r is None:
             r = {"job": job.name, "server": target.name, "iops": 0.0, "mbps": 0.0,
-                 "total_ios": 0, "error": "no result from the guest (QEMU status %s), see %s"
-                 % (proc.returncode, tail(logpath))}
+                 "total_ios": 0, "error": "no result from the guest (%s exited %s); console ends: %s"
+                 % (os.path.basename(argv[0]), proc.returncode, tail(logpath))}
         if status_error and not r.get("error"):
             r["error"] = status_error
         r["guest_argv"] = argv
