@@ -50,12 +50,14 @@ def run():
         check(done.get("error") == 0, "flush failed: %r" % done)
         print("flush took %.3f s; %d reads meanwhile, slowest %.3f s"
               % (done["time"], reads, worst))
-        if done["time"] < 0.3:
+        if done["time"] < 0.2:
             print("NOTE: flush too fast here to tell; the check is vacuous this run")
         else:
-            check(worst < done["time"] * 0.5,
-                  "a 4 KiB read waited %.3f s behind a %.3f s flush: the event loop blocks"
-                  % (worst, done["time"]))
+            # A loop blocked in fdatasync serves one read, late, during the
+            # whole flush; a free one serves many (thousands, unloaded).
+            check(reads >= 10 and worst < done["time"] * 0.8,
+                  "%d reads during a %.3f s flush, the slowest %.3f s: the event loop blocks"
+                  % (reads, done["time"], worst))
 
         # The same on one connection: requests run concurrently, so a read
         # sent behind a slow FLUSH is answered first (out of order).
@@ -77,7 +79,7 @@ def run():
         order = "read first" if first.cookie == rd else "flush first"
         print("same connection: %s; first reply after %.3f s, both after %.3f s"
               % (order, t_first, t_flush))
-        if t_flush < 0.3:
+        if t_flush < 0.2:
             print("NOTE: flush too fast here to tell; the check is vacuous this run")
         else:
             check(first.cookie == rd,
