@@ -41,6 +41,7 @@ except nbd.Error as e:
 h.flush()
 ' || fail "TRIM through NBD failed"
 after=$(allocated "$TMP/disk.img")
+[ "$(stat -c %s "$TMP/disk.img")" -eq $((96 * M)) ] || fail "TRIM changed the file size"
 echo "allocated: before trim $before, after $after bytes"
 [ $((before - after)) -ge $((63 * M)) ] \
   || fail "TRIM freed only $(( (before - after) / 1024 )) KiB of 64 MiB"
