@@ -177,7 +177,7 @@ static void to_pool(struct request *req)
 {
   req->job.run = run_sync;
   req->job.worker = req->conn->w;
-  pool_submit(&req->job);
+  worker_to_pool(req->conn->w, &req->job);
 }
 
 /* Starts a validated request (or replies to a request with an error). */

@@ -132,8 +132,9 @@ struct pool_job {
 };
 /* Starts N blocking threads. Returns 0 or -1 after logging. */
 int pool_start(unsigned n);
-/* Queues JOB; when ->run has returned, JOB goes back to JOB->worker. */
-void pool_submit(struct pool_job *job);
+/* Queues the N jobs linked from FIRST to LAST (through ->next); when a job's
+ * ->run has returned, it goes back to its ->worker. */
+void pool_submit_batch(struct pool_job *first, struct pool_job *last, unsigned n);
 /* Stops the pool after the queued jobs have run. */
 void pool_stop(void);
 
@@ -240,11 +241,16 @@ struct worker {
   unsigned nr_conns;           /* connections owned, for load balancing (atomic) */
   struct conn *conns;          /* connections owned */
   struct buffer_cache buffers; /* payload buffers for reuse */
+  struct pool_job *to_pool;    /* jobs for the pool, handed over once per loop pass */
+  struct pool_job *to_pool_tail;
+  unsigned nr_to_pool;         /* jobs in to_pool */
 };
 
 /* worker.c */
 /* Returns an SQE of W's ring, submitting to make room if needed. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
+/* Queues JOB for the pool; W hands its queue over before it next waits. */
+void worker_to_pool(struct worker *w, struct pool_job *job);
 
 /* conn.c */
 /* Adopts socket FD with parameters P into W. Returns 0 or -1 (FD closed). */

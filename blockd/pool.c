@@ -59,17 +59,21 @@ int pool_start(unsigned n)
   return 0;
 }
 
-/* Queues JOB; when ->run has returned, JOB goes back to JOB->worker. */
-void pool_submit(struct pool_job *job)
+/* Queues the N jobs linked from FIRST to LAST with one lock and one wake-up:
+ * a worker hands over everything one pass of its loop produced at once. */
+void pool_submit_batch(struct pool_job *first, struct pool_job *last, unsigned n)
 {
-  job->next = NULL;
+  last->next = NULL;
   pthread_mutex_lock(&lock);
   if (tail)
-    tail->next = job;
+    tail->next = first;
   else
-    head = job;
-  tail = job;
-  pthread_cond_signal(&cond);
+    head = first;
+  tail = last;
+  if (n > 1)
+    pthread_cond_broadcast(&cond);
+  else
+    pthread_cond_signal(&cond);
   pthread_mutex_unlock(&lock);
 }
 

@@ -30,6 +30,28 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
   return sqe;
 }
 
+/* Queues JOB for the pool; W hands its queue over before it next waits. */
+void worker_to_pool(struct worker *w, struct pool_job *job)
+{
+  job->next = NULL;
+  if (w->to_pool_tail)
+    w->to_pool_tail->next = job;
+  else
+    w->to_pool = job;
+  w->to_pool_tail = job;
+  w->nr_to_pool++;
+}
+
+/* Hands W's queued pool jobs over in one batch. */
+static void flush_to_pool(struct worker *w)
+{
+  if (w->to_pool == NULL)
+    return;
+  pool_submit_batch(w->to_pool, w->to_pool_tail, w->nr_to_pool);
+  w->to_pool = w->to_pool_tail = NULL;
+  w->nr_to_pool = 0;
+}
+
 /* Creates W's ring and eventfd, on the thread that will use the ring.
  * Returns 0 or -1 after logging. */
 static int worker_init(struct worker *w)
@@ -176,9 +198,8 @@ static void worker_loop(struct worker *w, bool one)
     bool stopping;
     int r;
 
-    pthread_mutex_lock(&w->lock);
-    stopping = w->stopping;
-    pthread_mutex_unlock(&w->lock);
+    flush_to_pool(w);
+    stopping = __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE);
     if ((one || stopping) && w->conns == NULL)
       break;
     if (stopping) {
@@ -313,7 +334,7 @@ void workers_stop(void)
 {
   for (unsigned i = 0; i < nr_workers; i++) {
     pthread_mutex_lock(&workers[i].lock);
-    workers[i].stopping = true;
+    __atomic_store_n(&workers[i].stopping, true, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&workers[i].lock);
     worker_wake(&workers[i]);
   }
