@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, fill_image, log,
+from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, fill_image, fill_images, log,
                      proc_thread_ticks, server_argv, server_missing, server_version,
                      thread_cpu_split)
 
@@ -295,10 +295,12 @@ def main(argv):
     targets, results, peak_rss = [], [], {}
     status = 0
     try:
+        # Every file is filled before any server starts, so no server is
+        # running while another's file is written.
+        log("filling %d files of %d MiB in %s" % (len(names), args.size_bytes // MIB, tmp))
+        fill_images([os.path.join(tmp, n + ".img") for n in names], args.size_bytes)
         for name in names:
             image = os.path.join(tmp, name + ".img")
-            log("filling %s (%d MiB)" % (image, args.size_bytes // MIB))
-            fill_image(image, args.size_bytes)
             srv = None
             launched = args.guest and name == "blockd" and guest.launcher(paths) is not None
             if name != guest.REFERENCE and not launched:

@@ -83,6 +83,32 @@ def server_version(name, paths):
         return ""
 
 
+def fill_images(paths, size):
+    """Creates every file in PATHS as fill_image does, a MiB of each in turn.
+    Filled one after the other, the first file got measurably slower 4 KiB
+    buffered writes (about 1.25x the CPU in an A/A run, following the file,
+    not the server): the page cache's large folios are handed out from what
+    free memory holds at the time, and ext4's write_begin walks a folio's
+    buffer heads.  Interleaved, every file gets the same mix."""
+    block = bytearray(os.urandom(MIB))
+    fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths]
+    try:
+        for fd in fds:
+            os.ftruncate(fd, size)
+        done = 0
+        while done < size:
+            n = min(MIB, size - done)
+            block[0:8] = done.to_bytes(8, "little")   # no two blocks alike
+            for fd in fds:
+                os.pwrite(fd, block[:n], done)
+            done += n
+        for fd in fds:
+            os.fsync(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def fill_image(path, size, refill=False):
     """Makes PATH a SIZE-byte file full of non-zero data, synced to disk.
     REFILL rewrites an existing file in place (a server may have it open)."""
