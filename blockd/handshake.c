@@ -54,18 +54,19 @@ static int wait_ready(struct hs *h, short events)
   }
 }
 
-/* Reads exactly LEN bytes. Returns 0, or -1 on EOF or error (errno 0 on EOF). */
-static int recv_full(struct hs *h, void *buf, size_t len)
+/* Moves exactly LEN bytes to (SENDING) or from the client. Returns 0, or -1
+ * on error or EOF (errno 0 on EOF). */
+static int transfer(struct hs *h, void *buf, size_t len, bool sending)
 {
   char *p = buf;
 
   while (len > 0) {
     ssize_t n;
 
-    if (wait_ready(h, POLLIN) < 0)
+    if (wait_ready(h, sending ? POLLOUT : POLLIN) < 0)
       return -1;
-    n = recv(h->fd, p, len, 0);
-    if (n == 0) {
+    n = sending ? send(h->fd, p, len, MSG_NOSIGNAL) : recv(h->fd, p, len, 0);
+    if (n == 0 && !sending) {
       errno = 0;
       return -1;
     }
@@ -80,26 +81,16 @@ static int recv_full(struct hs *h, void *buf, size_t len)
   return 0;
 }
 
+/* Reads exactly LEN bytes. Returns 0, or -1 on EOF or error (errno 0 on EOF). */
+static int recv_full(struct hs *h, void *buf, size_t len)
+{
+  return transfer(h, buf, len, false);
+}
+
 /* Writes exactly LEN bytes. Returns 0 or -1. */
 static int send_full(struct hs *h, const void *buf, size_t len)
 {
-  const char *p = buf;
-
-  while (len > 0) {
-    ssize_t n;
-
-    if (wait_ready(h, POLLOUT) < 0)
-      return -1;
-    n = send(h->fd, p, len, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
+  return transfer(h, (void *)buf, len, true);
 }
 
 /* Sends one option reply with LEN bytes of DATA. Returns 0 or -1. */
