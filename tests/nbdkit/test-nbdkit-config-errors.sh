@@ -14,8 +14,9 @@ mkdir "$TMP/dir"
 bad_config() {
   local want=$1 rc=0 err
   shift
-  # --run only runs if the server started; it must not.
-  "$NBDKIT" -U - "$NBDKIT_PLUGIN" "$@" --run 'echo STARTED' >"$TMP/out" 2>"$TMP/err" || rc=$?
+  # --run only runs if the server started; it must not. (An explicit socket:
+  # nbdkit -U - leaves its /tmp/nbdkitXXXXXX directory behind when it fails.)
+  "$NBDKIT" -U "$TMP/bad.sock" "$NBDKIT_PLUGIN" "$@" --run 'echo STARTED' >"$TMP/out" 2>"$TMP/err" || rc=$?
   err=$(cat "$TMP/err")
   [ "$rc" -ne 0 ] || fail "nbdkit $* exited 0"
   ! grep -q STARTED "$TMP/out" || fail "nbdkit $* served anyway"
