@@ -163,6 +163,17 @@ static uint16_t conn_eflags(const struct hs *h, const struct export *e)
   return h->structured ? e->eflags : e->eflags & ~NBD_FLAG_SEND_DF;
 }
 
+/* Fills P for a client entering transmission on export E, which it named
+ * with the LEN bytes at NAME. */
+static void enter_transmission(const struct hs *h, struct export *e, const char *name, size_t len,
+                               struct conn_params *p)
+{
+  p->exp = e;
+  p->structured = h->structured;
+  /* Meta contexts are only valid for the export they were set on. */
+  p->meta = h->meta && h->meta_export_len == len && memcmp(h->meta_export, name, len) == 0;
+}
+
 /* Sends the NBD_REP_INFO replies for EXP: always EXPORT and BLOCK_SIZE, NAME
  * and DESCRIPTION when asked. */
 static int send_infos(struct hs *h, uint32_t option, const struct export *e, bool want_name,
@@ -234,10 +245,7 @@ static int opt_info_go(struct hs *h, uint32_t option, struct cursor *c, struct c
     return -1;
   if (option == NBD_OPT_INFO)
     return 0;
-  p->exp = e;
-  p->structured = h->structured;
-  /* Meta contexts are only valid for the export they were set on. */
-  p->meta = h->meta && h->meta_export_len == namelen && memcmp(h->meta_export, name, namelen) == 0;
+  enter_transmission(h, e, name, namelen, p);
   return 1;
 }
 
@@ -331,10 +339,7 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   if (send_full(h, &r, sizeof r) < 0 ||
       (!h->no_zeroes && send_full(h, zeroes, sizeof zeroes) < 0))
     return -1;
-  p->exp = e;
-  p->structured = h->structured;
-  p->meta = h->meta && h->meta_export_len == c->left &&
-            memcmp(h->meta_export, c->p, c->left) == 0;
+  enter_transmission(h, e, c->p, c->left, p);
   return 1;
 }
 

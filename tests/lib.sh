@@ -46,6 +46,18 @@ wait_for_file() {
   fail "timed out waiting for $f"
 }
 
+# wait_started NAME PID PIDFILE LOG: waits until PID (a server just started
+# in the background) writes PIDFILE; fails, showing LOG, if it exits first.
+wait_started() {
+  local name=$1 pid=$2 pidfile=$3 log=$4
+  for _ in $(seq 200); do
+    [ -s "$pidfile" ] && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; fail "$name exited at start"; }
+    sleep 0.05
+  done
+  fail "$name did not write its pidfile"
+}
+
 # start_blockd ARGS...: runs blockd on $TMP/nbd.sock in the background with
 # ARGS, waits for its pidfile, sets BLOCKD_PID and NBD_URI.
 start_blockd() {
@@ -54,12 +66,7 @@ start_blockd() {
   "$BLOCKD" --unix "$sock" --pidfile "$pidfile" "$@" 2>>"$TMP/blockd.log" &
   BLOCKD_PID=$!
   track "$BLOCKD_PID"
-  for _ in $(seq 200); do
-    [ -s "$pidfile" ] && break
-    kill -0 "$BLOCKD_PID" 2>/dev/null || { cat "$TMP/blockd.log" >&2; fail "blockd exited at start"; }
-    sleep 0.05
-  done
-  [ -s "$pidfile" ] || fail "blockd did not write its pidfile"
+  wait_started blockd "$BLOCKD_PID" "$pidfile" "$TMP/blockd.log"
   NBD_SOCK=$sock
   NBD_URI="nbd+unix:///?socket=$sock"
 }

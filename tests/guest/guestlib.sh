@@ -77,6 +77,16 @@ child_pid() {
   return 1
 }
 
+# launch_idle: boots a guest on a 64 MiB raw disk that just waits, and sets
+# QEMU_PID and BLOCKD_CHILD_PID to blockd-launch's two children.
+launch_idle() {
+  truncate -s 64M "$TMP/disk.raw"
+  launch 'echo READY; sleep 600' --disk "$TMP/disk.raw" --memory 512M --cpus 1
+  wait_console '^READY'
+  QEMU_PID=$(child_pid qemu-system-x86) || fail "no QEMU process"
+  BLOCKD_CHILD_PID=$(child_pid blockd) || fail "no blockd process"
+}
+
 # rss_kib PID: resident set size in KiB.
 rss_kib() { awk '/^VmRSS:/ { print $2 }' /proc/"$1"/status; }
 

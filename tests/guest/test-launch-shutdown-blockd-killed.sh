@@ -4,11 +4,8 @@
 . "$SRCDIR/tests/lib.sh"
 . "$SRCDIR/tests/guest/guestlib.sh"
 
-truncate -s 64M "$TMP/disk.raw"
-launch 'echo READY; sleep 600' --disk "$TMP/disk.raw" --memory 512M --cpus 1
-wait_console '^READY'
-qemu=$(child_pid qemu-system-x86) || fail "no QEMU process"
-blockd=$(child_pid blockd) || fail "no blockd process"
+launch_idle
+qemu=$QEMU_PID blockd=$BLOCKD_CHILD_PID
 
 kill -KILL "$blockd"
 launch_wait 60

@@ -138,3 +138,15 @@ def check_no_fd_leak(b, base, what):
     n = nfds(b.proc.pid)
     check(n <= base, "%s: blockd holds %d descriptors, %d before (leaked connections?)"
           % (what, n, base))
+
+
+def check_still_serves(b, what, byte=0x42):
+    """A new client can write 4 KiB at offset 0 and read it back."""
+    import nbdraw
+    data = bytes([byte]) * 4096
+    c = nbdraw.Client(b.sock).handshake()
+    r = c.write(0, data)
+    check(r.error == 0, "write %s: %r" % (what, r))
+    r = c.read(0, 4096)
+    check(r.error == 0 and r.data == data, "read %s: %r" % (what, r))
+    c.disconnect()

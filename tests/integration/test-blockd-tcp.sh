@@ -19,12 +19,7 @@ start_tcp() {
   "$BLOCKD" --listen "$1" --pidfile "$TMP/tcp.pid" "$TMP/disk.img" 2>>"$TMP/blockd.log" &
   TCP_PID=$!
   track "$TCP_PID"
-  for _ in $(seq 200); do
-    [ -s "$TMP/tcp.pid" ] && return 0
-    kill -0 "$TCP_PID" 2>/dev/null || { cat "$TMP/blockd.log" >&2; fail "blockd --listen $1 exited at start"; }
-    sleep 0.05
-  done
-  fail "blockd --listen $1 wrote no pidfile"
+  wait_started "blockd --listen $1" "$TCP_PID" "$TMP/tcp.pid" "$TMP/blockd.log"
 }
 
 stop_tcp() {

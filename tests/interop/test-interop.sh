@@ -50,8 +50,8 @@ server_require() {
   esac
 }
 
-# wait_started PID PIDFILE: waits until the server wrote PIDFILE and its socket exists.
-wait_started() {
+# wait_server PID PIDFILE: waits until the server wrote PIDFILE and its socket exists.
+wait_server() {
   local pid=$1 pidfile=$2
   for _ in $(seq 200); do
     [ -s "$pidfile" ] && [ -S "$SOCK" ] && return 0
@@ -89,7 +89,7 @@ server_start() {
   esac
   SERVER_PID=$!
   track "$SERVER_PID"
-  wait_started "$SERVER_PID" "$pidfile"
+  wait_server "$SERVER_PID" "$pidfile"
   NBD_URI="nbd+unix:///?socket=$SOCK"
 }
 

@@ -30,12 +30,7 @@ plugin_start() {
     2>>"$TMP/$name.log" &
   PLUGIN_PID=$!
   track "$PLUGIN_PID"
-  for _ in $(seq 200); do
-    [ -s "$pidfile" ] && break
-    kill -0 "$PLUGIN_PID" 2>/dev/null || { cat "$TMP/$name.log" >&2; fail "nbdkit $name exited at start"; }
-    sleep 0.05
-  done
-  [ -s "$pidfile" ] || fail "nbdkit $name did not start"
+  wait_started "nbdkit $name" "$PLUGIN_PID" "$pidfile" "$TMP/$name.log"
   PLUGIN_URI="nbd+unix:///?socket=$sock"
 }
 
