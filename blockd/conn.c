@@ -14,19 +14,106 @@
 #define RBUF_COMPACT_AT 4096
 
 /* Payload bytes a request holds in memory while it is alive. */
-static uint32_t held_bytes(const struct nbd_request *h)
+static uint32_t held_bytes(const struct nbd_request *h, int err)
 {
-  return h->type == NBD_CMD_READ || h->type == NBD_CMD_WRITE ? h->count : 0;
+  /* A write's payload must be read even if the write is refused; a refused
+   * read needs no buffer (and may ask for 4 GiB). */
+  return h->type == NBD_CMD_WRITE || (h->type == NBD_CMD_READ && err == 0) ? h->count : 0;
 }
 
-/* Whether C may take another request holding NEED payload bytes. One
- * request is always allowed, so a single maximal write never deadlocks. */
-static bool has_room(const struct conn *c, uint32_t need)
+/* Payload bytes one connection of W may hold: its fair share of W's budget,
+ * and never more than BLOCKD_CONN_MAX_BYTES. */
+static uint64_t conn_share(const struct worker *w)
 {
-  if (c->nr_requests == 0)
+  uint64_t share = w->mem_limit / (w->nr_conns ? w->nr_conns : 1);
+
+  if (share < BLOCKD_CONN_MIN_SHARE)
+    share = BLOCKD_CONN_MIN_SHARE;
+  return share < BLOCKD_CONN_MAX_BYTES ? share : BLOCKD_CONN_MAX_BYTES;
+}
+
+/* Queues C, which waits for NEED bytes of W's budget, behind the others. */
+static void budget_wait(struct conn *c, uint32_t need)
+{
+  struct worker *w = c->w;
+
+  c->budget_need = need;
+  if (c->budget_waiting)
+    return;
+  c->budget_waiting = true;
+  c->budget_since = w->now;
+  c->wnext = NULL;
+  c->wprev = w->wait_tail;
+  if (w->wait_tail)
+    w->wait_tail->wnext = c;
+  else
+    w->wait_head = c;
+  w->wait_tail = c;
+}
+
+/* Takes C off its worker's queue of connections waiting for budget. */
+static void budget_unwait(struct conn *c)
+{
+  struct worker *w = c->w;
+
+  if (!c->budget_waiting)
+    return;
+  if (c->wprev)
+    c->wprev->wnext = c->wnext;
+  else
+    w->wait_head = c->wnext;
+  if (c->wnext)
+    c->wnext->wprev = c->wprev;
+  else
+    w->wait_tail = c->wprev;
+  c->wprev = c->wnext = NULL;
+  c->budget_waiting = false;
+}
+
+/* Whether C may take another request holding NEED payload bytes. Three
+ * bounds: requests per connection; the connection's fair share of its
+ * worker's budget (one request is always allowed, so a single maximal write
+ * never deadlocks); and the worker's budget itself. While others wait for
+ * the budget, a request waits in line too (conn_budget_resume picks whose
+ * turn it is). Returns false, with C queued if it waits for the budget
+ * (else it waits for its own replies to drain). */
+static bool has_room(struct conn *c, uint32_t need)
+{
+  struct worker *w = c->w;
+
+  if (c->nr_requests >= BLOCKD_CONN_MAX_REQUESTS)
+    return false;
+  if (need == 0)
     return true;
-  return c->nr_requests < BLOCKD_CONN_MAX_REQUESTS &&
-         c->nr_bytes + need <= BLOCKD_CONN_MAX_BYTES;
+  if (c->nr_requests > 0 && c->nr_bytes + need > conn_share(w))
+    return false;
+  if (w->mem_used + need <= w->mem_limit && (w->wait_head == NULL || w->budget_turn == c)) {
+    w->budget_turn = NULL; /* one request a turn */
+    return true;
+  }
+  /* A client with replies still to take waits for them, not in line: one
+   * that never reads must not be handed each byte freed for others. */
+  if (c->sq_head != NULL)
+    return false;
+  budget_wait(c, need);
+  return false;
+}
+
+/* The waiter whose turn it is: the one waiting longest once it has waited
+ * two stall timeouts, else the one needing least. Clients that pin memory by
+ * never reading their replies pin big buffers (small replies fit in socket
+ * buffers and free theirs), so small requests first keeps real clients
+ * moving, and the age rule keeps big ones from starving. */
+static struct conn *budget_pick(const struct worker *w)
+{
+  struct conn *best = w->wait_head;
+
+  if (w->now - best->budget_since >= 2 * (time_t)w->stall_timeout)
+    return best;
+  for (struct conn *c = best->wnext; c; c = c->wnext)
+    if (c->budget_need < best->budget_need)
+      best = c;
+  return best;
 }
 
 /* Frees C once nothing refers to it any more. */
@@ -39,6 +126,7 @@ static void conn_maybe_free(struct conn *c)
   if (c->sq_head != NULL && !c->dead)
     return;
   debug("connection %d closed", c->fd);
+  budget_unwait(c);
   close(c->fd);
   if (c->prev)
     c->prev->next = c->next;
@@ -47,6 +135,7 @@ static void conn_maybe_free(struct conn *c)
   if (c->next)
     c->next->prev = c->prev;
   __atomic_sub_fetch(&w->nr_conns, 1, __ATOMIC_RELAXED);
+  limits_conn_put();
   free(c->rbuf);
   free(c);
 }
@@ -59,6 +148,7 @@ static void request_free(struct request *req)
   c->nr_requests--;
   if (req->buf) {
     c->nr_bytes -= req->h.count;
+    c->w->mem_used -= req->h.count;
     buffer_free(&c->w->buffers, req->buf, req->h.count);
   }
   free(req->extents);
@@ -90,8 +180,17 @@ static void post_recv(struct conn *c)
   c->recv_posted = true;
 }
 
-/* Allocates a request for header H, validated; NULL if out of memory. */
-static struct request *request_new(struct conn *c, const struct nbd_request *h)
+/* The host errno a request with header H gets before it runs, 0 if none. */
+static int request_precheck(const struct conn *c, const struct nbd_request *h)
+{
+  /* proto.md: requests that arrive while the server shuts down SHOULD get
+   * ESHUTDOWN, so the client knows to disconnect rather than retry. */
+  return c->w->draining ? ESHUTDOWN : request_validate(c->p.exp, h, c->p.structured, c->p.meta);
+}
+
+/* Allocates a request for header H, whose precheck gave ERR; NULL if out of
+ * memory. */
+static struct request *request_new(struct conn *c, const struct nbd_request *h, int err)
 {
   struct request *req = calloc(1, sizeof *req);
 
@@ -99,12 +198,8 @@ static struct request *request_new(struct conn *c, const struct nbd_request *h)
     return NULL;
   req->conn = c;
   req->h = *h;
-  /* proto.md: requests that arrive while the server shuts down SHOULD get
-   * ESHUTDOWN, so the client knows to disconnect rather than retry. */
-  req->err = c->w->draining ? ESHUTDOWN
-                            : request_validate(c->p.exp, h, c->p.structured, c->p.meta);
-  /* A write's payload must be read even if the write is refused. */
-  if (h->type == NBD_CMD_WRITE || (h->type == NBD_CMD_READ && req->err == 0)) {
+  req->err = err;
+  if (held_bytes(h, err) > 0) {
     req->buf = buffer_alloc(&c->w->buffers, h->count);
     if (req->buf == NULL) {
       free(req);
@@ -112,8 +207,10 @@ static struct request *request_new(struct conn *c, const struct nbd_request *h)
     }
   }
   c->nr_requests++;
-  if (req->buf)
+  if (req->buf) {
     c->nr_bytes += h->count;
+    c->w->mem_used += h->count;
+  }
   return req;
 }
 
@@ -140,6 +237,7 @@ static void parse(struct conn *c)
     size_t avail = c->rend - c->rstart;
     struct nbd_request h;
     struct request *req;
+    int err;
 
     if (avail < sizeof h)
       break;
@@ -154,7 +252,8 @@ static void parse(struct conn *c)
       return;
     }
     /* Bounded memory: wait for replies to drain before taking more. */
-    if (!has_room(c, held_bytes(&h)) && !draining) {
+    err = request_precheck(c, &h);
+    if (!has_room(c, held_bytes(&h, err)) && !draining) {
       c->stalled = true;
       break;
     }
@@ -163,7 +262,7 @@ static void parse(struct conn *c)
       break;
     c->rstart += sizeof h;
     avail -= sizeof h;
-    req = request_new(c, &h);
+    req = request_new(c, &h, err);
     if (req == NULL) {
       nbd_log("out of memory for a %" PRIu32 "-byte %s: dropping the connection", h.count,
               nbd_cmd_name(h.type));
@@ -199,6 +298,48 @@ static void parse(struct conn *c)
   post_recv(c);
 }
 
+/* Lets the connections that wait for W's budget take requests again, one
+ * request a turn, while it lasts. */
+void conn_budget_resume(struct worker *w)
+{
+  while (w->wait_head != NULL) {
+    struct conn *c = budget_pick(w);
+
+    if (w->mem_used + c->budget_need > w->mem_limit)
+      break;
+    budget_unwait(c);
+    w->budget_turn = c;
+    parse(c);
+    w->budget_turn = NULL;
+  }
+}
+
+/* Drops C if it broke a time limit at NOW (monotonic seconds): replies
+ * unread or a request left unfinished for STALL seconds, or no request at
+ * all for IDLE seconds (0: no limit). May free C. */
+void conn_tick(struct conn *c, time_t now, unsigned stall, unsigned idle)
+{
+  const char *why = NULL;
+
+  if (c->dead || c->read_closed)
+    return;
+  if (c->sq_head != NULL && now - c->send_at >= (time_t)stall)
+    why = "has not read its replies";
+  else if ((c->payload != NULL || (c->rend > c->rstart && !c->stalled)) &&
+           now - c->recv_at >= (time_t)stall)
+    why = "left a request unfinished";
+  else if (idle > 0 && c->nr_requests == 0 && c->rend == c->rstart &&
+           now - c->recv_at >= (time_t)idle) {
+    debug("export '%s': connection idle for %u s: closing it", c->p.exp->name, idle);
+    conn_abort(c);
+    return;
+  }
+  if (why != NULL) {
+    nbd_log("export '%s': client %s for %u s: dropping it", c->p.exp->name, why, stall);
+    conn_abort(c);
+  }
+}
+
 /* Adopts socket FD with parameters P into W. Returns 0 or -1 (FD closed). */
 int conn_new(struct worker *w, int fd, const struct conn_params *p)
 {
@@ -208,12 +349,14 @@ int conn_new(struct worker *w, int fd, const struct conn_params *p)
     free(c);
     close(fd);
     __atomic_sub_fetch(&w->nr_conns, 1, __ATOMIC_RELAXED);
+    limits_conn_put();
     nbd_log("out of memory for a new connection");
     return -1;
   }
   c->w = w;
   c->fd = fd;
   c->p = *p;
+  c->recv_at = c->send_at = w->now;
   c->next = w->conns;
   if (w->conns)
     w->conns->prev = c;
@@ -249,6 +392,7 @@ void conn_recv_done(struct conn *c, int res)
     conn_close_read(c);
     return;
   }
+  c->recv_at = c->w->now;
   if (c->payload) {
     struct request *req = c->payload;
 
@@ -365,6 +509,8 @@ void conn_send_done(struct conn *c, int res)
     conn_abort(c);
     return;
   }
+  if (res > 0)
+    c->send_at = c->w->now;
   left = (size_t)res;
   while (c->sq_head) {
     struct request *req = c->sq_head;
@@ -407,8 +553,10 @@ void conn_reply(struct request *req)
   req->next = NULL;
   if (c->sq_tail)
     c->sq_tail->next = req;
-  else
+  else {
     c->sq_head = req;
+    c->send_at = c->w->now; /* the client has had nothing to read till now */
+  }
   c->sq_tail = req;
   post_send(c);
 }

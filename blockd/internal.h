@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "format.h"
@@ -22,6 +23,10 @@
 #define BLOCKD_CONN_MAX_BYTES (64u * 1024 * 1024)
 /* Requests a connection may have in flight at once. */
 #define BLOCKD_CONN_MAX_REQUESTS 256
+/* Payload bytes a connection may hold however many share its worker. */
+#define BLOCKD_CONN_MIN_SHARE (4u * 1024 * 1024)
+/* Default seconds a client may leave replies unread or a request unfinished. */
+#define BLOCKD_STALL_TIMEOUT 30
 /* Seconds a client may take over its whole handshake. */
 #define BLOCKD_HANDSHAKE_TIMEOUT 10
 
@@ -48,14 +53,27 @@ struct export_spec {
   bool readonly;  /* ,readonly or --readonly */
 };
 
+/* One --listen HOST:PORT. */
+struct listen_spec {
+  char *host;                   /* host part; "127.0.0.1" when left out */
+  char *port;                   /* port part */
+};
+#define OPTIONS_MAX_LISTENS 8
+#define OPTIONS_DEFAULT_MAX_CONNECTIONS 256
+#define OPTIONS_DEFAULT_MAX_MEMORY (256u << 20)
+
 /* The parsed command line. */
 struct options {
-  char *unix_path;              /* --unix, or NULL */
-  char *listen_host;            /* --listen host part, or NULL */
-  char *listen_port;            /* --listen port part, or NULL */
+  char *unix_path;              /* --unix, the default socket, or NULL with --listen */
+  struct listen_spec listens[OPTIONS_MAX_LISTENS]; /* --listen, in order */
+  size_t nr_listens;            /* entries in listens */
   char *pidfile;                /* --pidfile, or NULL */
   bool readonly;                /* --readonly: every export read-only */
   unsigned threads;             /* --threads, default: online CPUs */
+  unsigned max_connections;     /* --max-connections */
+  uint64_t max_memory;          /* --max-memory: payload bytes, all clients */
+  unsigned stall_timeout;       /* --stall-timeout seconds */
+  unsigned idle_timeout;        /* --idle-timeout seconds, 0: none */
   bool verbose;                 /* -v */
   struct export_spec *exports;  /* exports in command-line order */
   size_t nr_exports;            /* entries in exports */
@@ -139,8 +157,14 @@ void pool_submit_batch(struct pool_job *first, struct pool_job *last, unsigned n
 void pool_stop(void);
 
 /* worker.c */
+/* What workers enforce on their connections. */
+struct worker_limits {
+  uint64_t max_memory;         /* payload bytes of all connections together */
+  unsigned stall_timeout;      /* seconds: unread replies, unfinished requests */
+  unsigned idle_timeout;       /* seconds without a request, 0: none */
+};
 /* Starts N worker threads, each with its own io_uring. Returns 0 or -1. */
-int workers_start(unsigned n);
+int workers_start(unsigned n, const struct worker_limits *limits);
 /* Hands a negotiated connection to the least loaded worker. */
 void workers_add_conn(int fd, const struct conn_params *p);
 /* Finishes every request in flight, closes the connections and stops the workers. */
@@ -175,6 +199,7 @@ enum uring_tag {
   TAG_FILE = 3,  /* struct request: file operation of the fast path */
   TAG_EVENT = 4, /* struct worker: its eventfd fired */
   TAG_IGNORE = 5, /* cancellations: nothing to do */
+  TAG_TICK = 6,  /* struct worker: its once-a-second timeout */
 };
 #define TAG_MASK UINT64_C(7)
 
@@ -223,6 +248,12 @@ struct conn {
   struct msghdr msg;           /* the posted send */
   unsigned nr_requests;        /* requests alive (parsed, not yet freed) */
   size_t nr_bytes;             /* payload bytes held by those requests */
+  bool budget_waiting;         /* queued for the worker's memory budget */
+  uint32_t budget_need;        /* payload bytes of the request that waits */
+  time_t budget_since;         /* when it began to wait (worker clock) */
+  struct conn *wprev, *wnext;  /* links in that queue */
+  time_t recv_at;              /* when a receive last brought bytes (worker clock) */
+  time_t send_at;              /* when replies last moved, or began to wait */
 };
 
 /* A worker thread: one io_uring for the sockets and files of its connections. */
@@ -241,6 +272,15 @@ struct worker {
   unsigned nr_conns;           /* connections owned, for load balancing (atomic) */
   struct conn *conns;          /* connections owned */
   struct buffer_cache buffers; /* payload buffers for reuse */
+  uint64_t mem_limit;          /* payload bytes its connections may hold together */
+  uint64_t mem_used;           /* payload bytes they hold now */
+  struct conn *wait_head, *wait_tail; /* connections waiting for the budget, FIFO */
+  struct conn *budget_turn;    /* the waiter allowed one request now */
+  unsigned stall_timeout;      /* seconds: unread replies, unfinished requests */
+  unsigned idle_timeout;       /* seconds without a request, 0: none */
+  time_t now;                  /* CLOCK_MONOTONIC seconds, once per loop pass */
+  time_t next_tick;            /* when the connections' clocks are checked next */
+  struct __kernel_timespec tick; /* the timeout that wakes the loop for that */
   struct pool_job *to_pool;    /* jobs for the pool, handed over once per loop pass */
   struct pool_job *to_pool_tail;
   unsigned nr_to_pool;         /* jobs in to_pool */
@@ -267,6 +307,10 @@ void conn_close_read(struct conn *c);
 void conn_abort(struct conn *c);
 /* Answers requests already received with ESHUTDOWN, then stops reading. */
 void conn_drain(struct conn *c);
+/* Lets connections waiting for W's memory budget go on, in turn. */
+void conn_budget_resume(struct worker *w);
+/* Drops C if it broke a time limit at NOW. May free C. */
+void conn_tick(struct conn *c, time_t now, unsigned stall, unsigned idle);
 
 /* dispatch.c */
 /* Starts a validated request (or replies to a request with an error). */
@@ -277,6 +321,20 @@ void dispatch_file_done(struct request *req, int res);
 void dispatch_job_done(struct pool_job *job);
 /* Encodes REQ's reply into REQ->iov. */
 void reply_encode(struct request *req);
+
+/* limits.c */
+/* Sets the connection cap and raises RLIMIT_NOFILE. Returns 0 or -1. */
+int limits_init(unsigned max_connections);
+/* Frees what limits_init made. */
+void limits_fini(void);
+/* Takes a connection slot; false when every slot is taken. */
+bool limits_conn_get(void);
+/* Gives a connection slot back (any thread). */
+void limits_conn_put(void);
+/* Readable once a slot frees after limits_conn_get failed. */
+int limits_conn_fd(void);
+/* Connections open now. */
+unsigned limits_conn_count(void);
 
 /* listen.c */
 /* Binds the listening socket(s) of O. Returns 0 or -1 after logging. */

@@ -23,10 +23,11 @@
 /* Stack of a handshake thread: its option buffer is on the heap. */
 #define HANDSHAKE_STACK (128 * 1024)
 
-static int socks[8];            /* listening sockets */
+static int socks[16];           /* listening sockets */
 static size_t nr_socks;
 static char *unix_path;         /* to unlink at stop */
 static int stop_pipe[2] = { -1, -1 }; /* written to stop the accept thread */
+static int wake_pipe[2] = { -1, -1 }; /* written when a handshake thread ends */
 static pthread_t accept_thread;
 static bool accept_running;
 static pthread_mutex_t hs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -35,6 +36,7 @@ static unsigned hs_running;     /* handshake threads alive */
 static int hs_fds[MAX_HANDSHAKES]; /* their sockets, -1 for a free slot */
 static uint64_t hs_seq[MAX_HANDSHAKES]; /* order of acceptance, to find the oldest */
 static bool hs_evicted[MAX_HANDSHAKES]; /* shut down to make room */
+static unsigned hs_evicting;    /* evicted threads that have not ended yet */
 static uint64_t hs_next_seq;    /* next value of hs_seq */
 static bool hs_stopping;        /* listen_stop called: hand nothing over */
 
@@ -135,7 +137,20 @@ int listen_open(const struct options *o)
 {
   if (o->unix_path)
     return open_unix(o->unix_path);
-  return open_tcp(o->listen_host, o->listen_port);
+  for (size_t i = 0; i < o->nr_listens; i++) {
+    size_t before = nr_socks;
+
+    if (open_tcp(o->listens[i].host, o->listens[i].port) < 0 || nr_socks == before)
+      return -1;
+  }
+  return 0;
+}
+
+/* Wakes the accept loop: a handshake thread has ended. */
+static void wake_acceptor(void)
+{
+  if (write(wake_pipe[1], "x", 1) < 0 && errno != EAGAIN)
+    nbd_log("wake pipe: %m");
 }
 
 /* Runs one client's handshake, then hands the connection to a worker. */
@@ -143,28 +158,36 @@ static void *handshake_thread(void *arg)
 {
   int slot = (int)(intptr_t)arg, fd = hs_fds[slot];
   struct conn_params p;
-  bool go;
+  bool go, evicted;
 
   go = handshake(fd, BLOCKD_HANDSHAKE_TIMEOUT, &p) == 1;
   pthread_mutex_lock(&hs_lock);
   go = go && !hs_stopping;
   hs_fds[slot] = -1;
+  evicted = hs_evicted[slot];
   pthread_mutex_unlock(&hs_lock);
   if (go) {
     debug("client entered transmission on export '%s'%s%s", p.exp->name,
           p.structured ? ", structured replies" : "", p.meta ? ", base:allocation" : "");
-    workers_add_conn(fd, &p);
+    workers_add_conn(fd, &p); /* the connection slot goes with it */
   }
-  else
+  else {
     close(fd);
+    limits_conn_put();
+  }
   pthread_mutex_lock(&hs_lock);
+  if (evicted)
+    hs_evicting--;
   if (--hs_running == 0)
     pthread_cond_broadcast(&hs_cond);
+  wake_acceptor();
   pthread_mutex_unlock(&hs_lock);
   return NULL;
 }
 
-/* Starts a handshake thread for accepted socket FD. */
+/* Starts a handshake thread for accepted socket FD, which holds a
+ * connection slot. The caller has seen a free handshake slot; there is only
+ * one accepting thread, so it is still free. */
 static void start_handshake(int fd)
 {
   pthread_attr_t attr;
@@ -172,14 +195,15 @@ static void start_handshake(int fd)
   int e, slot;
 
   pthread_mutex_lock(&hs_lock);
-  if (hs_stopping) {
+  for (slot = 0; slot < MAX_HANDSHAKES && hs_fds[slot] != -1; slot++)
+    ;
+  if (hs_stopping || slot == MAX_HANDSHAKES) {
     pthread_mutex_unlock(&hs_lock);
     close(fd);
+    limits_conn_put();
     return;
   }
   hs_running++;
-  for (slot = 0; hs_fds[slot] != -1; slot++)
-    ;
   hs_fds[slot] = fd;
   hs_seq[slot] = hs_next_seq++;
   hs_evicted[slot] = false;
@@ -193,6 +217,7 @@ static void start_handshake(int fd)
     errno = e;
     nbd_log("pthread_create: %m");
     close(fd);
+    limits_conn_put();
     pthread_mutex_lock(&hs_lock);
     hs_fds[slot] = -1;
     if (--hs_running == 0)
@@ -201,58 +226,75 @@ static void start_handshake(int fd)
   }
 }
 
-/* With every handshake slot taken, shuts the oldest unfinished handshake
- * down, unless one is already on its way out. Clients that connect and say
- * nothing must not lock real ones out for the whole handshake timeout; a
- * real client negotiates in milliseconds, so the oldest is the idlest. */
+/* Whether a handshake slot is free. */
+static bool handshake_slot_free(void)
+{
+  bool free_slot;
+
+  pthread_mutex_lock(&hs_lock);
+  free_slot = hs_running < MAX_HANDSHAKES;
+  pthread_mutex_unlock(&hs_lock);
+  return free_slot;
+}
+
+/* With every handshake slot taken and a client waiting, shuts the oldest
+ * unfinished handshake down, unless one is already on its way out: its
+ * thread wakes at once, ends, and wakes the accept loop through wake_pipe.
+ * Clients that connect and say nothing must not lock real ones out for the
+ * whole handshake timeout; a real client negotiates in milliseconds, so the
+ * oldest is the idlest. */
 static void evict_oldest(void)
 {
   int oldest = -1;
 
   pthread_mutex_lock(&hs_lock);
-  for (int i = 0; i < MAX_HANDSHAKES; i++) {
-    if (hs_fds[i] == -1)
-      continue;
-    if (hs_evicted[i]) {
-      oldest = -1;
-      break;
+  if (hs_evicting == 0) {
+    for (int i = 0; i < MAX_HANDSHAKES; i++)
+      if (hs_fds[i] != -1 && !hs_evicted[i] && (oldest == -1 || hs_seq[i] < hs_seq[oldest]))
+        oldest = i;
+    if (oldest != -1) {
+      shutdown(hs_fds[oldest], SHUT_RDWR);
+      hs_evicted[oldest] = true;
+      hs_evicting++;
     }
-    if (oldest == -1 || hs_seq[i] < hs_seq[oldest])
-      oldest = i;
-  }
-  if (oldest != -1) {
-    shutdown(hs_fds[oldest], SHUT_RDWR);
-    hs_evicted[oldest] = true;
   }
   pthread_mutex_unlock(&hs_lock);
 }
 
-/* Accepts until told to stop through stop_pipe. While every handshake slot
- * is taken, it evicts the oldest and looks again 10 ms later; after running
- * out of file descriptors, 100 ms later; in both cases clients wait in the
- * backlog and stop_pipe is still watched. */
+/* Reads everything written to the nonblocking descriptor FD. */
+static void drain(int fd)
+{
+  char buf[64];
+
+  while (read(fd, buf, sizeof buf) > 0)
+    ;
+}
+
+/* Accepts until told to stop through stop_pipe. The listening sockets are
+ * watched only while a connection slot is free (--max-connections) and a
+ * handshake slot is free or being freed; otherwise clients wait in the
+ * backlog and the loop sleeps until a handshake thread ends (wake_pipe) or a
+ * connection closes (limits_conn_fd). After running out of file descriptors
+ * it waits 100 ms. */
 static void *accept_loop(void *arg)
 {
-  struct pollfd pfd[ARRAY_SIZE(socks) + 1];
-  time_t last_complaint = 0;
-  bool backoff = false;
+  struct pollfd pfd[ARRAY_SIZE(socks) + 3];
+  time_t last_complaint = 0, last_full = 0;
+  bool backoff = false, at_cap = false, slot_wait = false;
 
   (void)arg;
   pfd[0] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
+  pfd[1] = (struct pollfd){ .fd = wake_pipe[0], .events = POLLIN };
+  pfd[2] = (struct pollfd){ .fd = limits_conn_fd(), .events = POLLIN };
   for (size_t i = 0; i < nr_socks; i++)
-    pfd[i + 1] = (struct pollfd){ .fd = socks[i], .events = POLLIN };
+    pfd[i + 3] = (struct pollfd){ .fd = socks[i], .events = POLLIN };
   for (;;) {
-    bool full;
+    bool listening = !backoff && !at_cap && !slot_wait;
     int r;
 
-    pthread_mutex_lock(&hs_lock);
-    full = hs_running >= MAX_HANDSHAKES;
-    pthread_mutex_unlock(&hs_lock);
-    for (size_t i = 0; i <= nr_socks; i++)
+    for (size_t i = 0; i < ARRAY_SIZE(pfd); i++)
       pfd[i].revents = 0;
-    if (full)
-      evict_oldest();
-    r = poll(pfd, full || backoff ? 1 : 1 + nr_socks, backoff ? 100 : full ? 10 : -1);
+    r = poll(pfd, listening ? 3 + nr_socks : 3, backoff ? 100 : -1);
     backoff = false;
     if (r == -1) {
       if (errno == EINTR)
@@ -262,13 +304,39 @@ static void *accept_loop(void *arg)
     }
     if (pfd[0].revents)
       return NULL;
-    for (size_t i = 1; i <= nr_socks; i++) {
+    if (pfd[1].revents) {
+      drain(wake_pipe[0]);
+      slot_wait = false;
+    }
+    if (pfd[2].revents) {
+      drain(limits_conn_fd());
+      at_cap = false;
+    }
+    for (size_t i = 3; i < 3 + nr_socks && listening; i++) {
       int fd, one = 1;
 
       if (!(pfd[i].revents & POLLIN))
         continue;
+      /* One handshake per free slot, checked before every accept: never
+       * more handshakes than slots, however many sockets are readable. */
+      if (!handshake_slot_free()) {
+        /* Some handshake thread ends soon (evicted, or finishing) and
+         * writes wake_pipe: until then the sockets are not watched. */
+        evict_oldest();
+        slot_wait = true;
+        break;
+      }
+      if (!limits_conn_get()) {
+        if (time(NULL) - last_full >= 10) {
+          nbd_log("%u connections open (--max-connections): new clients wait", limits_conn_count());
+          last_full = time(NULL);
+        }
+        at_cap = true;
+        break;
+      }
       fd = accept4(pfd[i].fd, NULL, NULL, SOCK_CLOEXEC);
       if (fd == -1) {
+        limits_conn_put();
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           /* The client stays in the backlog; retrying at once would spin. */
           if (time(NULL) - last_complaint >= 10) {
@@ -276,8 +344,9 @@ static void *accept_loop(void *arg)
             last_complaint = time(NULL);
           }
           backoff = true;
+          break;
         }
-        else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
           nbd_log("accept: %m");
         continue;
       }
@@ -294,7 +363,7 @@ int listen_start(void)
 
   for (size_t i = 0; i < MAX_HANDSHAKES; i++)
     hs_fds[i] = -1;
-  if (pipe2(stop_pipe, O_CLOEXEC) == -1) {
+  if (pipe2(stop_pipe, O_CLOEXEC) == -1 || pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
     nbd_log("pipe: %m");
     return -1;
   }
@@ -338,9 +407,11 @@ void listen_stop(void)
   while (hs_running > 0)
     pthread_cond_wait(&hs_cond, &hs_lock);
   pthread_mutex_unlock(&hs_lock);
-  for (int i = 0; i < 2; i++)
-    if (stop_pipe[i] >= 0) {
+  for (int i = 0; i < 2; i++) {
+    if (stop_pipe[i] >= 0)
       close(stop_pipe[i]);
-      stop_pipe[i] = -1;
-    }
+    if (wake_pipe[i] >= 0)
+      close(wake_pipe[i]);
+    stop_pipe[i] = wake_pipe[i] = -1;
+  }
 }

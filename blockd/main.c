@@ -73,9 +73,14 @@ int main(int argc, char **argv)
     options_free(&o);
     return 2;
   }
-  if (pool_start(POOL_THREADS) < 0)
+  if (limits_init(o.max_connections) < 0 || pool_start(POOL_THREADS) < 0)
     goto fail_exports;
-  if (workers_start(o.threads) < 0)
+  struct worker_limits wl = {
+    .max_memory = o.max_memory,
+    .stall_timeout = o.stall_timeout,
+    .idle_timeout = o.idle_timeout,
+  };
+  if (workers_start(o.threads, &wl) < 0)
     goto fail_pool;
   if (listen_open(&o) < 0 || listen_start() < 0)
     goto fail_listen;
@@ -96,6 +101,7 @@ int main(int argc, char **argv)
   if (exports_flush_all() < 0)
     status = EXIT_FAILURE;
   exports_close();
+  limits_fini();
   if (o.pidfile)
     unlink(o.pidfile);
   options_free(&o);
@@ -108,6 +114,7 @@ fail_pool:
   pool_stop();
 fail_exports:
   exports_close();
+  limits_fini();
   options_free(&o);
   return EXIT_FAILURE;
 }

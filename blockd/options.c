@@ -13,10 +13,19 @@ static const char usage_text[] =
   "Serve sparse disk images over NBD, with all socket and file I/O on io_uring.\n"
   "\n"
   "  --unix PATH           listen on a unix socket (created mode 0600)\n"
-  "  --listen HOST:PORT    listen on TCP (HOST defaults to 127.0.0.1; ':PORT' works)\n"
+  "  --listen HOST:PORT    listen on TCP (HOST defaults to 127.0.0.1; ':PORT' works);\n"
+  "                        may be repeated (e.g. 127.0.0.1:P and [::1]:P)\n"
   "  --pidfile FILE        write the process id once the socket accepts connections\n"
   "  --readonly            serve every export read-only\n"
   "  --threads N           worker threads, each with its own io_uring (default: CPUs)\n"
+  "  --max-connections N   clients at once, negotiating or served (default 256);\n"
+  "                        more wait in the listen backlog\n"
+  "  --max-memory SIZE     request payload bytes held in memory by all clients\n"
+  "                        together (default 256M; at least 64M per thread)\n"
+  "  --stall-timeout SECS  drop a client that leaves its replies unread or a\n"
+  "                        request unfinished for SECS (default 30)\n"
+  "  --idle-timeout SECS   close a connection after SECS without a request\n"
+  "                        (default 0: never; QEMU keeps idle connections open)\n"
   "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay]\n"
   "                        serve FILE under NAME; may be repeated\n"
   "  -v, --verbose         log the control path\n"
@@ -25,12 +34,13 @@ static const char usage_text[] =
   "\n"
   "A lone FILE is the default export (name \"\"). The format is detected from\n"
   "the file's contents unless format= says otherwise. Without --unix or\n"
-  "--listen, blockd listens on 127.0.0.1:10809.\n"
+  "--listen, blockd listens on the unix socket $XDG_RUNTIME_DIR/blockd.sock\n"
+  "(root: /run/blockd.sock). TCP clients are not authenticated.\n"
   "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush, exit 0.\n"
   "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
 
 enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
-       OPT_HELP, OPT_VERSION };
+       OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HELP, OPT_VERSION };
 
 static const struct option long_options[] = {
   { "unix", required_argument, NULL, OPT_UNIX },
@@ -39,11 +49,33 @@ static const struct option long_options[] = {
   { "readonly", no_argument, NULL, OPT_READONLY },
   { "threads", required_argument, NULL, OPT_THREADS },
   { "export", required_argument, NULL, OPT_EXPORT },
+  { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+  { "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
+  { "stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT },
+  { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, OPT_HELP },
   { "version", no_argument, NULL, OPT_VERSION },
   { NULL, 0, NULL, 0 },
 };
+
+/* Parses OPT's value ARG as a whole number from MIN to MAX into *OUT.
+ * Returns 0 or -1 with ERR set. */
+static int parse_number(const char *opt, const char *arg, long min, long max, unsigned *out,
+                        char *err, size_t errlen)
+{
+  char *end;
+  long n;
+
+  errno = 0;
+  n = strtol(arg, &end, 10);
+  if (errno || *end || end == arg || n < min || n > max) {
+    snprintf(err, errlen, "%s '%s': expected a number from %ld to %ld", opt, arg, min, max);
+    return -1;
+  }
+  *out = (unsigned)n;
+  return 0;
+}
 
 /* Appends an export; NAME and PATH are copied. Returns 0 or -1. */
 static int add_export(struct options *o, const char *name, size_t namelen, const char *path,
@@ -127,6 +159,7 @@ static int parse_listen(struct options *o, const char *arg, char *err, size_t er
 {
   const char *colon = strrchr(arg, ':');
   const char *host = arg;
+  struct listen_spec *l;
   size_t hostlen;
   char *end;
   long port;
@@ -145,15 +178,33 @@ static int parse_listen(struct options *o, const char *arg, char *err, size_t er
     host++;
     hostlen -= 2;
   }
-  free(o->listen_host);
-  free(o->listen_port);
-  o->listen_host = hostlen ? strndup(host, hostlen) : strdup("127.0.0.1");
-  o->listen_port = strdup(colon + 1);
-  if (o->listen_host == NULL || o->listen_port == NULL) {
+  if (o->nr_listens == OPTIONS_MAX_LISTENS) {
+    snprintf(err, errlen, "--listen: at most %d addresses", OPTIONS_MAX_LISTENS);
+    return -1;
+  }
+  l = &o->listens[o->nr_listens];
+  l->host = hostlen ? strndup(host, hostlen) : strdup("127.0.0.1");
+  l->port = strdup(colon + 1);
+  o->nr_listens++;
+  if (l->host == NULL || l->port == NULL) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   return 0;
+}
+
+/* The unix socket blockd listens on when told nothing: in the user's
+ * runtime directory, which only they can reach. NULL if there is none. */
+static char *default_socket(void)
+{
+  const char *dir = getenv("XDG_RUNTIME_DIR");
+  char *path;
+
+  if (dir != NULL && dir[0] == '/')
+    return asprintf(&path, "%s/blockd.sock", dir) < 0 ? NULL : path;
+  if (geteuid() == 0)
+    return strdup("/run/blockd.sock");
+  return NULL;
 }
 
 /* Parses ARGV into O. Returns an options_result. */
@@ -165,6 +216,9 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
 
   memset(o, 0, sizeof *o);
   o->threads = cpus > 0 ? (unsigned)cpus : 1;
+  o->max_connections = OPTIONS_DEFAULT_MAX_CONNECTIONS;
+  o->max_memory = OPTIONS_DEFAULT_MAX_MEMORY;
+  o->stall_timeout = BLOCKD_STALL_TIMEOUT;
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":v", long_options, NULL)) != -1) {
@@ -188,19 +242,31 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
     case OPT_READONLY:
       o->readonly = true;
       break;
-    case OPT_THREADS: {
-      char *end;
-      long n;
-
-      errno = 0;
-      n = strtol(optarg, &end, 10);
-      if (errno || *end || end == optarg || n < 1 || n > 256) {
-        snprintf(err, errlen, "--threads '%s': expected a number from 1 to 256", optarg);
+    case OPT_THREADS:
+      if (parse_number("--threads", optarg, 1, 256, &o->threads, err, errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case OPT_MAX_CONNECTIONS:
+      if (parse_number("--max-connections", optarg, 1, 65536, &o->max_connections, err,
+                       errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case OPT_STALL_TIMEOUT:
+      if (parse_number("--stall-timeout", optarg, 1, 86400, &o->stall_timeout, err, errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case OPT_IDLE_TIMEOUT:
+      if (parse_number("--idle-timeout", optarg, 0, 86400 * 365, &o->idle_timeout, err,
+                       errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case OPT_MAX_MEMORY:
+      if (size_parse(optarg, &o->max_memory) < 0 || o->max_memory < (64u << 20) ||
+          o->max_memory > (UINT64_C(1) << 46)) {
+        snprintf(err, errlen, "--max-memory '%s': expected a size from 64M to 64T", optarg);
         return OPTIONS_USAGE;
       }
-      o->threads = (unsigned)n;
       break;
-    }
     case OPT_EXPORT:
       if (parse_export(o, optarg, err, errlen) < 0)
         return OPTIONS_USAGE;
@@ -245,15 +311,18 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
     snprintf(err, errlen, "nothing to serve: give a FILE or --export NAME=FILE (try --help)");
     return OPTIONS_USAGE;
   }
-  if (o->unix_path && o->listen_port) {
+  if (o->unix_path && o->nr_listens > 0) {
     snprintf(err, errlen, "--unix and --listen cannot be used together");
     return OPTIONS_USAGE;
   }
-  if (o->unix_path == NULL && o->listen_port == NULL) {
-    o->listen_host = strdup("127.0.0.1");
-    o->listen_port = strdup("10809");
-    if (o->listen_host == NULL || o->listen_port == NULL)
-      goto nomem;
+  if (o->unix_path == NULL && o->nr_listens == 0) {
+    /* No TCP by default: any local user could reach it, and write every
+     * export. The socket is the owner's alone (mode 0600). */
+    o->unix_path = default_socket();
+    if (o->unix_path == NULL) {
+      snprintf(err, errlen, "no --unix or --listen, and no XDG_RUNTIME_DIR for the default socket");
+      return OPTIONS_USAGE;
+    }
   }
   if (o->readonly)
     for (size_t i = 0; i < o->nr_exports; i++)
@@ -274,8 +343,10 @@ void options_free(struct options *o)
   }
   free(o->exports);
   free(o->unix_path);
-  free(o->listen_host);
-  free(o->listen_port);
+  for (size_t i = 0; i < o->nr_listens; i++) {
+    free(o->listens[i].host);
+    free(o->listens[i].port);
+  }
   free(o->pidfile);
   memset(o, 0, sizeof *o);
 }

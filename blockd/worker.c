@@ -113,6 +113,34 @@ static void arm_event(struct worker *w)
   sqe->user_data = (uint64_t)(uintptr_t)w | TAG_EVENT;
 }
 
+/* Posts the timeout that wakes W once a second to check its connections'
+ * clocks. */
+static void arm_tick(struct worker *w)
+{
+  struct io_uring_sqe *sqe = worker_sqe(w);
+
+  w->tick = (struct __kernel_timespec){ .tv_sec = 1 };
+  io_uring_prep_timeout(sqe, &w->tick, 0, 0);
+  sqe->user_data = (uint64_t)(uintptr_t)w | TAG_TICK;
+}
+
+/* Reads the coarse monotonic clock into W->now; once a second, checks every
+ * connection's time limits. */
+static void clock_check(struct worker *w)
+{
+  struct timespec now;
+
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  w->now = now.tv_sec;
+  if (w->now < w->next_tick)
+    return;
+  w->next_tick = w->now + 1;
+  for (struct conn *c = w->conns, *next; c; c = next) {
+    next = c->next;
+    conn_tick(c, w->now, w->stall_timeout, w->idle_timeout);
+  }
+}
+
 /* Starts draining every connection: no new requests, finish the rest. */
 static void drain_all(struct worker *w)
 {
@@ -179,6 +207,9 @@ static void complete(struct worker *w, struct io_uring_cqe *cqe)
     event(w);
     arm_event(w);
     break;
+  case TAG_TICK:
+    arm_tick(w);
+    break;
   default:
     break;
   }
@@ -191,6 +222,7 @@ static void worker_loop(struct worker *w, bool one)
   struct timespec deadline = { 0 };
 
   arm_event(w);
+  arm_tick(w);
   for (;;) {
     struct __kernel_timespec ts = { .tv_sec = 1 };
     struct io_uring_cqe *cqe;
@@ -228,11 +260,14 @@ static void worker_loop(struct worker *w, bool one)
       nbd_log("io_uring_submit_and_wait: %m");
       break;
     }
+    clock_check(w);
     io_uring_for_each_cqe(&w->ring, head, cqe) {
       complete(w, cqe);
       n++;
     }
     io_uring_cq_advance(&w->ring, n);
+    if (w->wait_head != NULL && w->mem_used < w->mem_limit)
+      conn_budget_resume(w);
   }
 }
 
@@ -251,8 +286,19 @@ static void *worker_thread(void *arg)
   return NULL;
 }
 
+/* Sets W's share of LIMITS among N workers. Each may hold two maximal
+ * payloads at least, so one connection never waits for itself. */
+static void worker_set_limits(struct worker *w, const struct worker_limits *limits, unsigned n)
+{
+  w->mem_limit = limits->max_memory / n;
+  if (w->mem_limit < 2 * (uint64_t)BLOCKD_MAX_PAYLOAD)
+    w->mem_limit = 2 * (uint64_t)BLOCKD_MAX_PAYLOAD;
+  w->stall_timeout = limits->stall_timeout;
+  w->idle_timeout = limits->idle_timeout;
+}
+
 /* Starts N worker threads, each with its own io_uring. Returns 0 or -1. */
-int workers_start(unsigned n)
+int workers_start(unsigned n, const struct worker_limits *limits)
 {
   workers = calloc(n, sizeof *workers);
   if (workers == NULL) {
@@ -264,6 +310,7 @@ int workers_start(unsigned n)
     int e;
 
     sem_init(&w->started, 0, 0);
+    worker_set_limits(w, limits, n);
     e = pthread_create(&w->thread, NULL, worker_thread, w);
     if (e != 0) {
       errno = e;
@@ -301,6 +348,7 @@ void workers_add_conn(int fd, const struct conn_params *p)
     nbd_log("cannot hand over a connection: out of memory");
     free(c);
     close(fd);
+    limits_conn_put();
     return;
   }
   c->fd = fd;
@@ -349,6 +397,10 @@ void workers_stop(void)
  * then transmission on a private io_uring. Used by the fuzzer. Returns 0 or -1. */
 int worker_serve_one(int fd)
 {
+  static const struct worker_limits limits = {
+    .max_memory = 2 * (uint64_t)BLOCKD_CONN_MAX_BYTES,
+    .stall_timeout = BLOCKD_STALL_TIMEOUT,
+  };
   struct conn_params p;
   struct worker w = { 0 };
   int r = handshake(fd, 0, &p);
@@ -357,8 +409,11 @@ int worker_serve_one(int fd)
     close(fd);
     return r;
   }
+  limits_conn_get(); /* conn_new's connection gives it back */
+  worker_set_limits(&w, &limits, 1);
   if (worker_init(&w) < 0) {
     close(fd);
+    limits_conn_put();
     return -1;
   }
   __atomic_add_fetch(&w.nr_conns, 1, __ATOMIC_RELAXED);

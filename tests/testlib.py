@@ -29,8 +29,10 @@ except ImportError:
 class Blockd:
     """A blockd process serving on a private unix socket."""
 
-    def __init__(self, *args, tmp=None):
+    def __init__(self, *args, tmp=None, unix=True):
+        """ARGS follow blockd's own; UNIX=False leaves out --unix (for --listen)."""
         self._own_tmp = tmp is None
+        self.unix = unix
         self.tmp = tmp or tempfile.mkdtemp(prefix="blockd-test.")
         self.sock = os.path.join(self.tmp, "nbd.sock")
         self.pidfile = os.path.join(self.tmp, "blockd.pid")
@@ -42,7 +44,8 @@ class Blockd:
         if os.path.exists(self.pidfile):
             os.unlink(self.pidfile)
         self.proc = subprocess.Popen(
-            [BLOCKD, "--unix", self.sock, "--pidfile", self.pidfile, *self.args],
+            [BLOCKD, *(["--unix", self.sock] if self.unix else []), "--pidfile", self.pidfile,
+             *self.args],
             stderr=self.log)
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -45,7 +46,9 @@ static void test_options_exports(void **state)
   struct options o;
   char err[256];
   const char *args[] = { "--export", "a=x.img,readonly", "--export", "b=y.ovl,format=overlay",
-                         "--threads", "3", "--listen", ":10900", NULL };
+                         "--threads", "3", "--listen", ":10900", "--listen", "[::1]:10900",
+                         "--max-connections", "9", "--max-memory", "1G", "--idle-timeout", "30",
+                         NULL };
 
   (void)state;
   assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
@@ -55,8 +58,14 @@ static void test_options_exports(void **state)
   assert_string_equal(o.exports[1].path, "y.ovl");
   assert_string_equal(o.exports[1].format, "overlay");
   assert_int_equal(o.threads, 3);
-  assert_string_equal(o.listen_host, "127.0.0.1");
-  assert_string_equal(o.listen_port, "10900");
+  assert_int_equal(o.nr_listens, 2);
+  assert_string_equal(o.listens[0].host, "127.0.0.1");
+  assert_string_equal(o.listens[0].port, "10900");
+  assert_string_equal(o.listens[1].host, "::1");
+  assert_null(o.unix_path);
+  assert_int_equal(o.max_connections, 9);
+  assert_int_equal(o.max_memory, 1u << 30);
+  assert_int_equal(o.idle_timeout, 30);
   options_free(&o);
 }
 
@@ -73,6 +82,7 @@ static void test_options_readonly_applies_to_all(void **state)
   options_free(&o);
 }
 
+/* No TCP unless asked: the default is a unix socket in the runtime directory. */
 static void test_options_default_listen(void **state)
 {
   struct options o;
@@ -80,10 +90,12 @@ static void test_options_default_listen(void **state)
   const char *args[] = { "f", NULL };
 
   (void)state;
+  setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
   assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
-  assert_null(o.unix_path);
-  assert_string_equal(o.listen_host, "127.0.0.1");
-  assert_string_equal(o.listen_port, "10809");
+  assert_string_equal(o.unix_path, "/run/user/4242/blockd.sock");
+  assert_int_equal(o.nr_listens, 0);
+  assert_int_equal(o.max_connections, OPTIONS_DEFAULT_MAX_CONNECTIONS);
+  assert_int_equal(o.idle_timeout, 0);
   options_free(&o);
 }
 
@@ -107,6 +119,9 @@ static void test_options_usage_errors(void **state)
     { { "a", "b" }, "one FILE at most" },
     { { NULL }, "nothing to serve" },
     { { "--unix" }, "needs an argument" },
+    { { "--max-connections", "0", "f" }, "--max-connections '0'" },
+    { { "--max-memory", "1M", "f" }, "--max-memory '1M'" },
+    { { "--idle-timeout", "-1", "f" }, "--idle-timeout '-1'" },
   };
 
   (void)state;
