@@ -44,6 +44,7 @@ int main(int argc, char **argv)
   int sig, status = EXIT_SUCCESS;
 
   log_init("blockd");
+  fmt_log = nbd_log;
   switch (options_parse(&o, argc, argv, err, sizeof err)) {
   case OPTIONS_EXIT:
     options_free(&o);

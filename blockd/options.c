@@ -28,19 +28,23 @@ static const char usage_text[] =
   "                        (default 0: never; QEMU keeps idle connections open)\n"
   "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay]\n"
   "                        serve FILE under NAME; may be repeated\n"
+  "  --allow-base-dir DIR  overlay bases and qcow2 backing files may live beneath\n"
+  "                        DIR too (default: only beneath the image's directory)\n"
   "  -v, --verbose         log the control path\n"
   "  --help                show this help and exit\n"
   "  --version             show the version and exit\n"
   "\n"
-  "A lone FILE is the default export (name \"\"). The format is detected from\n"
-  "the file's contents unless format= says otherwise. Without --unix or\n"
+  "A lone FILE is the default export (name \"\"). Without format=, a blockd\n"
+  "overlay is recognised by its header and anything else is raw: qcow2 is\n"
+  "never guessed (a guest can write its header into a raw disk). Without --unix or\n"
   "--listen, blockd listens on the unix socket $XDG_RUNTIME_DIR/blockd.sock\n"
   "(root: /run/blockd.sock). TCP clients are not authenticated.\n"
   "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush, exit 0.\n"
   "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
 
 enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
-       OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_HELP, OPT_VERSION };
+       OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT,
+       OPT_ALLOW_BASE_DIR, OPT_HELP, OPT_VERSION };
 
 static const struct option long_options[] = {
   { "unix", required_argument, NULL, OPT_UNIX },
@@ -52,6 +56,7 @@ static const struct option long_options[] = {
   { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
   { "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
   { "stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT },
+  { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
   { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, OPT_HELP },
@@ -251,6 +256,15 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
                        errlen) < 0)
         return OPTIONS_USAGE;
       break;
+    case OPT_ALLOW_BASE_DIR: {
+      int r = basepath_allow(optarg);
+
+      if (r < 0) {
+        snprintf(err, errlen, "--allow-base-dir '%s': %s", optarg, strerror(-r));
+        return OPTIONS_USAGE;
+      }
+      break;
+    }
     case OPT_STALL_TIMEOUT:
       if (parse_number("--stall-timeout", optarg, 1, 86400, &o->stall_timeout, err, errlen) < 0)
         return OPTIONS_USAGE;

@@ -53,24 +53,53 @@ static void usage(FILE *stream)
           "Create, inspect and convert blockd disk images.\n"
           "\n"
           "Commands:\n"
-          "  create -s SIZE FILE            create a sparse raw image of SIZE bytes\n"
+          "  create [--force] -s SIZE FILE  create a sparse raw image of SIZE bytes\n"
           "                                 (suffixes K, M, G, T: binary units)\n"
-          "  create -b BASE [-c SIZE] FILE  create a copy-on-write overlay over BASE\n"
+          "  create [--force] -b BASE [-F FORMAT] [-c SIZE] FILE\n"
+          "                                 create a copy-on-write overlay over BASE\n"
           "                                 (raw, qcow2 or overlay), in constant time;\n"
-          "                                 -c: cluster size, 4K to 16M (default 64K)\n"
-          "  info [--json] FILE             show format, virtual size, allocated bytes,\n"
+          "                                 -F: BASE's format; -c: cluster size, 4K to\n"
+          "                                 16M (default 64K)\n"
+          "  info [-f FORMAT] [--json] FILE show format, virtual size, allocated bytes,\n"
           "                                 owned clusters and the base chain\n"
-          "  convert [-f FORMAT] SRC DST    write SRC flattened into a new sparse raw DST,\n"
+          "  convert [--force] [-f FORMAT] SRC DST\n"
+          "                                 write SRC flattened into a new sparse raw DST,\n"
           "                                 keeping zeroes as holes; a progress bar is\n"
           "                                 drawn when stderr is a terminal\n"
           "\n"
           "Options:\n"
+          "  --force                        overwrite an existing FILE or DST (never one\n"
+          "                                 that a server or another tool holds open)\n"
+          "  --allow-base-dir DIR           bases may also live beneath DIR (repeatable;\n"
+          "                                 by default only beneath the image's directory)\n"
           "  -h, --help                     show this help and exit\n"
           "  -V, --version                  show the version and exit\n"
           "\n"
-          "Formats are detected by content, never by file name. Built in: %s.\n"
+          "Formats are detected by content, never by file name, and qcow2 only when\n"
+          "named (-f/-F qcow2): a guest can write a qcow2 header into its raw disk.\n"
+          "Built in: %s.\n"
           "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
           progname, fmt_names());
+}
+
+/* Option codes shared by the commands. */
+enum { OPT_FORCE = 256, OPT_ALLOW_BASE_DIR };
+
+/* --allow-base-dir DIR: bases may live beneath DIR too. */
+static void allow_base_dir(const char *dir)
+{
+  int r = basepath_allow(dir);
+
+  if (r < 0)
+    die(EXIT_USAGE, "--allow-base-dir %s: %s", dir, strerror(-r));
+}
+
+/* -f/-F FORMAT: must be a format built in. */
+static const char *format_arg(const char *opt, const char *name)
+{
+  if (fmt_lookup(name) == NULL)
+    die(EXIT_USAGE, "%s: unknown format '%s' (built in: %s)", opt, name, fmt_names());
+  return name;
 }
 
 /* Formats N bytes as "1.5 GiB" into BUF. */
@@ -181,29 +210,34 @@ static void info_text(struct fmt *f)
   }
 }
 
-/* blockd-img info [--json] FILE */
+/* blockd-img info [-f FORMAT] [--json] FILE */
 static int cmd_info(int argc, char **argv)
 {
   static const struct option opts[] = {
     { "json", no_argument, NULL, 'j' },
+    { "format", required_argument, NULL, 'f' },
+    { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
+  const char *format = NULL;
   bool json = false;
   char err[2048];
   struct fmt *f;
   int c;
 
-  while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
     switch (c) {
     case 'j': json = true; break;
+    case 'f': format = format_arg("info -f", optarg); break;
+    case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
     case 'h': usage(stdout); return 0;
     default: die(EXIT_USAGE, "info: unknown option or missing argument: %s", argv[optind - 1]);
     }
   }
   if (argc - optind != 1)
     die(EXIT_USAGE, "info: expected one FILE");
-  f = fmt_open(argv[optind], NULL, true, err, sizeof err);
+  f = fmt_open(argv[optind], format, true, err, sizeof err);
   if (f == NULL)
     die(EXIT_FAILURE, "%s", err);
   if (json) {
@@ -216,19 +250,22 @@ static int cmd_info(int argc, char **argv)
   return 0;
 }
 
-/* Creates a sparse raw image of SIZE bytes at PATH. */
-static void create_raw(const char *path, uint64_t size)
+/* Creates a sparse raw image of SIZE bytes at PATH (FLAGS: FILE_CREATE_FORCE). */
+static void create_raw(const char *path, uint64_t size, unsigned flags)
 {
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  char err[2048];
+  bool created;
+  int fd = file_create(path, flags, &created, err, sizeof err);
 
-  if (fd == -1)
-    die(EXIT_FAILURE, "%s: %s", path, strerror(errno));
-  if (ftruncate(fd, (off_t)size) == -1) {
+  if (fd < 0)
+    die(EXIT_FAILURE, "%s", err);
+  if (ftruncate(fd, 0) == -1 || ftruncate(fd, (off_t)size) == -1 || fsync(fd) == -1) {
     int e = errno;
-    unlink(path);
+    if (created)
+      unlink(path);
     die(EXIT_FAILURE, "%s: %s", path, strerror(e));
   }
-  if (fsync(fd) == -1 || close(fd) == -1)
+  if (close(fd) == -1)
     die(EXIT_FAILURE, "%s: %s", path, strerror(errno));
 }
 
@@ -242,26 +279,33 @@ static int cluster_bits_of(const char *s)
   return __builtin_ctzll(v);
 }
 
-/* blockd-img create (-s SIZE | -b BASE [-c SIZE]) FILE */
+/* blockd-img create [--force] (-s SIZE | -b BASE [-F FORMAT] [-c SIZE]) FILE */
 static int cmd_create(int argc, char **argv)
 {
   static const struct option opts[] = {
     { "size", required_argument, NULL, 's' },
     { "base", required_argument, NULL, 'b' },
+    { "base-format", required_argument, NULL, 'F' },
     { "cluster-size", required_argument, NULL, 'c' },
+    { "force", no_argument, NULL, OPT_FORCE },
+    { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  const char *size_arg = NULL, *base = NULL;
+  const char *size_arg = NULL, *base = NULL, *base_format = NULL;
   int bits = OVERLAY_DEFAULT_CLUSTER_BITS;
+  unsigned flags = 0;
   char err[2048];
   uint64_t size;
   int c;
 
-  while ((c = getopt_long(argc, argv, "+s:b:c:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+s:b:F:c:h", opts, NULL)) != -1) {
     switch (c) {
     case 's': size_arg = optarg; break;
     case 'b': base = optarg; break;
+    case 'F': base_format = format_arg("create -F", optarg); break;
+    case OPT_FORCE: flags |= FILE_CREATE_FORCE; break;
+    case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
     case 'c':
       bits = cluster_bits_of(optarg);
       if (bits < 0)
@@ -275,14 +319,27 @@ static int cmd_create(int argc, char **argv)
     die(EXIT_USAGE, "create: expected one FILE");
   if ((size_arg == NULL) == (base == NULL))
     die(EXIT_USAGE, "create: give exactly one of -s SIZE (raw) or -b BASE (overlay)");
+  if (base_format != NULL && base == NULL)
+    die(EXIT_USAGE, "create: -F FORMAT goes with -b BASE");
   if (size_arg != NULL) {
     int r = size_parse(size_arg, &size);
     if (r < 0 || size > (uint64_t)INT64_MAX)
       die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
-    create_raw(argv[optind], size);
+    create_raw(argv[optind], size, flags);
+    return 0;
   }
-  else if (overlay_create(argv[optind], base, (unsigned)bits, err, sizeof err) < 0)
+  if (overlay_create(argv[optind], base, base_format, (unsigned)bits, flags, err, sizeof err) < 0)
     die(EXIT_FAILURE, "%s", err);
+  /* Servers follow a base only beneath the overlay's directory unless told
+   * otherwise: say so now rather than when the workspace fails to start. */
+  {
+    struct fmt *f = fmt_open(argv[optind], "overlay", true, err, sizeof err);
+
+    if (f == NULL)
+      fprintf(stderr, "%s: note: %s\n%s: note: serve it with --allow-base-dir naming the base's"
+                      " directory\n", progname, err, progname);
+    fmt_close(f);
+  }
   return 0;
 }
 
@@ -431,27 +488,29 @@ static bool in_chain(struct fmt *f, const struct stat *st)
   return false;
 }
 
-/* blockd-img convert [-f FORMAT] SRC DST */
+/* blockd-img convert [--force] [-f FORMAT] SRC DST */
 static int cmd_convert(int argc, char **argv)
 {
   static const struct option opts[] = {
     { "format", required_argument, NULL, 'f' },
+    { "force", no_argument, NULL, OPT_FORCE },
+    { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *format = NULL, *srcpath, *dst;
+  unsigned flags = 0;
   char err[2048];
   struct stat st;
   struct fmt *src;
+  bool created;
   int c, fd;
 
   while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
     switch (c) {
-    case 'f':
-      if (fmt_lookup(optarg) == NULL)
-        die(EXIT_USAGE, "convert: unknown format '%s' (built in: %s)", optarg, fmt_names());
-      format = optarg;
-      break;
+    case 'f': format = format_arg("convert -f", optarg); break;
+    case OPT_FORCE: flags |= FILE_CREATE_FORCE; break;
+    case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
     case 'h': usage(stdout); return 0;
     default: die(EXIT_USAGE, "convert: unknown option or missing argument: %s", argv[optind - 1]);
     }
@@ -466,10 +525,12 @@ static int cmd_convert(int argc, char **argv)
   /* Truncating DST must never destroy what we are about to read. */
   if (stat(dst, &st) == 0 && in_chain(src, &st))
     die(EXIT_FAILURE, "%s: is the source image or one of its bases", dst);
-  fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd == -1)
-    die(EXIT_FAILURE, "%s: %s", dst, strerror(errno));
-  if (ftruncate(fd, (off_t)src->size) == -1) {
+  fd = file_create(dst, flags, &created, err, sizeof err);
+  if (fd < 0) {
+    fmt_close(src);
+    die(EXIT_FAILURE, "%s", err);
+  }
+  if (ftruncate(fd, 0) == -1 || ftruncate(fd, (off_t)src->size) == -1) {
     snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
     goto fail;
   }

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -175,4 +176,45 @@ int file_lock(int fd, bool exclusive)
   if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
     return -errno;
   return 0;
+}
+
+/* Opens PATH to become a new image: created, or with FILE_CREATE_FORCE an
+ * existing file that nothing else holds (it is then truncated). Returns the
+ * fd, locked for writing, or -1 with a message in ERR. *CREATED tells
+ * whether the file is new (to remove it on a later failure). */
+int file_create(const char *path, unsigned flags, bool *created, char *err, size_t errlen)
+{
+  int fd, r;
+
+  *created = false;
+  fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+  if (fd >= 0)
+    *created = true;
+  else if (errno == EEXIST && !(flags & FILE_CREATE_FORCE)) {
+    snprintf(err, errlen, "%s: exists (use --force to overwrite it)", path);
+    return -1;
+  }
+  else if (errno == EEXIST)
+    fd = open(path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd == -1) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (!*created && basepath_check_fd(fd, path, err, errlen) < 0) {
+    close(fd);
+    return -1;
+  }
+  /* Never truncate an image a server or another tool has open. */
+  r = file_lock(fd, true);
+  if (r < 0) {
+    if (r == -EAGAIN || r == -EACCES)
+      snprintf(err, errlen, "%s: in use by another process (locked): not overwritten", path);
+    else
+      snprintf(err, errlen, "%s: lock: %s", path, strerror(-r));
+    close(fd);
+    if (*created)
+      unlink(path);
+    return -1;
+  }
+  return fd;
 }

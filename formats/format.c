@@ -1,6 +1,8 @@
 /* Format registry, detection by content, and the common fields of an image. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,19 @@
 
 #include "cleanup.h"
 #include "format.h"
+
+/* Prints one line on stderr: the default fmt_log. */
+static void __attribute__((format(printf, 1, 2))) log_stderr(const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+void (*fmt_log)(const char *fmt, ...) = log_stderr;
 
 /* Every format built in; raw last because it accepts anything. */
 static const struct fmt_ops *const formats[] = {
@@ -42,31 +57,62 @@ const char *fmt_names(void)
   return names;
 }
 
-const struct fmt_ops *fmt_detect(const char *path, char *err, size_t errlen)
+/* Opens PATH, an image the user named: non-blocking, so that a FIFO cannot
+ * hang us, then checked on the open descriptor. Returns the fd or -1 with a
+ * message in ERR. */
+static int open_image(const char *path, bool readonly, char *err, size_t errlen)
 {
-  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
-  unsigned char head[4096];
-  ssize_t n;
+  int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 
-  if (fd < 0) {
+  if (fd == -1) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return NULL;
+    return -1;
   }
-  n = pread(fd, head, sizeof head, 0);
+  if (basepath_check_fd(fd, path, err, errlen) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+const struct fmt_ops *fmt_detect_fd(int fd, const char *path, char *err, size_t errlen)
+{
+  unsigned char head[4096];
+  ssize_t n = pread(fd, head, sizeof head, 0);
+
   if (n < 0) {
     snprintf(err, errlen, "%s: read: %s", path, strerror(errno));
     return NULL;
   }
-  for (size_t i = 0; i < ARRAY_SIZE(formats); i++)
-    if (formats[i]->probe == NULL || formats[i]->probe(head, (size_t)n))
-      return formats[i];
+  /* An overlay's header is written by blockd-img and never by a guest (no
+   * engine lets a guest write these bytes at offset 0: fmt_guard_head), so
+   * it may be trusted. A qcow2 header may have been written by a guest into
+   * its raw disk, naming another tenant's image as backing file: qcow2 is
+   * never guessed. */
+#ifdef HAVE_OVERLAY
+  if (fmt_overlay_ops.probe((const void *)head, (size_t)n))
+    return &fmt_overlay_ops;
+#endif
+  if (n >= 4 && memcmp(head, "QFI\xfb", 4) == 0) {
+    snprintf(err, errlen,
+             "%s: starts like a qcow2 image, which a guest can write into a raw disk: "
+             "name the format (qcow2 or raw)", path);
+    return NULL;
+  }
   return &fmt_raw_ops;
+}
+
+struct fmt *fmt_open_fd(int fd, const char *path, const struct fmt_ops *ops, bool readonly,
+                        char *err, size_t errlen)
+{
+  return ops->open(fd, path, readonly, err, errlen);
 }
 
 struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err,
                      size_t errlen)
 {
-  const struct fmt_ops *ops;
+  const struct fmt_ops *ops = NULL;
+  int fd;
 
   if (format != NULL) {
     ops = fmt_lookup(format);
@@ -75,12 +121,58 @@ struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *
       return NULL;
     }
   }
-  else {
-    ops = fmt_detect(path, err, errlen);
-    if (ops == NULL)
+  fd = open_image(path, readonly || (ops != NULL && ops->pwrite == NULL), err, errlen);
+  if (fd < 0)
+    return NULL;
+  if (ops == NULL) {
+    ops = fmt_detect_fd(fd, path, err, errlen);
+    if (ops == NULL) {
+      close(fd);
       return NULL;
+    }
   }
-  return ops->open(path, readonly, err, errlen);
+  return fmt_open_fd(fd, path, ops, readonly, err, errlen);
+}
+
+/* Whether [OFFSET, OFFSET+LEN) meets the disk's first FMT_HEAD_BYTES. */
+static bool touches_head(uint64_t len, uint64_t offset)
+{
+  return offset < FMT_HEAD_BYTES && len > 0;
+}
+
+int fmt_guard_head(struct fmt *f, fmt_range_fn fn, const void *buf, uint64_t length,
+                   uint64_t offset, uint32_t flags)
+{
+  unsigned char head[FMT_HEAD_BYTES];
+  uint64_t n;
+  int r;
+
+  if (!touches_head(length, offset))
+    return fn(f, buf, length, offset, flags);
+  /* Serialized with every other write of the head, so two partial writes
+   * cannot each pass the check and together spell the magic. */
+  pthread_mutex_lock(&f->head_lock);
+  r = f->size >= FMT_HEAD_BYTES ? f->ops->pread(f, head, FMT_HEAD_BYTES, 0) : -ENOSPC;
+  if (r == 0) {
+    n = FMT_HEAD_BYTES - offset < length ? FMT_HEAD_BYTES - offset : length;
+    if (buf != NULL)
+      memcpy(head + offset, buf, n);
+    else
+      memset(head + offset, 0, n); /* trim and zero: assume the worst, zeroes */
+    if (memcmp(head, OVERLAY_MAGIC, FMT_HEAD_BYTES) == 0)
+      r = -EPERM;
+  }
+  else if (r == -ENOSPC)
+    r = 0; /* a disk of under 8 bytes cannot hold the magic */
+  if (r == 0)
+    r = fn(f, buf, length, offset, flags);
+  else if (r == -EPERM && !f->head_refused) {
+    f->head_refused = true;
+    fmt_log("%s: refused a write that would put a blockd overlay header at the start of the disk",
+            f->path);
+  }
+  pthread_mutex_unlock(&f->head_lock);
+  return r;
 }
 
 void fmt_close(struct fmt *f)
@@ -89,10 +181,12 @@ void fmt_close(struct fmt *f)
     f->ops->close(f);
 }
 
-int fmt_init(struct fmt *f, const struct fmt_ops *ops, const char *path, uint64_t size,
+int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path, uint64_t size,
              bool readonly)
 {
   f->ops = ops;
+  f->fd = fd;
+  pthread_mutex_init(&f->head_lock, NULL);
   f->path = strdup(path);
   if (f->path == NULL)
     return -errno;
@@ -108,4 +202,5 @@ void fmt_fini(struct fmt *f)
 {
   free(f->path);
   f->path = NULL;
+  pthread_mutex_destroy(&f->head_lock);
 }

@@ -16,6 +16,7 @@
 #ifndef BLOCKD_FORMAT_H
 #define BLOCKD_FORMAT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,9 +58,12 @@ struct fmt_ops {
    * file is shorter) is this format's magic. NULL for raw, the fallback. */
   bool (*probe)(const void *head, size_t len);
 
-  /* Opens PATH. On failure returns NULL and writes a one-line message naming
+  /* Opens the image PATH, already open as FD (a regular file or block
+   * device, blocking, read-write unless READONLY) and owned by the engine
+   * from here on, also on failure. Every check is made on FD, never on the
+   * name again. On failure returns NULL and writes a one-line message naming
    * the file and the cause into ERR (no trailing newline). */
-  struct fmt *(*open)(const char *path, bool readonly, char *err, size_t errlen);
+  struct fmt *(*open)(int fd, const char *path, bool readonly, char *err, size_t errlen);
 
   /* Closes and frees. Does not flush: call ->flush first if it matters. */
   void (*close)(struct fmt *f);
@@ -73,7 +77,9 @@ struct fmt_ops {
   bool (*map)(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t length,
               struct fmt_map *m);
 
-  /* Synchronous operations; all thread-safe, all return 0 or -errno. */
+  /* Synchronous operations; all thread-safe, all return 0 or -errno.
+   * Engines run writes, trims and zeroes that touch the disk's first
+   * FMT_HEAD_BYTES through fmt_guard_head, and never map them. */
   int (*pread)(struct fmt *f, void *buf, uint64_t length, uint64_t offset);
   /* May be NULL on read-only formats. flags: FMT_FUA. */
   int (*pwrite)(struct fmt *f, const void *buf, uint64_t length, uint64_t offset, uint32_t flags);
@@ -97,6 +103,9 @@ struct fmt_ops {
 struct fmt {
   const struct fmt_ops *ops; /* the engine */
   char *path;                /* file name as given, for messages (owned) */
+  int fd;                    /* the image's own file, for identity checks (the engine owns it) */
+  pthread_mutex_t head_lock; /* serializes writes of the first FMT_HEAD_BYTES */
+  bool head_refused;         /* a forged header was refused (logged once) */
   uint64_t size;             /* virtual size in bytes */
   bool readonly;             /* opened read-only: no pwrite, trim, zero */
   bool can_trim;             /* trim returns space to the host */
@@ -110,6 +119,9 @@ struct fmt {
 };
 
 /* format.c */
+/* Where engines report what no caller asked about (a refused forgery): one
+ * line, no newline. Defaults to stderr; programs point it at their logger. */
+extern void (*fmt_log)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern const struct fmt_ops fmt_raw_ops;
 extern const struct fmt_ops fmt_qcow2_ops;   /* only if built with libqcow */
 extern const struct fmt_ops fmt_overlay_ops;
@@ -118,18 +130,54 @@ extern const struct fmt_ops fmt_overlay_ops;
 const struct fmt_ops *fmt_lookup(const char *name);
 /* Names of the formats built in, comma-separated, for --help and --dump-plugin. */
 const char *fmt_names(void);
-/* Detects PATH's format from its first bytes (never its name). Returns NULL
- * and a message in ERR if PATH cannot be read. */
-const struct fmt_ops *fmt_detect(const char *path, char *err, size_t errlen);
-/* Opens PATH as FORMAT (NULL: detect). NULL with a message in ERR on failure. */
+/* The format of the image open as FD, from bytes a guest cannot have written:
+ * an overlay's header, else raw. A qcow2 header is refused (say format=qcow2):
+ * a guest could have written it into its raw disk. Returns NULL and a message
+ * in ERR if FD cannot be read or looks like qcow2. */
+const struct fmt_ops *fmt_detect_fd(int fd, const char *path, char *err, size_t errlen);
+/* Opens PATH as FORMAT (NULL: detect, as above). NULL with a message in ERR
+ * on failure. */
 struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err, size_t errlen);
+/* Opens the image PATH, already open as FD (given to the engine), as OPS. */
+struct fmt *fmt_open_fd(int fd, const char *path, const struct fmt_ops *ops, bool readonly,
+                        char *err, size_t errlen);
 /* Closes F (NULL is fine). */
 void fmt_close(struct fmt *f);
 /* Fills the common fields of a freshly allocated image. Returns 0 or -errno. */
-int fmt_init(struct fmt *f, const struct fmt_ops *ops, const char *path, uint64_t size,
+int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path, uint64_t size,
              bool readonly);
 /* Frees the common fields. */
 void fmt_fini(struct fmt *f);
+
+/* Bytes at the start of every disk that no write may turn into OVERLAY_MAGIC:
+ * a raw disk whose guest wrote an overlay header there would be opened as
+ * that overlay next time, serving whatever base the guest named. */
+#define FMT_HEAD_BYTES 8
+/* A write (BUF), or a trim or zero (BUF NULL), of a range of F. */
+typedef int (*fmt_range_fn)(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                            uint32_t flags);
+/* Runs FN unless the range touches the head and the result would spell
+ * OVERLAY_MAGIC there (-EPERM). Returns FN's result or -errno. */
+int fmt_guard_head(struct fmt *f, fmt_range_fn fn, const void *buf, uint64_t length,
+                   uint64_t offset, uint32_t flags);
+
+/* basepath.c: where the files an image names (bases, backing files) may be */
+/* Adds DIR to the directories beneath which bases may live, besides the
+ * directory of the image that names them. Returns 0 or -errno. */
+int basepath_allow(const char *dir);
+/* Forgets every allowed directory. */
+void basepath_reset(void);
+/* Opens NAME, named by the image at REFERRER, read-only, if it lies beneath
+ * REFERRER's directory or an allowed one (kernel-enforced: no "..", no
+ * symlink out). The resolved path goes into OUT. Returns a blocking fd of
+ * a regular file or block device, or -1 with a message in ERR. */
+int basepath_open(const char *referrer, const char *name, char *out, size_t outlen, char *err,
+                  size_t errlen);
+/* Whether NAME, named by REFERRER, can be opened under that policy. */
+bool basepath_allowed(const char *referrer, const char *name);
+/* Checks FD, open as PATH, is a regular file or block device, and clears
+ * O_NONBLOCK. Returns 0 or -1 with a message in ERR. */
+int basepath_check_fd(int fd, const char *path, char *err, size_t errlen);
 
 /* size.c */
 /* Parses "4096", "10M", "1.5G", "2T" (binary units, optional B/iB).
@@ -152,6 +200,12 @@ int64_t file_allocated(int fd);
 /* Whether FD's file system takes buffered writes from io_uring without
  * punting them to a serialising worker (see file.c). */
 bool file_async_buffered_writes(int fd);
+/* file_create: overwrite an existing file (not held by anyone). */
+#define FILE_CREATE_FORCE 1u
+/* Opens PATH to become a new image: created, or with FILE_CREATE_FORCE an
+ * existing regular file no other process holds. Returns an fd locked for
+ * writing, or -1 with a message in ERR; *CREATED says whether it is new. */
+int file_create(const char *path, unsigned flags, bool *created, char *err, size_t errlen);
 /* Takes an OFD lock on the whole file behind FD: exclusive for a writer,
  * shared for a reader. Returns 0, -EAGAIN if another open holds a
  * conflicting lock, or another -errno. */
@@ -188,6 +242,10 @@ int bitmap_sync(struct bitmap *bm, int fd, uint64_t offset);
 #define OVERLAY_MAGIC "BLKDOVL\0"
 #define OVERLAY_VERSION 1
 #define OVERLAY_HEADER_SIZE 4096u
+/* Largest virtual disk and cluster count an overlay may have: the bitmap is
+ * held in memory (2^28 clusters: 32 MiB a copy; 16 TiB at 64 KiB clusters). */
+#define OVERLAY_MAX_VIRTUAL_SIZE (1ULL << 56)
+#define OVERLAY_MAX_CLUSTERS (1ULL << 28)
 /* The header as stored: little-endian, at offset 0. */
 struct overlay_header {
   char magic[8];             /* OVERLAY_MAGIC */
@@ -216,19 +274,18 @@ struct overlay_header {
  * bytes) into H, host order. Returns 0, or -1 with a message in ERR. */
 int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
                         char *err, size_t errlen);
-/* Writes into OUT the base file of the overlay at PATH whose header records
- * RECORDED: relative paths are relative to the overlay's directory. */
-void overlay_base_resolve(const char *path, const char *recorded, char *out, size_t outlen);
-/* Checks that BASE (opened from the resolved base path) is the image H recorded.
- * Returns 0, or -1 with a message naming PATH and the base in ERR. */
+/* Checks that BASE (opened from the resolved base path) is the image H
+ * recorded, on BASE's open file. Returns 0, or -1 with a message naming PATH
+ * and the base in ERR. */
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
                               const char *path, char *err, size_t errlen);
 #define OVERLAY_DEFAULT_CLUSTER_BITS 16 /* 64 KiB */
-/* Creates overlay PATH over BASE (opened read-only to record its identity)
- * with clusters of 2^CLUSTER_BITS bytes. O(1) in the base's size. Returns 0,
- * or -1 with a one-line message in ERR. */
-int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
-                   size_t errlen);
+/* Creates overlay PATH over BASE, of BASE_FORMAT (NULL: detect, as
+ * fmt_open), opened read-only to record its identity, with clusters of
+ * 2^CLUSTER_BITS bytes. O(1) in the base's size. FLAGS: FILE_CREATE_FORCE.
+ * Returns 0, or -1 with a one-line message in ERR. */
+int overlay_create(const char *path, const char *base, const char *base_format,
+                   unsigned cluster_bits, unsigned flags, char *err, size_t errlen);
 
 /* overlay.c: copy-on-write over a read-only base (docs/overlay-format.md) */
 /* What blockd-img info shows about an overlay. */

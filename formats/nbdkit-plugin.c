@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,9 +47,20 @@ static void plugin_dump_plugin(void)
   printf("blockd_formats=%s\n", fmt_names());
 }
 
+/* Engine messages go to nbdkit's log. */
+static void __attribute__((format(printf, 1, 2))) plugin_log(const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  nbdkit_verror(fmt, ap);
+  va_end(ap);
+}
+
 /* Parses one KEY=VALUE parameter. */
 static int plugin_config(const char *key, const char *value)
 {
+  fmt_log = plugin_log;
   if (strcmp(key, "file") == 0) {
     free(filename);
     filename = nbdkit_realpath(value);
@@ -64,6 +76,13 @@ static int plugin_config(const char *key, const char *value)
     format = strdup(value);
     if (format == NULL) {
       nbdkit_error("strdup: %m");
+      return -1;
+    }
+  }
+  else if (strcmp(key, "allow-base-dir") == 0) {
+    int r = basepath_allow(value);
+    if (r < 0) {
+      nbdkit_error("allow-base-dir=%s: %s", value, strerror(-r));
       return -1;
     }
   }
@@ -92,7 +111,9 @@ static int plugin_config_complete(void)
 
 #define plugin_config_help \
   "file=FILE (required)           The image: raw, qcow2 (read-only) or overlay.\n" \
-  "format=raw|qcow2|overlay       Override detection from the file's contents.\n" \
+  "format=raw|qcow2|overlay       Override detection from the file's contents\n" \
+  "                               (qcow2 is never detected: name it).\n" \
+  "allow-base-dir=DIR             Bases may live beneath DIR too (repeatable).\n" \
   "readonly=true                  Open the image read-only (no lock for writing)."
 
 /* Opens the image once for the whole server, while errors still reach the user. */

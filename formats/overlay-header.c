@@ -29,29 +29,11 @@ static uint64_t fnv1a(const unsigned char *p, size_t len)
   return h;
 }
 
-/* Hashes the first HASH_BYTES of the file at PATH into *HASH. Returns 0 or -errno. */
-static int hash_head(const char *path, uint64_t *hash)
-{
-  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
-  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
-  int r;
-
-  if (fd == -1)
-    return -errno;
-  if (buf == NULL)
-    return -ENOMEM;
-  r = file_pread_full(fd, buf, HASH_BYTES, 0);
-  if (r < 0)
-    return r;
-  *hash = fnv1a(buf, HASH_BYTES);
-  return 0;
-}
-
 /* Decodes and checks a header read from PATH, in place, to host order. */
 static int header_decode(struct overlay_header *h, uint64_t file_size, const char *path, char *err,
                          size_t errlen)
 {
-  uint64_t bitmap_end;
+  uint64_t bitmap_end, cs, clusters;
 
   if (memcmp(h->magic, OVERLAY_MAGIC, 8) != 0) {
     snprintf(err, errlen, "%s: not a blockd overlay", path);
@@ -84,22 +66,40 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
   }
   if (h->cluster_bits < 12 || h->cluster_bits > 24)
     goto corrupt;
+  cs = 1ULL << h->cluster_bits;
   if (h->header_size != OVERLAY_HEADER_SIZE || h->bitmap_offset < OVERLAY_HEADER_SIZE ||
       h->bitmap_offset % 4096 != 0)
     goto corrupt;
-  if (h->virtual_size > (1ULL << 56))
+  if (h->virtual_size > OVERLAY_MAX_VIRTUAL_SIZE)
     goto corrupt;
-  if (h->bitmap_size != bitmap_bytes((h->virtual_size + (1ULL << h->cluster_bits) - 1) >>
-                                     h->cluster_bits))
+  /* The bitmap is read whole into memory (three copies): a small file must
+   * not make us allocate gigabytes by declaring a huge disk. */
+  clusters = (h->virtual_size + cs - 1) >> h->cluster_bits;
+  if (clusters > OVERLAY_MAX_CLUSTERS) {
+    snprintf(err, errlen, "%s: overlay has %llu clusters, more than %llu (corrupt, or made with a"
+                          " larger limit)", path, (unsigned long long)clusters,
+             (unsigned long long)OVERLAY_MAX_CLUSTERS);
+    return -1;
+  }
+  if (h->bitmap_size != bitmap_bytes(clusters))
+    goto corrupt;
+  /* Checked arithmetic from here on: every offset the engine computes,
+   * data_offset + X for X below the virtual size, must fit in an off_t. */
+  if (h->bitmap_offset > INT64_MAX - h->bitmap_size)
     goto corrupt;
   bitmap_end = h->bitmap_offset + h->bitmap_size;
-  if (h->data_offset < bitmap_end || h->data_offset % (1ULL << h->cluster_bits) != 0)
-    goto corrupt;
   if (file_size < bitmap_end)
+    goto corrupt;
+  /* Data starts at the first cluster boundary after the bitmap: so guest
+   * writes can never land on the header or the bitmap, nor far beyond. */
+  if (h->data_offset < bitmap_end || h->data_offset % cs != 0 || h->data_offset - bitmap_end >= cs)
+    goto corrupt;
+  if (h->data_offset > INT64_MAX - h->virtual_size)
     goto corrupt;
   if (h->base_path_len == 0 || h->base_path_len >= sizeof h->base_path ||
       h->base_path_len >= PATH_MAX || h->base_path[h->base_path_len] != '\0' ||
-      h->base_format[sizeof h->base_format - 1] != '\0')
+      h->base_format[sizeof h->base_format - 1] != '\0' ||
+      strnlen(h->base_path, sizeof h->base_path) != h->base_path_len)
     goto corrupt;
   return 0;
 corrupt:
@@ -110,26 +110,40 @@ corrupt:
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
                               const char *path, char *err, size_t errlen)
 {
-  const char *base_path = base->path;
-
+  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
+  const char *what = NULL;
   struct stat st;
-  uint64_t hash;
   int r;
 
-  if (stat(base_path, &st) == -1) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, base_path, strerror(errno));
+  /* On the open file, never by name again: the name could be swapped for
+   * another file between the check and the use. */
+  if (fstat(base->fd, &st) == -1) {
+    snprintf(err, errlen, "%s: base image %s: %s", path, base->path, strerror(errno));
     return -1;
   }
-  r = hash_head(base_path, &hash);
+  if (buf == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    return -1;
+  }
+  r = file_pread_full(base->fd, buf, HASH_BYTES, 0);
   if (r < 0) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, base_path, strerror(-r));
+    snprintf(err, errlen, "%s: base image %s: %s", path, base->path, strerror(-r));
     return -1;
   }
-  if ((uint64_t)st.st_size != h->base_file_size || st.st_mtim.tv_sec != h->base_mtime_sec ||
-      (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec || hash != h->base_hash ||
-      base->size != h->base_virtual_size) {
-    snprintf(err, errlen, "%s: base image %s changed since the overlay was created", path,
-             base_path);
+  /* Name the first identity check that fails: it tells the user whether
+   * the base was rewritten, or only copied or touched. */
+  if (base->size != h->base_virtual_size)
+    what = "its virtual size";
+  else if ((uint64_t)st.st_size != h->base_file_size)
+    what = "its file size";
+  else if (fnv1a(buf, HASH_BYTES) != h->base_hash)
+    what = "its first 64 KiB";
+  else if (st.st_mtim.tv_sec != h->base_mtime_sec ||
+           (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec)
+    what = "its modification time";
+  if (what != NULL) {
+    snprintf(err, errlen, "%s: base image %s changed since the overlay was created (%s differs)",
+             path, h->base_path, what);
     return -1;
   }
   return 0;
@@ -199,124 +213,130 @@ static int relative_path(const char *dir, const char *file, char *out, size_t ou
   return 0;
 }
 
-void overlay_base_resolve(const char *path, const char *recorded, char *out, size_t outlen)
+/* Writes into RECORDED how the overlay at PATH names its base REAL (the
+ * base's canonical path), as the user wrote BASE: absolute stays absolute,
+ * relative becomes relative to the overlay's directory. Returns 0 or -1
+ * with a message in ERR. */
+static int record_base(const char *path, const char *base, const char *real, char *recorded,
+                       size_t len, char *err, size_t errlen)
 {
-  const char *slash = strrchr(path, '/');
+  CLEANUP_FREE char *copy = strdup(path);
+  char dir[PATH_MAX];
+  char *slash = copy ? strrchr(copy, '/') : NULL;
 
-  /* Relative base paths are relative to the overlay's directory, as qemu
-   * does for backing files: a directory of images can move as a whole. */
-  if (recorded[0] == '/' || slash == NULL)
-    snprintf(out, outlen, "%s", recorded);
-  else
-    snprintf(out, outlen, "%.*s/%s", (int)(slash - path), path, recorded);
+  if (base[0] == '/') {
+    snprintf(recorded, len, "%s", real);
+    return 0;
+  }
+  if (copy == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    return -1;
+  }
+  if (slash == copy)
+    slash[1] = '\0';
+  else if (slash != NULL)
+    *slash = '\0';
+  if (realpath(slash ? copy : ".", dir) == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (relative_path(dir, real, recorded, len) < 0) {
+    snprintf(err, errlen, "%s: path too long for an overlay header", base);
+    return -1;
+  }
+  return 0;
 }
 
-int overlay_create(const char *path, const char *base, unsigned cluster_bits, char *err,
-                   size_t errlen)
+int overlay_create(const char *path, const char *base, const char *base_format,
+                   unsigned cluster_bits, unsigned flags, char *err, size_t errlen)
 {
   struct overlay_header h;
   struct stat bst, st;
   char real[PATH_MAX], recorded[PATH_MAX];
+  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
   struct fmt *b;
-  uint64_t hash, cs, clusters;
-  CLEANUP_CLOSE int fd = -1;
-  int r;
+  uint64_t cs, clusters, data_offset, vsize;
+  bool created;
+  int fd, r;
 
   if (cluster_bits < 12 || cluster_bits > 24) {
     snprintf(err, errlen, "%s: cluster size must be 4 KiB to 16 MiB", path);
+    return -1;
+  }
+  if (buf == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
     return -1;
   }
   if (realpath(base, real) == NULL) {
     snprintf(err, errlen, "%s: %s", base, strerror(errno));
     return -1;
   }
-  /* Record BASE as the user wrote it: absolute stays absolute, relative
-   * becomes relative to the overlay's directory. */
-  if (base[0] == '/')
-    snprintf(recorded, sizeof recorded, "%s", real);
-  else {
-    CLEANUP_FREE char *copy = strdup(path);
-    char dir[PATH_MAX];
-    char *slash = copy ? strrchr(copy, '/') : NULL;
-
-    if (copy == NULL) {
-      snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
-      return -1;
-    }
-    if (slash == copy)
-      slash[1] = '\0';
-    else if (slash != NULL)
-      *slash = '\0';
-    if (realpath(slash ? copy : ".", dir) == NULL) {
-      snprintf(err, errlen, "%s: %s", path, strerror(errno));
-      return -1;
-    }
-    if (relative_path(dir, real, recorded, sizeof recorded) < 0) {
-      snprintf(err, errlen, "%s: path too long for an overlay header", base);
-      return -1;
-    }
-  }
+  if (record_base(path, base, real, recorded, sizeof recorded, err, errlen) < 0)
+    return -1;
   if (strlen(recorded) >= sizeof h.base_path) {
     snprintf(err, errlen, "%s: path too long for an overlay header", base);
     return -1;
   }
-  if (stat(real, &bst) == -1) {
-    snprintf(err, errlen, "%s: %s", base, strerror(errno));
+  /* Opening the base checks it (and its own chain) and gives its size; its
+   * identity is read from the same open file. */
+  b = fmt_open(real, base_format, true, err, errlen);
+  if (b == NULL)
+    return -1;
+  r = fstat(b->fd, &bst) == -1 ? -errno : file_pread_full(b->fd, buf, HASH_BYTES, 0);
+  if (r < 0) {
+    snprintf(err, errlen, "%s: %s", base, strerror(-r));
+    fmt_close(b);
     return -1;
   }
   if (stat(path, &st) == 0 && st.st_dev == bst.st_dev && st.st_ino == bst.st_ino) {
     snprintf(err, errlen, "%s: is the base image itself", path);
+    fmt_close(b);
     return -1;
   }
-  /* Opening the base checks it (and its own chain) and gives its size. */
-  b = fmt_open(real, NULL, true, err, errlen);
-  if (b == NULL)
+  vsize = b->size;
+  cs = 1ULL << cluster_bits;
+  clusters = (vsize + cs - 1) / cs;
+  if (clusters > OVERLAY_MAX_CLUSTERS || vsize > OVERLAY_MAX_VIRTUAL_SIZE) {
+    snprintf(err, errlen, "%s: a %llu-byte base needs more than %llu clusters of %llu bytes:"
+                          " choose larger clusters (-c)", path, (unsigned long long)vsize,
+             (unsigned long long)OVERLAY_MAX_CLUSTERS, (unsigned long long)cs);
+    fmt_close(b);
     return -1;
+  }
+  data_offset = (OVERLAY_HEADER_SIZE + bitmap_bytes(clusters) + cs - 1) / cs * cs;
   memset(&h, 0, sizeof h);
   memcpy(h.magic, OVERLAY_MAGIC, 8);
   h.version = htole32(OVERLAY_VERSION);
   h.header_size = htole32(OVERLAY_HEADER_SIZE);
   h.cluster_bits = htole32(cluster_bits);
-  cs = 1ULL << cluster_bits;
-  clusters = (b->size + cs - 1) / cs;
-  h.virtual_size = htole64(b->size);
+  h.virtual_size = htole64(vsize);
   h.bitmap_offset = htole64(OVERLAY_HEADER_SIZE);
   h.bitmap_size = htole64(bitmap_bytes(clusters));
-  uint64_t data_offset = (OVERLAY_HEADER_SIZE + bitmap_bytes(clusters) + cs - 1) / cs * cs;
   h.data_offset = htole64(data_offset);
   h.base_file_size = htole64((uint64_t)bst.st_size);
   h.base_mtime_sec = (int64_t)htole64((uint64_t)bst.st_mtim.tv_sec);
   h.base_mtime_nsec = htole32((uint32_t)bst.st_mtim.tv_nsec);
-  h.base_virtual_size = htole64(b->size);
+  h.base_virtual_size = htole64(vsize);
+  h.base_hash = htole64(fnv1a(buf, HASH_BYTES));
   snprintf(h.base_format, sizeof h.base_format, "%s", b->ops->name);
   h.base_path_len = htole32((uint32_t)strlen(recorded));
   memcpy(h.base_path, recorded, strlen(recorded) + 1);
-  uint64_t vsize = b->size;
   fmt_close(b);
-  r = hash_head(real, &hash);
-  if (r < 0) {
-    snprintf(err, errlen, "%s: %s", base, strerror(-r));
-    return -1;
-  }
-  h.base_hash = htole64(hash);
 
-  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (fd == -1) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+  fd = file_create(path, flags, &created, err, errlen);
+  if (fd < 0)
     return -1;
-  }
-  r = file_lock(fd, true);
-  if (r == -EAGAIN || r == -EACCES) {
-    snprintf(err, errlen, "%s: locked by another process", path);
-    return -1;
-  }
   /* The file is all holes but the header: O(1) whatever the base's size. */
-  if (r < 0 || ftruncate(fd, 0) == -1 || (r = file_pwrite_full(fd, &h, sizeof h, 0)) < 0 ||
+  r = 0;
+  if (ftruncate(fd, 0) == -1 || (r = file_pwrite_full(fd, &h, sizeof h, 0)) < 0 ||
       ftruncate(fd, (off_t)(data_offset + vsize)) == -1 || fsync(fd) == -1) {
     snprintf(err, errlen, "%s: %s", path, strerror(r < 0 ? -r : errno));
+    close(fd);
+    if (created)
+      unlink(path);
     return -1;
   }
+  close(fd);
   sync_dir(path);
   return 0;
 }
-

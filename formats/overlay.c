@@ -97,29 +97,27 @@ static void reclaim(struct overlay *o)
   }
 }
 
-static struct fmt *overlay_open(const char *path, bool readonly, char *err, size_t errlen)
+static struct fmt *overlay_open(int fd, const char *path, bool readonly, char *err,
+                                size_t errlen)
 {
   struct overlay *o;
   struct overlay_header h;
+  const struct fmt_ops *base_ops;
   struct stat st;
   char berr[1024];
-  int r;
+  int r, bfd;
 
   o = calloc(1, sizeof *o);
   if (o == NULL) {
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    close(fd);
     return NULL;
   }
-  o->fd = -1;
+  o->fd = fd;
   pthread_mutex_init(&o->sync_lock, NULL);
   for (int i = 0; i < OVL_LOCKS; i++)
     pthread_mutex_init(&o->copy_locks[i], NULL);
 
-  o->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (o->fd == -1) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    goto err;
-  }
   if (fstat(o->fd, &st) == -1 || !S_ISREG(st.st_mode)) {
     snprintf(err, errlen, "%s: not a regular file", path);
     goto err;
@@ -141,16 +139,26 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
   o->bitmap_offset = h.bitmap_offset;
   o->data_offset = h.data_offset;
   memcpy(o->base_recorded, h.base_path, h.base_path_len + 1);
-  overlay_base_resolve(path, h.base_path, o->base_path, sizeof o->base_path);
   memcpy(o->base_format, h.base_format, sizeof o->base_format);
 
+  /* The base's format is the one recorded at creation, never guessed from
+   * its contents; where it may live is basepath.c's policy. */
+  base_ops = fmt_lookup(o->base_format);
+  if (base_ops == NULL) {
+    snprintf(err, errlen, "%s: base format '%s' unknown or not built in", path, o->base_format);
+    goto err;
+  }
   if (open_depth >= OVL_MAX_DEPTH) {
     snprintf(err, errlen, "%s: chain of overlays deeper than %d (a loop?)", path, OVL_MAX_DEPTH);
     goto err;
   }
+  bfd = basepath_open(path, h.base_path, o->base_path, sizeof o->base_path, berr, sizeof berr);
+  if (bfd < 0) {
+    snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);
+    goto err;
+  }
   open_depth++;
-  o->base = fmt_open(o->base_path, o->base_format[0] ? o->base_format : NULL, true, berr,
-                     sizeof berr);
+  o->base = fmt_open_fd(bfd, o->base_path, base_ops, true, berr, sizeof berr);
   open_depth--;
   if (o->base == NULL) {
     snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);
@@ -166,7 +174,7 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
     snprintf(err, errlen, "%s: bitmap: %s", path, strerror(-r));
     goto err;
   }
-  r = fmt_init(&o->fmt, &fmt_overlay_ops, path, h.virtual_size, readonly);
+  r = fmt_init(&o->fmt, &fmt_overlay_ops, o->fd, path, h.virtual_size, readonly);
   if (r < 0) {
     snprintf(err, errlen, "%s: %s", path, strerror(-r));
     goto err;
@@ -183,6 +191,22 @@ static struct fmt *overlay_open(const char *path, bool readonly, char *err, size
 err:
   overlay_free(o);
   return NULL;
+}
+
+/* Reads [OFFSET, OFFSET+LEN) of the base. An overlay may be larger than
+ * its base (made so, or crafted): past the base's end it reads zeroes, and
+ * the base is never asked for a range it does not have. */
+static int base_pread(struct overlay *o, void *buf, uint64_t len, uint64_t offset)
+{
+  uint64_t n = offset < o->base->size ? o->base->size - offset : 0;
+  int r;
+
+  if (n > len)
+    n = len;
+  if (n > 0 && (r = o->base->ops->pread(o->base, buf, n, offset)) < 0)
+    return r;
+  memset((char *)buf + n, 0, len - n);
+  return 0;
 }
 
 static void overlay_close(struct fmt *f)
@@ -217,13 +241,15 @@ static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, ui
   case FMT_MAP_READ:
     if (bitmap_all(&o->bm, first, last, false))
       break;
-    if (bitmap_none(&o->bm, first, last) && o->base->ops->map != NULL)
+    if (bitmap_none(&o->bm, first, last) && o->base->ops->map != NULL &&
+        length <= o->base->size && offset <= o->base->size - length)
       return o->base->ops->map(o->base, FMT_MAP_READ, offset, length, m);
     return false;
   case FMT_MAP_WRITE:
     /* Only clusters whose bit is on disk: a FUA write must not depend on
-     * a bitmap page that a crash could still lose. */
-    if (o->ring_writes && bitmap_all(&o->bm, first, last, true))
+     * a bitmap page that a crash could still lose. Writes of the head go
+     * through fmt_guard_head. */
+    if (o->ring_writes && offset >= FMT_HEAD_BYTES && bitmap_all(&o->bm, first, last, true))
       break;
     return false;
   default:
@@ -255,7 +281,7 @@ static int overlay_pread(struct fmt *f, void *buf, uint64_t length, uint64_t off
     if (owned)
       r = file_pread_full(o->fd, p, n, o->data_offset + offset);
     else
-      r = o->base->ops->pread(o->base, p, n, offset);
+      r = base_pread(o, p, n, offset);
     if (r < 0)
       return r;
     p += n;
@@ -299,7 +325,7 @@ static int copy_up(struct overlay *o, uint64_t c, enum op op, const char *buf, u
   tmp = malloc(clen);
   if (tmp == NULL)
     return -ENOMEM;
-  r = o->base->ops->pread(o->base, tmp, clen, start);
+  r = base_pread(o, tmp, clen, start);
   if (r < 0)
     return r;
   if (op == OP_WRITE)
@@ -434,20 +460,42 @@ static int do_range(struct overlay *o, enum op op, const char *buf, uint64_t len
   return 0;
 }
 
-static int overlay_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
-                          uint32_t flags)
+static int range_write(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                       uint32_t flags)
 {
   return do_range((struct overlay *)f, OP_WRITE, buf, length, offset, flags);
 }
 
+static int range_trim(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                      uint32_t flags)
+{
+  (void)buf;
+  return do_range((struct overlay *)f, OP_TRIM, NULL, length, offset, flags);
+}
+
+static int range_zero(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                      uint32_t flags)
+{
+  (void)buf;
+  return do_range((struct overlay *)f, OP_ZERO, NULL, length, offset, flags);
+}
+
+/* The disk an overlay presents can be flattened into a raw file (blockd-img
+ * convert, or any NBD client): its head is guarded like a raw disk's. */
+static int overlay_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                          uint32_t flags)
+{
+  return fmt_guard_head(f, range_write, buf, length, offset, flags);
+}
+
 static int overlay_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
 {
-  return do_range((struct overlay *)f, OP_TRIM, NULL, length, offset, flags);
+  return fmt_guard_head(f, range_trim, NULL, length, offset, flags);
 }
 
 static int overlay_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
 {
-  return do_range((struct overlay *)f, OP_ZERO, NULL, length, offset, flags);
+  return fmt_guard_head(f, range_zero, NULL, length, offset, flags);
 }
 
 static int overlay_flush(struct fmt *f)
@@ -523,8 +571,15 @@ static int overlay_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_
       r = file_extents(o->fd, o->data_offset + f->size, n, o->data_offset + offset, merge_add,
                        &mg);
     }
+    else if (offset >= o->base->size) {
+      /* Past the base's end: zeroes (base_pread). */
+      mg.shift = 0;
+      r = merge_add(&mg, offset, n, FMT_EXTENT_HOLE | FMT_EXTENT_ZERO);
+    }
     else if (o->base->ops->extents != NULL) {
       mg.shift = 0;
+      if (n > o->base->size - offset)
+        n = o->base->size - offset;
       r = o->base->ops->extents(o->base, n, offset, merge_add, &mg);
     }
     else {
@@ -558,8 +613,9 @@ static int overlay_cache(struct fmt *f, uint64_t length, uint64_t offset)
       n = length;
     if (owned)
       r = -posix_fadvise(o->fd, (off_t)(o->data_offset + offset), (off_t)n, POSIX_FADV_WILLNEED);
-    else if (o->base->ops->cache != NULL)
-      r = o->base->ops->cache(o->base, n, offset);
+    else if (o->base->ops->cache != NULL && offset < o->base->size)
+      r = o->base->ops->cache(o->base, n < o->base->size - offset ? n : o->base->size - offset,
+                              offset);
     if (r < 0)
       return r;
     offset += n;

@@ -28,6 +28,8 @@
 #include "format.h"
 
 #define QCOW2_MAX_CHAIN 16 /* backing files we follow */
+#define QCOW2_MAX_L1_BYTES (32u << 20) /* qemu's limit on an L1 table */
+#define QCOW2_MAX_SIZE (1ULL << 56)    /* largest virtual size accepted */
 
 #define L2_OFFSET_MASK 0x00fffffffffffe00ULL /* host offset bits of L1/L2 entries */
 #define L2_COMPRESSED (1ULL << 62)             /* compressed cluster */
@@ -57,15 +59,17 @@ struct qcow2 {
   char backing[PATH_MAX];                /* the image's backing file, "" if none */
 };
 
-/* Opens PATH's tables into LV. Returns 0, or -1 with a message in ERR. */
-static int level_open(struct level *lv, const char *path, char *err, size_t errlen)
+/* Reads the tables of the image PATH, open as FD (LV takes it), into LV.
+ * Returns 0, or -1 with a message in ERR. */
+static int level_open(struct level *lv, int fd, const char *path, char *err, size_t errlen)
 {
   unsigned char h[104];
-  uint64_t l1_offset, incompat = 0;
+  uint64_t l1_offset, l1_bytes, incompat = 0;
+  struct stat st;
   int r;
 
-  lv->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (lv->fd == -1) {
+  lv->fd = fd;
+  if (fstat(fd, &st) == -1) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
     return -1;
   }
@@ -89,10 +93,17 @@ static int level_open(struct level *lv, const char *path, char *err, size_t errl
   l1_offset = be64toh(*(uint64_t *)(h + 40));
   if (lv->version >= 3)
     incompat = be64toh(*(uint64_t *)(h + 72));
-  if (lv->cluster_bits < 9 || lv->cluster_bits > 21 || lv->l1_size > (1u << 26)) {
-    snprintf(err, errlen, "%s: corrupt qcow2 header", path);
-    return -1;
-  }
+  if (lv->cluster_bits < 9 || lv->cluster_bits > 21)
+    goto corrupt;
+  /* The L1 table is read whole: it must lie inside the file and within
+   * qemu's own limit, so a few KiB of header cannot make us allocate
+   * gigabytes (a sparse file can be large, hence the cap as well). */
+  l1_bytes = (uint64_t)lv->l1_size * 8;
+  if (l1_bytes > QCOW2_MAX_L1_BYTES || l1_offset % (1ULL << lv->cluster_bits) != 0 ||
+      l1_offset > (uint64_t)st.st_size || l1_bytes > (uint64_t)st.st_size - l1_offset)
+    goto corrupt;
+  if (lv->size > QCOW2_MAX_SIZE)
+    goto corrupt;
   if (incompat & ~INCOMPAT_KNOWN) {
     /* External data files, zstd, extended L2 entries: libqcow cannot. */
     snprintf(err, errlen, "%s: qcow2 features 0x%llx not supported (try qemu-img convert -O raw)",
@@ -104,7 +115,7 @@ static int level_open(struct level *lv, const char *path, char *err, size_t errl
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
     return -1;
   }
-  r = file_pread_full(lv->fd, lv->l1, (uint64_t)lv->l1_size * 8, l1_offset);
+  r = file_pread_full(lv->fd, lv->l1, l1_bytes, l1_offset);
   if (r < 0) {
     snprintf(err, errlen, "%s: L1 table: %s", path, strerror(-r));
     return -1;
@@ -112,6 +123,9 @@ static int level_open(struct level *lv, const char *path, char *err, size_t errl
   for (uint32_t i = 0; i < lv->l1_size; i++)
     lv->l1[i] = be64toh(lv->l1[i]);
   return 0;
+corrupt:
+  snprintf(err, errlen, "%s: corrupt qcow2 header", path);
+  return -1;
 }
 
 /* Frees LV. */
@@ -218,30 +232,22 @@ static bool qcow2_probe(const void *head, size_t len)
   return len >= 4 && memcmp(head, "QFI\xfb", 4) == 0;
 }
 
-/* Resolves NAME, a backing file as written in the image at PATH: relative
- * names are relative to the image's directory, as qemu does. */
-static void backing_path(const char *path, const char *name, char *out, size_t outlen)
-{
-  CLEANUP_FREE char *copy = strdup(path);
-
-  if (name[0] == '/' || copy == NULL)
-    snprintf(out, outlen, "%s", name);
-  else
-    snprintf(out, outlen, "%s/%s", dirname(copy), name);
-}
-
-/* Opens one file of the chain read-only. */
-static libqcow_file_t *open_one(const char *path, char *err, size_t errlen)
+/* Opens one file of the chain, PATH, open as FD, read-only in libqcow. */
+static libqcow_file_t *open_one(int fd, const char *path, char *err, size_t errlen)
 {
   libqcow_file_t *file = NULL;
   libqcow_error_t *e = NULL;
   uint32_t method = 0;
+  char self[64];
 
+  /* libqcow opens by name: give it our open file's name in /proc, so that
+   * it reads the very file we checked, whatever PATH names meanwhile. */
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
   if (libqcow_file_initialize(&file, &e) != 1) {
     qcow_error(err, errlen, path, "libqcow", &e);
     return NULL;
   }
-  if (libqcow_file_open(file, path, LIBQCOW_OPEN_READ, &e) != 1) {
+  if (libqcow_file_open(file, self, LIBQCOW_OPEN_READ, &e) != 1) {
     qcow_error(err, errlen, path, "cannot open qcow2 image", &e);
     libqcow_file_free(&file, NULL);
     return NULL;
@@ -287,12 +293,12 @@ static void qcow2_close(struct fmt *f)
   free(q);
 }
 
-static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t errlen)
+static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err, size_t errlen)
 {
   struct qcow2 *q;
   libqcow_error_t *e = NULL;
   size64_t size = 0;
-  char name[PATH_MAX], cur[PATH_MAX], next[PATH_MAX];
+  char name[PATH_MAX], cur[PATH_MAX], next[PATH_MAX], berr[PATH_MAX + 256];
   int r;
 
   /* Read-only whatever was asked: a qcow2 is a base, never written. */
@@ -300,6 +306,7 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
   q = calloc(1, sizeof *q);
   if (q == NULL) {
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    close(fd);
     return NULL;
   }
   pthread_mutex_init(&q->lock, NULL);
@@ -307,11 +314,10 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
   for (;;) {
     /* Our own header check first: it names unsupported features, where
      * libqcow only says it cannot open the file. */
-    q->levels[q->nfiles].fd = -1;
     q->nfiles++;
-    if (level_open(&q->levels[q->nfiles - 1], cur, err, errlen) < 0)
+    if (level_open(&q->levels[q->nfiles - 1], fd, cur, err, errlen) < 0)
       goto err;
-    q->files[q->nfiles - 1] = open_one(cur, err, errlen);
+    q->files[q->nfiles - 1] = open_one(fd, cur, err, errlen);
     if (q->files[q->nfiles - 1] == NULL)
       goto err;
     libqcow_file_t *file = q->files[q->nfiles - 1];
@@ -329,15 +335,27 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
       snprintf(q->backing, sizeof q->backing, "%s", name);
     if (name[0] == '\0')
       break;
-    backing_path(cur, name, next, sizeof next);
-    if (libqcow_check_file_signature(next, &e) != 1) {
-      libqcow_error_free(&e);
-      snprintf(err, errlen, "%s: backing file %s is not a qcow2 image (not supported)", cur, next);
-      goto err;
-    }
     if (q->nfiles == QCOW2_MAX_CHAIN) {
       snprintf(err, errlen, "%s: backing chain longer than %d", path, QCOW2_MAX_CHAIN);
       goto err;
+    }
+    /* Backing files follow the same policy as overlay bases. */
+    fd = basepath_open(cur, name, next, sizeof next, berr, sizeof berr);
+    if (fd < 0) {
+      snprintf(err, errlen, "%s: cannot open backing file: %s", cur, berr);
+      goto err;
+    }
+    {
+      char magic[4];
+
+      if (pread(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
+          memcmp(magic, "QFI\xfb", 4) != 0) {
+        /* libqcow follows qcow2 chains only. */
+        snprintf(err, errlen, "%s: backing file %s is not a qcow2 image (not supported)", cur,
+                 next);
+        close(fd);
+        goto err;
+      }
     }
     memcpy(cur, next, sizeof cur);
   }
@@ -345,7 +363,7 @@ static struct fmt *qcow2_open(const char *path, bool readonly, char *err, size_t
     qcow_error(err, errlen, path, "size", &e);
     goto err;
   }
-  r = fmt_init(&q->fmt, &fmt_qcow2_ops, path, size, true);
+  r = fmt_init(&q->fmt, &fmt_qcow2_ops, q->levels[0].fd, path, size, true);
   if (r < 0) {
     snprintf(err, errlen, "%s: %s", path, strerror(-r));
     goto err;

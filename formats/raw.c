@@ -17,23 +17,27 @@ struct raw {
   bool ring_writes; /* map writes for io_uring (file_async_buffered_writes) */
 };
 
-static struct fmt *raw_open(const char *path, bool readonly, char *err, size_t errlen)
+static struct fmt *raw_open(int fd, const char *path, bool readonly, char *err, size_t errlen)
 {
   struct raw *r;
   struct stat st;
-  int fd, e;
+  char head[8];
+  int e;
 
-  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd == -1) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return NULL;
-  }
   if (fstat(fd, &st) == -1) {
     snprintf(err, errlen, "%s: stat: %s", path, strerror(errno));
     goto err;
   }
   if (!S_ISREG(st.st_mode)) {
     snprintf(err, errlen, "%s: not a regular file", path);
+    goto err;
+  }
+  /* An overlay served as a raw disk would let its guest rewrite the
+   * header, and with it the base the overlay names. */
+  if (!readonly && pread(fd, head, sizeof head, 0) == (ssize_t)sizeof head &&
+      memcmp(head, OVERLAY_MAGIC, sizeof head) == 0) {
+    snprintf(err, errlen, "%s: is a blockd overlay: serve it with format=overlay (its container"
+                          " as a raw disk only read-only)", path);
     goto err;
   }
   /* One writer, or any number of readers (overlays sharing a base). */
@@ -47,7 +51,8 @@ static struct fmt *raw_open(const char *path, bool readonly, char *err, size_t e
     goto err;
   }
   r = calloc(1, sizeof *r);
-  if (r == NULL || (e = fmt_init(&r->fmt, &fmt_raw_ops, path, (uint64_t)st.st_size, readonly)) < 0) {
+  if (r == NULL ||
+      (e = fmt_init(&r->fmt, &fmt_raw_ops, fd, path, (uint64_t)st.st_size, readonly)) < 0) {
     free(r);
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
     goto err;
@@ -80,8 +85,10 @@ static bool raw_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64
 {
   struct raw *r = (struct raw *)f;
 
-  (void)length;
   if (dir == FMT_MAP_WRITE && !r->ring_writes)
+    return false;
+  /* Changes to the head go through fmt_guard_head. */
+  if (dir != FMT_MAP_READ && dir != FMT_MAP_FLUSH && offset < FMT_HEAD_BYTES && length > 0)
     return false;
   m->fd = r->fd;
   m->offset = offset;
@@ -93,8 +100,8 @@ static int raw_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
   return file_pread_full(((struct raw *)f)->fd, buf, length, offset);
 }
 
-static int raw_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
-                      uint32_t flags)
+static int do_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                     uint32_t flags)
 {
   struct raw *r = (struct raw *)f;
   int e = file_pwrite_full(r->fd, buf, length, offset);
@@ -104,10 +111,18 @@ static int raw_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t 
   return e;
 }
 
-static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
+static int raw_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                      uint32_t flags)
+{
+  return fmt_guard_head(f, do_pwrite, buf, length, offset, flags);
+}
+
+static int do_trim(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                   uint32_t flags)
 {
   struct raw *r = (struct raw *)f;
 
+  (void)buf;
   /* Trim only gives space back: where the file system cannot punch holes
    * it is a no-op rather than zeroes written (proto.md lets trimmed data
    * read back as before), so a discard never allocates. */
@@ -120,9 +135,21 @@ static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t fl
   return 0;
 }
 
+static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  return fmt_guard_head(f, do_trim, NULL, length, offset, flags);
+}
+
+static int do_zero(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
+                   uint32_t flags)
+{
+  (void)buf;
+  return file_zero(((struct raw *)f)->fd, length, offset, flags);
+}
+
 static int raw_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
 {
-  return file_zero(((struct raw *)f)->fd, length, offset, flags);
+  return fmt_guard_head(f, do_zero, NULL, length, offset, flags);
 }
 
 static int raw_flush(struct fmt *f)

@@ -124,3 +124,29 @@ def fmt_io(path, commands):
     p = subprocess.run([FMT_IO, path], input=commands, capture_output=True)
     if p.returncode != 0:
         raise AssertionError("fmt-io %s: %s" % (path, p.stderr.decode().strip()))
+
+
+# The overlay header's fields: name -> (offset, struct format), little-endian
+# (docs/overlay-format.md).
+OVERLAY_FIELDS = {
+    "magic": (0, "8s"), "version": (8, "<I"), "header_size": (12, "<I"),
+    "incompat": (16, "<Q"), "cluster_bits": (24, "<I"), "virtual_size": (32, "<Q"),
+    "bitmap_offset": (40, "<Q"), "bitmap_size": (48, "<Q"), "data_offset": (56, "<Q"),
+    "base_file_size": (64, "<Q"), "base_virtual_size": (88, "<Q"), "base_format": (104, "16s"),
+    "base_path_len": (120, "<I"), "base_path": (128, "3968s"),
+}
+
+
+def patch_overlay(path, **fields):
+    """Overwrites header fields of the overlay at PATH, as a crafted image
+    would have them. base_path=STR also sets base_path_len."""
+    import struct
+    if "base_path" in fields:
+        p = fields["base_path"].encode()
+        fields["base_path"] = p
+        fields.setdefault("base_path_len", len(p))
+    with open(path, "r+b") as f:
+        for name, value in fields.items():
+            off, fmt = OVERLAY_FIELDS[name]
+            f.seek(off)
+            f.write(struct.pack(fmt, value))

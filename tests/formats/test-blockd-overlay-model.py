@@ -76,7 +76,7 @@ with TempDir() as d:
     run("qemu-img", "convert", "-O", "raw", j("base.qcow2"), j("base.ref"))
     model = bytearray(open(j("base.ref"), "rb").read())
     base_sums = (sha(j("base.qcow2")), sha(j("comp.qcow2")))
-    img("create", "-b", j("base.qcow2"), j("ws.ovl"))
+    img("create", "-b", j("base.qcow2"), "-F", "qcow2", j("ws.ovl"))
 
     b = Blockd(j("ws.ovl"), tmp=d)
     with b:

@@ -31,8 +31,8 @@ with TempDir() as d:
     run("qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -z 20M 1M", "-c", "discard 5M 64k",
         "-c", "write -c -P 0x33 30M 64k", j("backed.qcow2"))
     names = ["plain", "comp", "backed"]
-    exports = ["--export=%s=%s" % (n, j(n + ".qcow2")) for n in names]
-    # The lone FILE path: format detected from content, served read-only.
+    exports = ["--export=%s=%s,format=qcow2" % (n, j(n + ".qcow2")) for n in names]
+    # qcow2 is never guessed from the contents: named, it is served read-only.
     with Blockd(*exports, tmp=d) as b:
         for n in names:
             run("qemu-img", "convert", "-O", "raw", j(n + ".qcow2"), j(n + ".ref"))

@@ -14,7 +14,7 @@ expect() {
   head -n1 err | grep -qE "$pattern" || fail "$*: stderr '$(head -n1 err)' does not match '$pattern'"
 }
 
-"$IMG" --help | grep -q 'create -s SIZE FILE' || fail "--help lacks create"
+"$IMG" --help | grep -q 'create .*-s SIZE FILE' || fail "--help lacks create"
 "$IMG" --help | grep -q 'Exit status' || fail "--help lacks exit status"
 "$IMG" --version | grep -qE '^blockd-img [0-9]' || fail "--version"
 expect 2 'missing COMMAND' "$IMG"
@@ -71,27 +71,37 @@ fi
 # qcow2 images libqcow cannot read are refused by name, with the reason.
 if command -v qemu-img >/dev/null; then
   qemu-img create -q -f qcow2 -b base.ovl -F raw rawbacked.qcow2
-  expect 1 'rawbacked.qcow2: backing file .*base.ovl is not a qcow2 image' "$IMG" info rawbacked.qcow2
+  # qcow2 is never guessed from the contents (a guest can write a qcow2
+  # header into its raw disk): named, it is read.
+  expect 1 'rawbacked.qcow2: starts like a qcow2 image.*name the format' "$IMG" info rawbacked.qcow2
+  expect 1 'rawbacked.qcow2: backing file .*base.ovl is not a qcow2 image' \
+    "$IMG" info -f qcow2 rawbacked.qcow2
   qemu-img create -q -f qcow2 -o compression_type=zstd zstd.qcow2 1M
-  expect 1 'zstd.qcow2: qcow2 features 0x8 not supported' "$IMG" info zstd.qcow2
+  expect 1 'zstd.qcow2: qcow2 features 0x8 not supported' "$IMG" info -f qcow2 zstd.qcow2
   expect 1 'raw.img: not a qcow2 image' "$IMG" convert -f qcow2 raw.img out.img
   qemu-img create -q -f qcow2 back.qcow2 1M
   qemu-img create -q -f qcow2 -b back.qcow2 -F qcow2 front.qcow2
-  expect 1 'back.qcow2: is the source image or one of its bases' "$IMG" convert front.qcow2 back.qcow2
+  expect 1 'back.qcow2: is the source image or one of its bases' \
+    "$IMG" convert -f qcow2 front.qcow2 back.qcow2
   qemu-img check -q back.qcow2 || fail "convert damaged the source's backing file"
   [ ! -e out.img ] || fail "failed convert left its destination behind"
 fi
 
 # A base given as a relative path is recorded relative to the overlay's
 # directory (a directory of images can move); an absolute one stays absolute.
+# A base outside the overlay's directory is followed only beneath a directory
+# allowed with --allow-base-dir, and creating such an overlay says so.
 mkdir -p d/imgs d/ws
 "$IMG" create -s 1M d/imgs/base.img
-"$IMG" create -b d/imgs/base.img d/ws/rel.ovl
-"$IMG" create -b "$TMP/d/imgs/base.img" d/ws/abs.ovl
-"$IMG" info --json d/ws/rel.ovl | grep -q '"base-filename": "../imgs/base.img"' || fail "relative base not recorded relative to the overlay"
+"$IMG" create -b d/imgs/base.img d/ws/rel.ovl 2>create.err
+grep -q 'note: .*outside the image.s directory' create.err || fail "create did not note the base's place: $(cat create.err)"
+"$IMG" create -b "$TMP/d/imgs/base.img" d/ws/abs.ovl 2>/dev/null
+expect 1 'rel.ovl: cannot open base image: d/ws/../imgs/base.img: outside the image.s directory and every allowed directory' \
+  "$IMG" info d/ws/rel.ovl
+"$IMG" info --allow-base-dir d/imgs --json d/ws/rel.ovl | grep -q '"base-filename": "../imgs/base.img"' || fail "relative base not recorded relative to the overlay"
 mv d moved
-"$IMG" info moved/ws/rel.ovl >/dev/null || fail "relative base lost after moving the directory"
-expect 1 "abs.ovl: cannot open base image: $TMP/d/imgs/base.img: No such file or directory" "$IMG" info moved/ws/abs.ovl
+"$IMG" info --allow-base-dir moved/imgs moved/ws/rel.ovl >/dev/null || fail "relative base lost after moving the directory"
+expect 1 "abs.ovl: cannot open base image: $TMP/d/imgs/base.img: No such file or directory" "$IMG" info --allow-base-dir "$TMP" moved/ws/abs.ovl
 
 # Overlay creation over a 100 GiB sparse base: O(1) time and space.
 "$IMG" create -s 100G big.img

@@ -34,7 +34,7 @@ with TempDir() as d:
 
     for name in ["plain", "comp", "v2", "small", "top", "top2"]:
         q, out, ref = j(name + ".qcow2"), j(name + ".out"), j(name + ".ref")
-        img("convert", q, out)
+        img("convert", "-f", "qcow2", q, out)
         run("qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2", out, q)
         run("qemu-img", "convert", "-O", "raw", q, ref)
         check(sha(out) == sha(ref), name + ": hash differs from qemu-img convert -O raw")
@@ -51,11 +51,11 @@ with TempDir() as d:
         prev = base
         for level in range(3):
             o = j("l%d-%s.ovl" % (level, os.path.basename(base)))
-            img("create", "-b", prev, o)
+            img("create", "-b", prev, *(["-F", "qcow2"] if prev.endswith(".qcow2") else []), o)
             fmt_io(o, random_ops(rng, model, 150))
             prev = o
         flat = j("flat.raw")
-        img("convert", prev, flat)
+        img("convert", "--force", prev, flat)
         write_sparse(j("model.raw"), model)
         run("qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", flat, j("model.raw"))
         check(open(flat, "rb").read() == bytes(model), "flattened chain differs from model")

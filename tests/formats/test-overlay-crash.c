@@ -179,7 +179,7 @@ int main(void)
   if (fd < 0 || file_pwrite_full(fd, base_data, SIZE, 0) < 0)
     return 1;
   close(fd);
-  if (overlay_create(ovl_path, base_path, CB, err, sizeof err) < 0) {
+  if (overlay_create(ovl_path, base_path, NULL, CB, FILE_CREATE_FORCE, err, sizeof err) < 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }

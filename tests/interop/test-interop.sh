@@ -63,19 +63,19 @@ wait_server() {
 }
 
 # server_start FILE FORMAT [ro]: serves FILE (FORMAT raw, qcow2 or overlay)
-# as the default export on $SOCK, read-only with "ro"; sets NBD_URI.  Our
-# servers detect the format from the contents; qemu-storage-daemon is told.
+# as the default export on $SOCK, read-only with "ro"; sets NBD_URI. Every
+# server is told the format (ours never guess qcow2 from the contents).
 server_start() {
   local file=$1 format=$2 ro=${3:-} pidfile=$TMP/server.pid qro=off qwr=on
   rm -f "$pidfile" "$SOCK"
   [ "$ro" = ro ] && qro=on qwr=off
   case $server in
     blockd)
-      start_blockd "$file"
+      start_blockd --export "=$file,format=$format"
       SERVER_PID=$BLOCKD_PID
       return ;;
     nbdkit-plugin)
-      "$NBDKIT" -f -U "$SOCK" -P "$pidfile" "$NBDKIT_PLUGIN" file="$file" \
+      "$NBDKIT" -f -U "$SOCK" -P "$pidfile" "$NBDKIT_PLUGIN" file="$file" format="$format" \
         2>>"$SERVER_LOG" & ;;
     nbdkit-file)
       nbdkit -f -U "$SOCK" -P "$pidfile" file file="$file" 2>>"$SERVER_LOG" & ;;
@@ -229,7 +229,7 @@ make_overlay() {
       if [ "$server" = nbdkit-plugin ]; then
         plugin_has_format overlay || skip "overlay format not built into the plugin"
       fi
-      "$BLOCKD_IMG" create -b "$1" "$2" || fail "blockd-img create -b" ;;
+      "$BLOCKD_IMG" create -b "$1" -F "${3:-raw}" "$2" || fail "blockd-img create -b" ;;
   esac
 }
 

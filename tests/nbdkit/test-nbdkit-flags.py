@@ -64,7 +64,7 @@ with tempfile.TemporaryDirectory(prefix="nbdkit-test.") as tmp:
         q = os.path.join(tmp, "base.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", q, "8M"], check=True)
         # qcow2 is read-only even when the plugin is asked for writes.
-        with PluginServer(q, tmp=tmp) as srv:
+        with PluginServer(q, "format=qcow2", tmp=tmp) as srv:
             h = srv.connect()
             expect(h, "qcow2", read_only=True, multi_conn=True)
             check(h.get_size() == 8 << 20, "qcow2 size %d" % h.get_size())

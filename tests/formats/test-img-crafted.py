@@ -1,0 +1,99 @@
+"""Crafted images (the header fields an attacker controls) are refused with a
+clear error or read safely, never a crash, a write outside the data area or
+a huge allocation:
+- an overlay larger than its base (an overlay over an overlay), served by
+  blockd: reads past the base read zeroes, writes and copy-ups there work (the
+  base's bitmap was indexed past its end before);
+- data_offset far beyond the bitmap, or so large that data_offset + X wraps;
+- a 4 KiB overlay declaring a huge disk (the bitmap would be terabytes);
+- bitmap_offset + bitmap_size wrapping;
+- a 24 KiB qcow2 whose header declares a 512 MiB L1 table.
+Memory is checked with each refusal's peak RSS."""
+import os
+import struct
+import subprocess
+
+from fmtlib import BLOCKD_IMG, TempDir, check, img, require, run, patch_overlay
+from testlib import Blockd
+
+MiB = 1 << 20
+
+
+def refused(path, want, *opts):
+    """blockd-img info PATH fails (exit 1) with WANT in its one-line message,
+    its peak RSS under 32 MiB (run before this script holds big buffers: a
+    child's peak RSS counts what it shared with us at fork)."""
+    p = subprocess.Popen([BLOCKD_IMG, "info", *opts, path], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    rss = usage.ru_maxrss // 1024
+    check(p.returncode == 1 and want in err,
+          "%s: exit %d, %r (wanted %r)" % (os.path.basename(path), p.returncode, err, want))
+    check(rss < 32, "%s: blockd-img used %d MiB to refuse it" % (os.path.basename(path), rss))
+    print("%s: refused (peak RSS %d MiB): %s" % (os.path.basename(path), rss, err.strip()))
+
+
+def main():
+    require("qemu-img")
+    with TempDir() as d:
+        j = lambda n: os.path.join(d, n)  # noqa: E731
+        with open(j("base.raw"), "wb") as f:
+            f.write(b"\xab" * MiB)
+        img("create", "-b", j("base.raw"), j("mid.ovl"))
+        img("create", "-b", j("mid.ovl"), j("top.ovl"))
+
+        def fresh(name, size=MiB, cb=None):
+            p = j(name)
+            img("create", "--force", "-b", j("base.raw"), *(["-c", cb] if cb else []), p)
+            return p
+
+        refused(patch_overlay_ret(fresh("far.ovl"), data_offset=1 << 40), "corrupt overlay header")
+        refused(patch_overlay_ret(fresh("wrap.ovl"), data_offset=(1 << 64) - 65536),
+                "corrupt overlay header")
+        refused(patch_overlay_ret(fresh("big.ovl", cb="4K"), virtual_size=1 << 56),
+                "clusters, more than")
+        refused(patch_overlay_ret(fresh("bmwrap.ovl"), bitmap_offset=(1 << 64) - 4096),
+                "corrupt overlay header")
+        refused(patch_overlay_ret(fresh("len.ovl"), base_path_len=4000), "corrupt overlay header")
+
+        # A 24 KiB qcow2 declaring 2^26 L1 entries (512 MiB).
+        run("qemu-img", "create", "-q", "-f", "qcow2", j("l1.qcow2"), "1M")
+        with open(j("l1.qcow2"), "r+b") as f:
+            f.seek(36)
+            f.write(struct.pack(">I", 1 << 26))
+        refused(j("l1.qcow2"), "corrupt qcow2 header", "-f", "qcow2")
+
+        # An overlay that claims 1 TiB over a 1 MiB overlay base: reads and
+        # copy-ups far past the base indexed megabytes past its bitmap (a
+        # segfault before). 2^24 clusters of 64 KiB: a 2 MiB bitmap.
+        GiB, TiB = 1 << 30, 1 << 40
+        data_offset = 4096 + 2 * MiB + 61440
+        patch_overlay(j("top.ovl"), virtual_size=TiB, bitmap_size=2 * MiB, data_offset=data_offset)
+        with open(j("top.ovl"), "r+b") as f:
+            f.truncate(data_offset + TiB)
+        with Blockd("--export", "top=%s" % j("top.ovl"), tmp=d) as b:
+            h = b.connect("top")
+            check(h.get_size() == TiB, "size %d" % h.get_size())
+            check(h.pread(100, MiB - 50) == b"\xab" * 50 + bytes(50), "read across the base's end")
+            for off in (2 * GiB, 4 * GiB + 12345, TiB - 4096):
+                check(h.pread(4096, off) == bytes(4096), "read at %d past the base" % off)
+            h.pwrite(b"\x11" * 100, 6 * GiB + 100)      # a copy-up past the base
+            h.pwrite(b"\x22" * 100, MiB - 50)          # one across the base's end
+            h.flush()
+            check(h.pread(4096, 6 * GiB) == bytes(100) + b"\x11" * 100 + bytes(3896),
+                  "copy-up past the base")
+            check(h.pread(200, MiB - 100) == b"\xab" * 50 + b"\x22" * 100 + bytes(50),
+                  "copy-up across the base's end")
+            h.shutdown()
+            b.stop()
+        print("overlay of 1 TiB over a 1 MiB overlay: reads past the base are zeroes, writes work")
+
+def patch_overlay_ret(path, **fields):
+    patch_overlay(path, **fields)
+    return path
+
+
+main()
+print("PASS")
