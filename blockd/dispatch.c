@@ -240,6 +240,15 @@ void dispatch_file_done(struct request *req, int res)
     submit_file(req);
     return;
   }
+  /* A failed fsync poisons every later flush of the image (format.h). */
+  if (h->type == NBD_CMD_FLUSH) {
+    res = fmt_sync_result(req->conn->p.exp->fmt, res < 0 ? res : 0);
+    req->err = res < 0 ? -res : 0;
+    finish(req);
+    return;
+  }
+  if (res == -EIO && h->type == NBD_CMD_WRITE && (h->flags & NBD_CMD_FLAG_FUA))
+    fmt_sync_result(req->conn->p.exp->fmt, res);
   if (res < 0) {
     /* File systems that cannot punch or zero: the engine's synchronous path
      * has the fallbacks (and honours FAST_ZERO). */

@@ -94,8 +94,6 @@ int file_zero(int fd, uint64_t length, uint64_t offset, uint32_t flags)
   if (r < 0)
     return r;
 done:
-  if ((flags & FMT_FUA) && fdatasync(fd) == -1)
-    return -errno;
   return 0;
 }
 

@@ -134,6 +134,27 @@ struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *
   return fmt_open_fd(fd, path, ops, readonly, err, errlen);
 }
 
+int fmt_sync_result(struct fmt *f, int r)
+{
+  int before = __atomic_load_n(&f->sync_error, __ATOMIC_ACQUIRE);
+
+  if (r < 0 && r != -EROFS && before == 0 &&
+      __atomic_compare_exchange_n(&f->sync_error, &before, -r, false, __ATOMIC_ACQ_REL,
+                                  __ATOMIC_ACQUIRE))
+    fmt_log("%s: making writes durable failed (%s): some may be lost, and every later flush of"
+            " this image fails until it is opened again", f->path, strerror(-r));
+  if (r == 0 && before != 0)
+    return -EIO;
+  return r;
+}
+
+int fmt_fdatasync(struct fmt *f, int fd)
+{
+  if (__atomic_load_n(&f->sync_error, __ATOMIC_ACQUIRE) != 0)
+    return -EIO;
+  return fmt_sync_result(f, fdatasync(fd) == -1 ? -errno : 0);
+}
+
 /* Whether [OFFSET, OFFSET+LEN) meets the disk's first FMT_HEAD_BYTES. */
 static bool touches_head(uint64_t len, uint64_t offset)
 {

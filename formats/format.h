@@ -106,6 +106,7 @@ struct fmt {
   int fd;                    /* the image's own file, for identity checks (the engine owns it) */
   pthread_mutex_t head_lock; /* serializes writes of the first FMT_HEAD_BYTES */
   bool head_refused;         /* a forged header was refused (logged once) */
+  int sync_error;            /* errno of the first failed sync, 0 if none (atomic) */
   uint64_t size;             /* virtual size in bytes */
   bool readonly;             /* opened read-only: no pwrite, trim, zero */
   bool can_trim;             /* trim returns space to the host */
@@ -149,6 +150,15 @@ int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path,
 /* Frees the common fields. */
 void fmt_fini(struct fmt *f);
 
+/* Records R, the result (0 or -errno) of making F's writes durable. After a
+ * failure every later sync of F fails too, with -EIO: Linux reports a
+ * writeback error once per open file and may drop the unwritten pages, so a
+ * retry that succeeds proves nothing (PostgreSQL's "fsyncgate"). The first
+ * failure is logged. Returns R, or -EIO once F has failed before. */
+int fmt_sync_result(struct fmt *f, int r);
+/* fdatasync(FD) on behalf of F, through fmt_sync_result. */
+int fmt_fdatasync(struct fmt *f, int fd);
+
 /* Bytes at the start of every disk that no write may turn into OVERLAY_MAGIC:
  * a raw disk whose guest wrote an overlay header there would be opened as
  * that overlay next time, serving whatever base the guest named. */
@@ -186,7 +196,8 @@ int size_parse(const char *s, uint64_t *out);
 
 /* file.c: helpers for engines that sit on sparse files */
 /* Punches a hole, falling back to ZERO_RANGE then to writing zeroes as the
- * file system allows and FLAGS permits. Returns 0 or -errno. */
+ * file system allows and FLAGS permits (FMT_MAY_TRIM, FMT_FAST_ZERO; FUA is
+ * the caller's: fmt_fdatasync). Returns 0 or -errno. */
 int file_zero(int fd, uint64_t length, uint64_t offset, uint32_t flags);
 /* Reports SEEK_DATA/SEEK_HOLE extents of FD within [OFFSET, OFFSET+LENGTH),
  * clipped to SIZE. Returns 0 or -errno. */

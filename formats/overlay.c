@@ -239,6 +239,8 @@ static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, ui
   last = cluster_of(o, offset + length - 1);
   switch (dir) {
   case FMT_MAP_READ:
+    if (__atomic_load_n(&f->sync_error, __ATOMIC_RELAXED) != 0)
+      return false; /* overlay_pread decides what still reads */
     if (bitmap_all(&o->bm, first, last, false))
       break;
     if (bitmap_none(&o->bm, first, last) && o->base->ops->map != NULL &&
@@ -278,6 +280,12 @@ static int overlay_pread(struct fmt *f, void *buf, uint64_t length, uint64_t off
 
     if (n > length)
       n = length;
+    /* After a failed sync the file system may have dropped what was
+     * written since the last good one: a cluster owned since then could
+     * read as neither the base nor the write. Say so rather than guess. */
+    if (owned && __atomic_load_n(&f->sync_error, __ATOMIC_ACQUIRE) != 0 &&
+        !bitmap_all(&o->bm, c, cluster_of(o, offset + n - 1), true))
+      return -EIO;
     if (owned)
       r = file_pread_full(o->fd, p, n, o->data_offset + offset);
     else
@@ -505,10 +513,12 @@ static int overlay_flush(struct fmt *f)
 
   if (f->readonly)
     return 0;
+  if (__atomic_load_n(&f->sync_error, __ATOMIC_ACQUIRE) != 0)
+    return -EIO;
   pthread_mutex_lock(&o->sync_lock);
   r = bitmap_sync(&o->bm, o->fd, o->bitmap_offset);
   pthread_mutex_unlock(&o->sync_lock);
-  return r;
+  return fmt_sync_result(f, r);
 }
 
 /* Merges adjacent extents of one type before passing them on. */

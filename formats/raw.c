@@ -106,8 +106,8 @@ static int do_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t o
   struct raw *r = (struct raw *)f;
   int e = file_pwrite_full(r->fd, buf, length, offset);
 
-  if (e == 0 && (flags & FMT_FUA) && fdatasync(r->fd) == -1)
-    e = -errno;
+  if (e == 0 && (flags & FMT_FUA))
+    e = fmt_fdatasync(f, r->fd);
   return e;
 }
 
@@ -130,9 +130,7 @@ static int do_trim(struct fmt *f, const void *buf, uint64_t length, uint64_t off
                 (off_t)length) == -1 &&
       errno != EOPNOTSUPP && errno != ENOSYS)
     return -errno;
-  if ((flags & FMT_FUA) && fdatasync(r->fd) == -1)
-    return -errno;
-  return 0;
+  return (flags & FMT_FUA) ? fmt_fdatasync(f, r->fd) : 0;
 }
 
 static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
@@ -143,8 +141,11 @@ static int raw_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t fl
 static int do_zero(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
                    uint32_t flags)
 {
+  int fd = ((struct raw *)f)->fd;
+  int e = file_zero(fd, length, offset, flags);
+
   (void)buf;
-  return file_zero(((struct raw *)f)->fd, length, offset, flags);
+  return e == 0 && (flags & FMT_FUA) ? fmt_fdatasync(f, fd) : e;
 }
 
 static int raw_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags)
@@ -154,7 +155,7 @@ static int raw_zero(struct fmt *f, uint64_t length, uint64_t offset, uint32_t fl
 
 static int raw_flush(struct fmt *f)
 {
-  return fdatasync(((struct raw *)f)->fd) == -1 ? -errno : 0;
+  return fmt_fdatasync(f, ((struct raw *)f)->fd);
 }
 
 static int raw_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
