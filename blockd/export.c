@@ -43,8 +43,9 @@ static int add(struct fmt *f, const char *name, const char *format)
   e = &exports[nr_exports];
   e->fmt = f;
   e->name = strdup(name);
-  if (asprintf(&e->description, "%s (%s%s)", f->path, format,
-               f->readonly ? ", read-only" : "") < 0)
+  /* Every client may read this: the host path of the image is none of
+   * its business. */
+  if (asprintf(&e->description, "%s disk%s", format, f->readonly ? ", read-only" : "") < 0)
     e->description = NULL;
   if (e->name == NULL || e->description == NULL) {
     free(e->name);

@@ -237,7 +237,9 @@ static int opt_info_go(struct hs *h, uint32_t option, struct cursor *c, struct c
   }
   e = export_find(name, namelen);
   if (e == NULL) {
-    nbd_log("client asked for unknown export '%.*s'", (int)(namelen > 256 ? 256 : namelen), name);
+    char esc[LOG_ESCAPE_MAX];
+
+    nbd_log("client asked for unknown export '%s'", log_escape(name, namelen, esc, sizeof esc));
     return send_error(h, option, NBD_REP_ERR_UNKNOWN, "unknown export name");
   }
   if (send_infos(h, option, e, want_name, want_description) < 0 ||
@@ -330,8 +332,10 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   struct nbd_export_name_reply r;
 
   if (e == NULL) {
-    nbd_log("client asked for unknown export '%.*s' (EXPORT_NAME): closing",
-            (int)(c->left > 256 ? 256 : c->left), c->p);
+    char esc[LOG_ESCAPE_MAX];
+
+    nbd_log("client asked for unknown export '%s' (EXPORT_NAME): closing",
+            log_escape(c->p, c->left, esc, sizeof esc));
     return -1;
   }
   r.exportsize = htobe64(e->fmt->size);

@@ -36,6 +36,9 @@ extern bool verbose;
 void log_init(const char *progname);
 /* Prints "blockd: MESSAGE" on stderr (with %m support). */
 void nbd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Escapes LEN bytes of client data at S into OUT for a log line. */
+const char *log_escape(const char *s, size_t len, char *out, size_t outlen);
+#define LOG_ESCAPE_MAX 300 /* size of an OUT buffer for log_escape */
 /* As nbd_log, for the control path, only with --verbose. */
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define debug(...)                 \
@@ -95,7 +98,7 @@ void options_free(struct options *o);
 /* An open export. */
 struct export {
   char *name;        /* as the client names it */
-  char *description; /* for NBD_INFO_DESCRIPTION: the file name and format */
+  char *description; /* for NBD_INFO_DESCRIPTION: format and mode, never a host path */
   struct fmt *fmt;   /* the image */
   uint16_t eflags;   /* transmission flags advertised for it */
 };

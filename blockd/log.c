@@ -50,3 +50,27 @@ void log_debug(const char *fmt, ...)
   vlog("debug: ", fmt, ap);
   va_end(ap);
 }
+
+/* Writes LEN bytes of client data at S into OUT as printable text: bytes
+ * outside printable ASCII, quotes and backslashes become \xHH, so that a
+ * client cannot forge log lines or terminal escapes; over 64 bytes, the rest
+ * is cut to "...". Returns OUT. */
+const char *log_escape(const char *s, size_t len, char *out, size_t outlen)
+{
+  size_t o = 0;
+
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+
+    if (o + 8 >= outlen || i == 64) {
+      snprintf(out + o, outlen - o, "...");
+      return out;
+    }
+    if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+      out[o++] = (char)c;
+    else
+      o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+  }
+  out[o] = '\0';
+  return out;
+}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -13,22 +14,47 @@
 /* Blocking pool threads: enough to overlap a few slow engine calls. */
 #define POOL_THREADS 4
 
-/* Writes our pid to PATH atomically (temporary file, then rename). */
+/* Checks, before anything is bound, that the pidfile PATH can be written
+ * later: its directory exists and is writable. Returns 0 or -1 after logging. */
+static int check_pidfile(const char *path)
+{
+  CLEANUP_FREE char *copy = strdup(path);
+  char *slash = copy ? strrchr(copy, '/') : NULL;
+  const char *dir = slash == NULL ? "." : slash == copy ? "/" : copy;
+
+  if (copy == NULL) {
+    nbd_log("out of memory");
+    return -1;
+  }
+  if (slash != NULL && slash != copy)
+    *slash = '\0';
+  if (access(dir, W_OK | X_OK) == -1) {
+    nbd_log("--pidfile %s: %s: %m", path, dir);
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes our pid to PATH atomically: an unpredictable temporary name in the
+ * same directory, created exclusively (never through a planted symlink),
+ * then renamed over PATH. */
 static int write_pidfile(const char *path)
 {
   CLEANUP_FREE char *tmp = NULL;
-  FILE *f;
+  char line[32];
+  int fd, n;
 
-  if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+  if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
     return -1;
-  f = fopen(tmp, "we");
-  if (f == NULL) {
-    nbd_log("%s: %m", tmp);
+  fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd == -1) {
+    nbd_log("--pidfile %s: %m", path);
     return -1;
   }
-  fprintf(f, "%d\n", (int)getpid());
-  if (fclose(f) != 0 || rename(tmp, path) == -1) {
-    nbd_log("%s: %m", path);
+  n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+  if (fchmod(fd, 0644) == -1 || write(fd, line, (size_t)n) != n || close(fd) == -1 ||
+      rename(tmp, path) == -1) {
+    nbd_log("--pidfile %s: %m", path);
     unlink(tmp);
     return -1;
   }
@@ -69,6 +95,10 @@ int main(int argc, char **argv)
 
   /* An image that cannot be opened (missing, locked, changed base) is the
    * user's to fix: a usage error, like the launcher's. */
+  if (o.pidfile && check_pidfile(o.pidfile) < 0) {
+    options_free(&o);
+    return EXIT_FAILURE;
+  }
   if (exports_open(&o) < 0) {
     exports_close();
     options_free(&o);

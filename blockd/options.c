@@ -27,7 +27,8 @@ static const char usage_text[] =
   "  --idle-timeout SECS   close a connection after SECS without a request\n"
   "                        (default 0: never; QEMU keeps idle connections open)\n"
   "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay]\n"
-  "                        serve FILE under NAME; may be repeated\n"
+  "                        serve FILE under NAME; may be repeated (a comma in\n"
+  "                        FILE is written ',,')\n"
   "  --allow-base-dir DIR  overlay bases and qcow2 backing files may live beneath\n"
   "                        DIR too (default: only beneath the image's directory)\n"
   "  -v, --verbose         log the control path\n"
@@ -106,12 +107,13 @@ static int add_export(struct options *o, const char *name, size_t namelen, const
   return 0;
 }
 
-/* Parses NAME=FILE[,readonly][,format=F]. Returns 0 or -1 with ERR set. */
+/* Parses NAME=SPEC (spec.c). Returns 0 or -1 with ERR set. */
 static int parse_export(struct options *o, const char *arg, char *err, size_t errlen)
 {
-  const char *eq = strchr(arg, '='), *path, *comma, *format = NULL;
-  size_t pathlen, formatlen = 0;
-  bool readonly = false;
+  const char *eq = strchr(arg, '=');
+  struct img_spec spec;
+  char msg[1024];
+  int r;
 
   if (eq == NULL) {
     snprintf(err, errlen, "--export '%s': expected NAME=FILE", arg);
@@ -121,38 +123,26 @@ static int parse_export(struct options *o, const char *arg, char *err, size_t er
     snprintf(err, errlen, "--export: export name longer than %d bytes", NBD_MAX_STRING);
     return -1;
   }
-  path = eq + 1;
-  comma = strchr(path, ',');
-  pathlen = comma ? (size_t)(comma - path) : strlen(path);
-  if (pathlen == 0) {
+  if (eq[1] == '\0') {
     snprintf(err, errlen, "--export '%s': missing FILE", arg);
     return -1;
   }
-  while (comma != NULL) {
-    const char *opt = comma + 1;
-    size_t len;
-
-    comma = strchr(opt, ',');
-    len = comma ? (size_t)(comma - opt) : strlen(opt);
-    if (len == 8 && strncmp(opt, "readonly", 8) == 0)
-      readonly = true;
-    else if (len > 7 && strncmp(opt, "format=", 7) == 0) {
-      format = opt + 7;
-      formatlen = len - 7;
-    }
-    else {
-      snprintf(err, errlen, "--export '%s': unknown option '%.*s'", arg, (int)len, opt);
-      return -1;
-    }
+  if (spec_parse(eq + 1, 0, &spec, msg, sizeof msg) < 0) {
+    snprintf(err, errlen, "--export %s", msg);
+    return -1;
   }
   for (size_t i = 0; i < o->nr_exports; i++) {
     if (strlen(o->exports[i].name) == (size_t)(eq - arg) &&
         strncmp(o->exports[i].name, arg, (size_t)(eq - arg)) == 0) {
       snprintf(err, errlen, "--export: export '%.*s' given twice", (int)(eq - arg), arg);
+      spec_free(&spec);
       return -1;
     }
   }
-  if (add_export(o, arg, (size_t)(eq - arg), path, pathlen, format, formatlen, readonly) < 0) {
+  r = add_export(o, arg, (size_t)(eq - arg), spec.path, strlen(spec.path), spec.format,
+                 spec.format ? strlen(spec.format) : 0, spec.readonly);
+  spec_free(&spec);
+  if (r < 0) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }

@@ -171,6 +171,24 @@ typedef int (*fmt_range_fn)(struct fmt *f, const void *buf, uint64_t length, uin
 int fmt_guard_head(struct fmt *f, fmt_range_fn fn, const void *buf, uint64_t length,
                    uint64_t offset, uint32_t flags);
 
+/* spec.c: FILE[,readonly][,format=FMT][,serial=ID], as blockd --export (after
+ * NAME=) and blockd-launch --disk take it; ",," in FILE stands for ','. */
+struct img_spec {
+  char *path;    /* the file */
+  char *format;  /* format=, or NULL */
+  bool readonly; /* readonly (or ro) */
+  char *serial;  /* serial=, or NULL (only with SPEC_SERIAL) */
+};
+#define SPEC_SERIAL 1u /* serial=ID is allowed */
+/* Parses TEXT into S, taking the options ALLOWED permits. Returns 0, or -1
+ * with a one-line message in ERR (quoting TEXT, listing the valid options). */
+int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err, size_t errlen);
+/* Frees what spec_parse allocated. */
+void spec_free(struct img_spec *s);
+/* PATH with every ',' doubled (malloc'd, NULL if out of memory): how a file
+ * name goes into a spec, and into a QEMU option value. */
+char *spec_escape(const char *path);
+
 /* basepath.c: where the files an image names (bases, backing files) may be */
 /* Adds DIR to the directories beneath which bases may live, besides the
  * directory of the image that names them. Returns 0 or -errno. */

@@ -88,24 +88,3 @@ void argv_print(const struct argv *a, FILE *fp)
   }
   fputc('\n', fp);
 }
-
-/* Returns S with every comma doubled, as QEMU's option syntax wants inside a
- * value; NULL if out of memory. */
-char *qemu_opt_escape(const char *s)
-{
-  size_t n = strlen(s), commas = 0;
-  char *out, *p;
-
-  for (const char *c = s; *c; c++)
-    commas += *c == ',';
-  out = p = malloc(n + commas + 1);
-  if (out == NULL)
-    return NULL;
-  for (; *s; s++) {
-    *p++ = *s;
-    if (*s == ',')
-      *p++ = ',';
-  }
-  *p = '\0';
-  return out;
-}

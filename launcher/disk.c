@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "format.h"
 #include "launch.h"
 
 /* virtio-blk carries at most 20 bytes of serial (VIRTIO_BLK_ID_BYTES). */
@@ -27,54 +28,26 @@ static bool serial_valid(const char *s)
  * returns -1 on bad input. */
 int disk_parse(const char *spec, size_t index, struct disk *d)
 {
-  CLEANUP_FREE char *copy = strdup(spec);
-  char *opt, *save = NULL;
+  struct img_spec s;
+  char err[1024];
 
   memset(d, 0, sizeof *d);
   d->lock_fd = -1;
-  if (copy == NULL) {
-    launch_error("--disk: %m");
+  if (spec_parse(spec, SPEC_SERIAL, &s, err, sizeof err) < 0) {
+    launch_error("--disk %s", err);
     return -1;
   }
-  opt = strtok_r(copy, ",", &save);
-  if (opt == NULL || spec[0] == ',') {
-    launch_error("--disk %s: no file name", spec);
-    return -1;
+  d->path = s.path;
+  d->format = s.format;
+  d->readonly = s.readonly;
+  d->serial = s.serial;
+  if (d->serial != NULL && !serial_valid(d->serial)) {
+    launch_error("--disk %s: serial must be 1 to %d characters of [A-Za-z0-9._-]", spec,
+                 SERIAL_MAX);
+    goto err;
   }
-  d->path = strdup(opt);
-  while ((opt = strtok_r(NULL, ",", &save)) != NULL) {
-    if (strcmp(opt, "readonly") == 0 || strcmp(opt, "ro") == 0)
-      d->readonly = true;
-    else if (strncmp(opt, "serial=", 7) == 0) {
-      if (!serial_valid(opt + 7)) {
-        launch_error("--disk %s: serial must be 1 to %d characters of [A-Za-z0-9._-]",
-                     spec, SERIAL_MAX);
-        goto err;
-      }
-      free(d->serial);
-      d->serial = strdup(opt + 7);
-    }
-    else if (strncmp(opt, "format=", 7) == 0) {
-      static const char *const formats[] = { "raw", "qcow2", "overlay" };
-
-      d->format = NULL;
-      for (size_t i = 0; i < ARRAY_SIZE(formats); i++)
-        if (strcmp(opt + 7, formats[i]) == 0)
-          d->format = formats[i];
-      if (d->format == NULL) {
-        launch_error("--disk %s: unknown format '%s' (raw, qcow2, overlay)", spec, opt + 7);
-        goto err;
-      }
-    }
-    else {
-      launch_error("--disk %s: unknown option '%s' (readonly, serial=ID, format=FMT)",
-                   spec, opt);
-      goto err;
-    }
-  }
-  if (d->serial == NULL && asprintf(&d->serial, "disk%zu", index) < 0)
+  if (d->serial == NULL && asprintf(&d->serial, "disk%zu", index) < 0) {
     d->serial = NULL;
-  if (d->path == NULL || d->serial == NULL) {
     launch_error("--disk: %m");
     goto err;
   }
@@ -148,7 +121,8 @@ void disk_free(struct disk *d)
 {
   free(d->path);
   free(d->serial);
-  d->path = d->serial = NULL;
+  free(d->format);
+  d->path = d->serial = d->format = NULL;
   if (d->lock_fd >= 0)
     close(d->lock_fd);
   d->lock_fd = -1;

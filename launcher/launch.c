@@ -46,7 +46,8 @@ static void usage(FILE *fp)
 "Usage: blockd-launch --kernel FILE [--initrd FILE] [--append TEXT]\n"
 "                     --disk FILE[,readonly][,serial=ID][,format=FMT]...\n"
 "                     [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg]\n"
-"                     [--qmp PATH] [--grace SECONDS] [--dry-run] [-v]\n"
+"                     [--qmp PATH] [--grace SECONDS] [--allow-base-dir DIR]...\n"
+"                     [--dry-run] [-v]\n"
 "\n"
 "Starts a workspace VM: a private blockd serves each --disk over NBD on a unix\n"
 "socket, and QEMU attaches it as virtio-blk with discard end to end (guest TRIM\n"
@@ -66,6 +67,8 @@ static void usage(FILE *fp)
 "  --accel A        kvm, tcg, or auto: KVM if a probe boots the kernel\n"
 "                   under it, else TCG with a notice (default auto)\n"
 "  --qmp PATH       also serve QMP on the unix socket PATH\n"
+"  --allow-base-dir DIR  overlay bases may also live beneath DIR (repeatable;\n"
+"                   by default only beneath each overlay's own directory)\n"
 "  --grace SECONDS  time the guest gets to power off after SIGINT/SIGTERM\n"
 "                   before QEMU is told to quit (default %d)\n"
 "  --dry-run        print the blockd and QEMU command lines, start nothing\n"
@@ -140,7 +143,7 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 static int parse_options(int argc, char *argv[], struct launch *l)
 {
   enum { OPT_KERNEL = 256, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_MEMORY, OPT_CPUS,
-         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN };
+         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN, OPT_ALLOW_BASE_DIR };
   static const struct option longopts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
     { "initrd", required_argument, NULL, OPT_INITRD },
@@ -152,6 +155,7 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     { "qmp", required_argument, NULL, OPT_QMP },
     { "grace", required_argument, NULL, OPT_GRACE },
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+    { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -170,6 +174,17 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     case 'v': verbose = true; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("blockd-launch %s\n", BLOCKD_VERSION); return 0;
+    case OPT_ALLOW_BASE_DIR: {
+      const char **v = realloc(l->allow_base_dirs, (l->nr_allow_base_dirs + 1) * sizeof *v);
+
+      if (v == NULL) {
+        launch_error("--allow-base-dir: %m");
+        return EXIT_RUNTIME;
+      }
+      v[l->nr_allow_base_dirs++] = optarg;
+      l->allow_base_dirs = v;
+      break;
+    }
     case OPT_DISK: {
       struct disk *d = realloc(l->disks, (l->ndisks + 1) * sizeof *d);
 
@@ -245,10 +260,6 @@ static int check_inputs(struct launch *l)
     return -1;
   }
   for (size_t i = 0; i < l->ndisks; i++) {
-    if (strchr(l->disks[i].path, ',') != NULL) {
-      launch_error("%s: disk file names cannot contain ','", l->disks[i].path);
-      return -1;
-    }
     for (size_t j = 0; j < i; j++)
       if (strcmp(l->disks[i].path, l->disks[j].path) == 0) {
         launch_error("%s: given twice", l->disks[i].path);
@@ -267,6 +278,7 @@ static void launch_free(struct launch *l)
     disk_free(&l->disks[i]);
   free(l->disks);
   free(l->blockd);
+  free(l->allow_base_dirs);
 }
 
 /* Everything after the checks: command lines, then blockd, then QEMU, then
@@ -350,6 +362,7 @@ int main(int argc, char *argv[])
     .accel = ACCEL_AUTO,
     .grace = GRACE_DEFAULT,
     .append = "console=ttyS0",
+    .rundir_fd = -1,
   };
   int status;
 

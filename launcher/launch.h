@@ -32,7 +32,7 @@ enum accel {
 struct disk {
   char *path;       /* image file; made absolute by disk_check */
   char *serial;     /* virtio-blk serial; "diskN" unless given */
-  const char *format; /* blockd format= (raw, qcow2, overlay), NULL: detected */
+  char *format;     /* blockd format= (raw, qcow2, overlay), NULL: detected */
   bool readonly;    /* export and device are read-only */
   int lock_fd;      /* holds a flock on the image for the launch, or -1 */
 };
@@ -52,6 +52,9 @@ struct launch {
   char *blockd;         /* blockd executable */
   const char *qemu;     /* qemu-system-x86_64 executable ($QEMU or PATH) */
   char *rundir;         /* private runtime directory (for --dry-run: a template) */
+  int rundir_fd;        /* the directory, flock'ed while we live; -1 if none */
+  const char **allow_base_dirs; /* --allow-base-dir, passed on to blockd */
+  size_t nr_allow_base_dirs;
   unsigned grace;       /* seconds the guest gets to power off after the button */
 };
 
@@ -76,7 +79,6 @@ int argv_add(struct argv *a, const char *s);
 int argv_addf(struct argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void argv_free(struct argv *a);
 void argv_print(const struct argv *a, FILE *fp);
-char *qemu_opt_escape(const char *s);
 #define CLEANUP_ARGV __attribute__((cleanup(argv_free)))
 
 /* disk.c */

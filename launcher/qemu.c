@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "format.h"
 #include "launch.h"
 
 /* Builds QEMU's command line into A. Returns 0 or -errno. */
@@ -20,9 +21,9 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
   int r = 0;
 
   rundir_path(l, "nbd.sock", path, sizeof path);
-  nbd = qemu_opt_escape(path);
+  nbd = spec_escape(path);
   rundir_path(l, "qmp.sock", path, sizeof path);
-  qmp = qemu_opt_escape(path);
+  qmp = spec_escape(path);
   if (nbd == NULL || qmp == NULL)
     return -ENOMEM;
 
@@ -55,14 +56,20 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
   r |= argv_add(a, "chardev:console");
   r |= argv_add(a, "-mon");
   r |= argv_add(a, "chardev=console,mode=readline");
-  r |= argv_add(a, "-qmp");
-  r |= argv_addf(a, "unix:%s,server=on,wait=off", qmp);
+  /* QMP through -chardev/-mon, where the path is one option value (commas
+   * doubled): -qmp unix:PATH,... misreads paths with '=' in them. */
+  r |= argv_add(a, "-chardev");
+  r |= argv_addf(a, "socket,id=qmp,path=%s,server=on,wait=off", qmp);
+  r |= argv_add(a, "-mon");
+  r |= argv_add(a, "chardev=qmp,mode=control");
   if (l->qmp != NULL) {
-    user_qmp = qemu_opt_escape(l->qmp);
+    user_qmp = spec_escape(l->qmp);
     if (user_qmp == NULL)
       return -ENOMEM;
-    r |= argv_add(a, "-qmp");
-    r |= argv_addf(a, "unix:%s,server=on,wait=off", user_qmp);
+    r |= argv_add(a, "-chardev");
+    r |= argv_addf(a, "socket,id=userqmp,path=%s,server=on,wait=off", user_qmp);
+    r |= argv_add(a, "-mon");
+    r |= argv_add(a, "chardev=userqmp,mode=control");
   }
 
   r |= argv_add(a, "-kernel");

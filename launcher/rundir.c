@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -35,46 +36,50 @@ char *rundir_template(void)
   return t;
 }
 
-/* Records our pid in RUNDIR/launcher.pid, so that a later launch can tell
- * the directory of a launcher that was SIGKILLed from a live one. */
-static void rundir_write_owner(const struct launch *l)
+/* Marks the directory as ours for as long as we live: an exclusive flock on
+ * the directory itself, then our pid in RUNDIR/launcher.pid. The kernel
+ * drops the lock when we die, however we die, so a later launch can tell a
+ * dead launcher's directory from a live one without trusting pids or
+ * process names. launcher.pid appears only once the lock is held. */
+static int rundir_write_owner(struct launch *l)
 {
   char path[PATH_MAX];
   FILE *fp;
 
+  l->rundir_fd = open(l->rundir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (l->rundir_fd < 0 || flock(l->rundir_fd, LOCK_EX | LOCK_NB) < 0) {
+    launch_error("%s: %m", l->rundir);
+    return -1;
+  }
   rundir_path(l, "launcher.pid", path, sizeof path);
-  fp = fopen(path, "we");
-  if (fp == NULL)
-    return;
+  fp = fopen(path, "wxe");
+  if (fp == NULL) {
+    launch_error("%s: %m", path);
+    return -1;
+  }
   fprintf(fp, "%d\n", (int)getpid());
   fclose(fp);
+  return 0;
 }
 
 /* True if the runtime directory DIR (under BASE) belongs to a launcher that
- * is gone: its launcher.pid names no running blockd-launch. */
+ * is gone: it has a launcher.pid and nobody holds its lock. */
 static bool rundir_is_stale(int base, const char *dir)
 {
-  char path[PATH_MAX], comm[32] = "";
-  FILE *fp;
-  int pid = 0;
+  char path[PATH_MAX];
+  struct stat st;
+  int fd;
+  bool stale;
 
   snprintf(path, sizeof path, "%s/launcher.pid", dir);
-  fp = fdopen(openat(base, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "r");
-  if (fp == NULL)
+  if (fstatat(base, path, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
     return false;  /* being created, or not ours: leave it */
-  if (fscanf(fp, "%d", &pid) != 1)
-    pid = 0;
-  fclose(fp);
-  if (pid <= 0)
+  fd = openat(base, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
     return false;
-  snprintf(path, sizeof path, "/proc/%d/comm", pid);
-  fp = fopen(path, "re");
-  if (fp != NULL) {
-    if (fgets(comm, sizeof comm, fp) == NULL)
-      comm[0] = '\0';
-    fclose(fp);
-  }
-  return strcmp(comm, "blockd-launch\n") != 0;
+  stale = flock(fd, LOCK_EX | LOCK_NB) == 0;
+  close(fd);
+  return stale;
 }
 
 /* Removes the runtime directories that SIGKILLed launchers left in the
@@ -94,7 +99,7 @@ void rundir_sweep(void)
   if (dir == NULL)
     return;
   while ((e = readdir(dir)) != NULL) {
-    struct launch stale = { 0 };
+    struct launch stale = { .rundir_fd = -1 };
     struct stat st;
 
     if (strncmp(e->d_name, "blockd-launch.", 14) != 0 || strlen(e->d_name) != 20 ||
@@ -127,7 +132,10 @@ int rundir_create(struct launch *l)
   }
   l->rundir = t;
   debug("runtime directory %s", t);
-  rundir_write_owner(l);
+  if (rundir_write_owner(l) < 0) {
+    rundir_remove(l);
+    return -1;
+  }
   return 0;
 }
 
@@ -160,4 +168,7 @@ void rundir_remove(struct launch *l)
     launch_error("%s: %m", l->rundir);
   free(l->rundir);
   l->rundir = NULL;
+  if (l->rundir_fd >= 0)
+    close(l->rundir_fd);
+  l->rundir_fd = -1;
 }

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "format.h"
 #include "launch.h"
 
 /* How long blockd may take to write its pidfile. */
@@ -57,11 +58,18 @@ int server_cmdline(const struct launch *l, struct argv *a)
   rundir_path(l, "blockd.pid", path, sizeof path);
   r |= argv_add(a, "--pidfile");
   r |= argv_add(a, path);
+  for (size_t i = 0; i < l->nr_allow_base_dirs; i++) {
+    r |= argv_add(a, "--allow-base-dir");
+    r |= argv_add(a, l->allow_base_dirs[i]);
+  }
   for (size_t i = 0; i < l->ndisks; i++) {
     const struct disk *d = &l->disks[i];
+    CLEANUP_FREE char *file = spec_escape(d->path);
 
+    if (file == NULL)
+      return -ENOMEM;
     r |= argv_add(a, "--export");
-    r |= argv_addf(a, "disk%zu=%s%s%s%s", i, d->path, d->readonly ? ",readonly" : "",
+    r |= argv_addf(a, "disk%zu=%s%s%s%s", i, file, d->readonly ? ",readonly" : "",
                    d->format ? ",format=" : "", d->format ? d->format : "");
   }
   if (verbose)

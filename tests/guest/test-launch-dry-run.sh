@@ -24,7 +24,7 @@ for s in qemu-system-x86_64 "-accel tcg" "-m 768M" "-smp 3" "-nodefaults" \
          "driver=nbd,node-name=disk0,server.type=unix" "export=disk0,discard=unmap,detect-zeroes=unmap" \
          "virtio-blk-pci,drive=disk0,serial=work,discard=on" "export=disk1,read-only=on" \
          "virtio-blk-pci,drive=disk1,serial=disk1" "virtio-balloon-pci,free-page-reporting=on" \
-         "unix:$TMP/user-qmp.sock,server=on,wait=off" "/qmp.sock,server=on,wait=off"; do
+         "socket,id=userqmp,path=$TMP/user-qmp.sock,server=on,wait=off" "/qmp.sock,server=on,wait=off"; do
   has "$qemu" "$s"
 done
 if grep -Eiq 'huge|mem-path|memory-backend|mem-prealloc' "$TMP/out"; then

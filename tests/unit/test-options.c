@@ -69,6 +69,21 @@ static void test_options_exports(void **state)
   options_free(&o);
 }
 
+/* ",," in FILE is a comma; "ro" is "readonly", as for blockd-launch --disk. */
+static void test_options_export_commas(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "--export", "a=d,,x=1/f,,.img,ro,format=raw", NULL };
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_string_equal(o.exports[0].path, "d,x=1/f,.img");
+  assert_string_equal(o.exports[0].format, "raw");
+  assert_true(o.exports[0].readonly);
+  options_free(&o);
+}
+
 static void test_options_readonly_applies_to_all(void **state)
 {
   struct options o;
@@ -111,7 +126,9 @@ static void test_options_usage_errors(void **state)
     { { "--threads", "x", "f" }, "--threads 'x'" },
     { { "--export", "noequals" }, "expected NAME=FILE" },
     { { "--export", "a=" }, "missing FILE" },
-    { { "--export", "a=f,what" }, "unknown option 'what'" },
+    { { "--export", "a=f,what" }, "unknown option 'what' (valid: readonly, format=" },
+    { { "--export", "a=f,serial=x" }, "unknown option 'serial=x'" },
+    { { "--export", "a=f,format=vmdk" }, "unknown format 'vmdk'" },
     { { "--export", "a=f", "--export", "a=g" }, "given twice" },
     { { "--listen", "nohost" }, "expected HOST:PORT" },
     { { "--listen", "h:99999", "f" }, "bad port" },
@@ -141,6 +158,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_options_lone_file),
     cmocka_unit_test(test_options_exports),
+    cmocka_unit_test(test_options_export_commas),
     cmocka_unit_test(test_options_readonly_applies_to_all),
     cmocka_unit_test(test_options_default_listen),
     cmocka_unit_test(test_options_usage_errors),
