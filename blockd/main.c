@@ -2,6 +2,7 @@
  * io_uring. Startup, signals and an orderly shutdown. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "blockd.h"
 
 /* Blocking pool threads: enough to overlap a few slow engine calls. */
 #define POOL_THREADS 4
@@ -23,13 +24,13 @@ static int check_pidfile(const char *path)
   const char *dir = slash == NULL ? "." : slash == copy ? "/" : copy;
 
   if (copy == NULL) {
-    nbd_log("out of memory");
+    log_msg("out of memory");
     return -1;
   }
   if (slash != NULL && slash != copy)
     *slash = '\0';
   if (access(dir, W_OK | X_OK) == -1) {
-    nbd_log("--pidfile %s: %s: %m", path, dir);
+    log_msg("--pidfile %s: %s: %m", path, dir);
     return -1;
   }
   return 0;
@@ -48,15 +49,34 @@ static int write_pidfile(const char *path)
     return -1;
   fd = mkostemp(tmp, O_CLOEXEC);
   if (fd == -1) {
-    nbd_log("--pidfile %s: %m", path);
+    log_msg("--pidfile %s: %m", path);
     return -1;
   }
   n = snprintf(line, sizeof line, "%d\n", (int)getpid());
   if (fchmod(fd, 0644) == -1 || write(fd, line, (size_t)n) != n || close(fd) == -1 ||
       rename(tmp, path) == -1) {
-    nbd_log("--pidfile %s: %m", path);
+    log_msg("--pidfile %s: %m", path);
     unlink(tmp);
     return -1;
+  }
+  return 0;
+}
+
+/* Opens the image of every export of O. Returns 0, or -1 after logging. */
+static int open_exports(const struct options *o)
+{
+  for (size_t i = 0; i < o->nr_exports; i++) {
+    const struct export_spec *s = &o->exports[i];
+    char err[1024];
+    struct fmt *f = fmt_open(s->path, s->format, s->readonly, err, sizeof err);
+
+    if (f == NULL) {
+      log_msg("%s", err);
+      return -1;
+    }
+    if (export_add(s->name, f) < 0)
+      return -1;
+    debug("export '%s': %s, %s, %" PRIu64 " bytes", s->name, s->path, fmt_name(f), f->size);
   }
   return 0;
 }
@@ -70,7 +90,7 @@ int main(int argc, char **argv)
   int sig, status = EXIT_SUCCESS;
 
   log_init("blockd");
-  fmt_log = nbd_log;
+  fmt_log = log_msg;
   switch (options_parse(&o, argc, argv, err, sizeof err)) {
   case OPTIONS_EXIT:
     options_free(&o);
@@ -99,7 +119,7 @@ int main(int argc, char **argv)
     options_free(&o);
     return EXIT_FAILURE;
   }
-  if (exports_open(&o) < 0) {
+  if (open_exports(&o) < 0) {
     exports_close();
     options_free(&o);
     return 2;
@@ -113,7 +133,7 @@ int main(int argc, char **argv)
   };
   if (workers_start(o.threads, &wl) < 0)
     goto fail_pool;
-  if (listen_open(&o) < 0 || listen_start() < 0)
+  if (listen_open(o.unix_path, o.listens, o.nr_listens) < 0 || listen_start() < 0)
     goto fail_listen;
   if (o.pidfile && write_pidfile(o.pidfile) < 0)
     goto fail_listen;

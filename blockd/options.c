@@ -1,4 +1,4 @@
-/* The command line (DESIGN.md CONTRACT). */
+/* The command line. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "blockd.h"
 
 static const char usage_text[] =
   "Usage: blockd [OPTION]... [FILE]\n"
@@ -213,7 +213,7 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
   o->threads = cpus > 0 ? (unsigned)cpus : 1;
   o->max_connections = OPTIONS_DEFAULT_MAX_CONNECTIONS;
   o->max_memory = OPTIONS_DEFAULT_MAX_MEMORY;
-  o->stall_timeout = BLOCKD_STALL_TIMEOUT;
+  o->stall_timeout = NBD_STALL_TIMEOUT;
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":v", long_options, NULL)) != -1) {

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "format.h"
+#include "internal.h"
 
 #define PAGE_BYTES 4096u
 #define PAGE_WORDS (PAGE_BYTES / 8)

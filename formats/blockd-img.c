@@ -97,7 +97,7 @@ static void allow_base_dir(const char *dir)
 /* -f/-F FORMAT: must be a format built in. */
 static const char *format_arg(const char *opt, const char *name)
 {
-  if (fmt_lookup(name) == NULL)
+  if (!fmt_known(name))
     die(EXIT_USAGE, "%s: unknown format '%s' (built in: %s)", opt, name, fmt_names());
   return name;
 }
@@ -158,7 +158,7 @@ static void info_json(struct fmt *f, int depth)
   printf("{\n%*s\"filename\": ", depth * 2 + 2, "");
   json_string(f->path);
   printf(",\n%*s\"format\": ", depth * 2 + 2, "");
-  json_string(f->ops->name);
+  json_string(fmt_name(f));
   printf(",\n%*s\"virtual-size\": %" PRIu64, depth * 2 + 2, "", f->size);
   printf(",\n%*s\"allocated-bytes\": %" PRId64, depth * 2 + 2, "", allocated_bytes(f->path));
   if (backing != NULL) {
@@ -190,7 +190,7 @@ static void info_text(struct fmt *f)
   backing = qcow2_backing(f);
 #endif
   printf("image: %s\n", f->path);
-  printf("format: %s\n", f->ops->name);
+  printf("format: %s\n", fmt_name(f));
   printf("virtual size: %s (%" PRIu64 " bytes)\n", human(f->size, b1, sizeof b1), f->size);
   printf("allocated: %s (%" PRId64 " bytes)\n", human((uint64_t)(alloc < 0 ? 0 : alloc), b2,
                                                      sizeof b2), alloc);
@@ -201,9 +201,9 @@ static void info_text(struct fmt *f)
     printf("cluster size: %u\n", oi.cluster_size);
     printf("owned clusters: %" PRIu64 " of %" PRIu64 "\n", oi.owned, oi.clusters);
     printf("base: %s (%s)\n", oi.base_path, oi.base_format);
-    printf("base chain: %s (%s)", f->path, f->ops->name);
+    printf("base chain: %s (%s)", f->path, fmt_name(f));
     for (struct fmt *b = oi.base; b != NULL;) {
-      printf(" -> %s (%s)", b->path, b->ops->name);
+      printf(" -> %s (%s)", b->path, fmt_name(b));
       b = overlay_get_info(b, &oi) == 0 ? oi.base : NULL;
     }
     printf("\n");
@@ -250,12 +250,12 @@ static int cmd_info(int argc, char **argv)
   return 0;
 }
 
-/* Creates a sparse raw image of SIZE bytes at PATH (FLAGS: FILE_CREATE_FORCE). */
+/* Creates a sparse raw image of SIZE bytes at PATH (FLAGS: FMT_CREATE_FORCE). */
 static void create_raw(const char *path, uint64_t size, unsigned flags)
 {
   char err[2048];
   bool created;
-  int fd = file_create(path, flags, &created, err, sizeof err);
+  int fd = fmt_create_file(path, flags, &created, err, sizeof err);
 
   if (fd < 0)
     die(EXIT_FAILURE, "%s", err);
@@ -304,7 +304,7 @@ static int cmd_create(int argc, char **argv)
     case 's': size_arg = optarg; break;
     case 'b': base = optarg; break;
     case 'F': base_format = format_arg("create -F", optarg); break;
-    case OPT_FORCE: flags |= FILE_CREATE_FORCE; break;
+    case OPT_FORCE: flags |= FMT_CREATE_FORCE; break;
     case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
     case 'c':
       bits = cluster_bits_of(optarg);
@@ -343,32 +343,26 @@ static int cmd_create(int argc, char **argv)
   return 0;
 }
 
-/* Returns true if LEN bytes at P are all zero. */
-static bool is_zero(const char *p, size_t len)
-{
-  return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
-/* Writes the non-zero ZERO_GRAIN blocks of BUF at OFFSET of FD: zero blocks
+/* Writes the non-zero ZERO_GRAIN blocks of BUF at OFFSET of DST: zero blocks
  * stay holes in the freshly truncated file. */
-static int write_nonzero(int fd, const char *buf, size_t len, uint64_t offset)
+static int write_nonzero(struct fmt *dst, const char *buf, size_t len, uint64_t offset)
 {
   size_t i = 0;
 
   while (i < len) {
     size_t n = len - i < ZERO_GRAIN ? len - i : ZERO_GRAIN;
-    if (is_zero(buf + i, n)) {
+    if (fmt_is_zero(buf + i, n)) {
       i += n;
       continue;
     }
     size_t j = i + n;
     while (j < len) {
       size_t m = len - j < ZERO_GRAIN ? len - j : ZERO_GRAIN;
-      if (is_zero(buf + j, m))
+      if (fmt_is_zero(buf + j, m))
         break;
       j += m;
     }
-    int r = file_pwrite_full(fd, buf + i, j - i, offset + i);
+    int r = fmt_pwrite(dst, buf + i, j - i, offset + i, 0);
     if (r < 0)
       return r;
     i = j;
@@ -407,9 +401,9 @@ static int extent_add(void *opaque, uint64_t offset, uint64_t length, uint32_t t
   return 0;
 }
 
-/* Copies the data of SRC into FD, skipping zero extents and zero blocks.
+/* Copies the data of SRC into DST, skipping zero extents and zero blocks.
  * Returns 0, or -1 with a message in ERR. */
-static int copy_image(struct fmt *src, int fd, const char *dst, char *err, size_t errlen)
+static int copy_image(struct fmt *src, struct fmt *dst, char *err, size_t errlen)
 {
   CLEANUP_FREE char *buf = malloc(COPY_CHUNK);
   struct extent_list l = { NULL, 0, 0 };
@@ -426,19 +420,15 @@ static int copy_image(struct fmt *src, int fd, const char *dst, char *err, size_
     uint64_t want = src->size - offset < EXTENT_WINDOW ? src->size - offset : EXTENT_WINDOW;
 
     l.n = 0;
-    if (src->ops->extents == NULL)
-      extent_add(&l, offset, want, 0);
-    else {
-      r = src->ops->extents(src, want, offset, extent_add, &l);
-      if (r < 0) {
-        snprintf(err, errlen, "%s: extents: %s", src->path, strerror(-r));
-        break;
-      }
-      if (l.n == 0 || l.v[0].offset != offset) {
-        snprintf(err, errlen, "%s: extents: no extent at offset %" PRIu64, src->path, offset);
-        r = -1;
-        break;
-      }
+    r = fmt_extents(src, want, offset, extent_add, &l);
+    if (r < 0) {
+      snprintf(err, errlen, "%s: extents: %s", src->path, strerror(-r));
+      break;
+    }
+    if (l.n == 0 || l.v[0].offset != offset) {
+      snprintf(err, errlen, "%s: extents: no extent at offset %" PRIu64, src->path, offset);
+      r = -1;
+      break;
     }
     for (size_t i = 0; i < l.n && r == 0; i++) {
       struct extent *e = &l.v[i];
@@ -449,15 +439,15 @@ static int copy_image(struct fmt *src, int fd, const char *dst, char *err, size_
       }
       for (uint64_t done = 0; done < e->length;) {
         size_t n = e->length - done < COPY_CHUNK ? (size_t)(e->length - done) : COPY_CHUNK;
-        r = src->ops->pread(src, buf, n, e->offset + done);
+        r = fmt_pread(src, buf, n, e->offset + done);
         if (r < 0) {
           snprintf(err, errlen, "%s: read at %" PRIu64 ": %s", src->path, e->offset + done,
                    strerror(-r));
           break;
         }
-        r = write_nonzero(fd, buf, n, e->offset + done);
+        r = write_nonzero(dst, buf, n, e->offset + done);
         if (r < 0) {
-          snprintf(err, errlen, "%s: write: %s", dst, strerror(-r));
+          snprintf(err, errlen, "%s: write: %s", dst->path, strerror(-r));
           break;
         }
         done += n;
@@ -502,14 +492,14 @@ static int cmd_convert(int argc, char **argv)
   unsigned flags = 0;
   char err[2048];
   struct stat st;
-  struct fmt *src;
+  struct fmt *src, *out = NULL;
   bool created;
-  int c, fd;
+  int c, fd, r;
 
   while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
     switch (c) {
     case 'f': format = format_arg("convert -f", optarg); break;
-    case OPT_FORCE: flags |= FILE_CREATE_FORCE; break;
+    case OPT_FORCE: flags |= FMT_CREATE_FORCE; break;
     case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
     case 'h': usage(stdout); return 0;
     default: die(EXIT_USAGE, "convert: unknown option or missing argument: %s", argv[optind - 1]);
@@ -525,27 +515,33 @@ static int cmd_convert(int argc, char **argv)
   /* Truncating DST must never destroy what we are about to read. */
   if (stat(dst, &st) == 0 && in_chain(src, &st))
     die(EXIT_FAILURE, "%s: is the source image or one of its bases", dst);
-  fd = file_create(dst, flags, &created, err, sizeof err);
+  fd = fmt_create_file(dst, flags, &created, err, sizeof err);
   if (fd < 0) {
     fmt_close(src);
     die(EXIT_FAILURE, "%s", err);
   }
   if (ftruncate(fd, 0) == -1 || ftruncate(fd, (off_t)src->size) == -1) {
     snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
+    close(fd);
     goto fail;
   }
-  if (copy_image(src, fd, dst, err, sizeof err) < 0)
+  /* The copy goes through the raw engine, with its guards (a flattened
+   * overlay is a raw disk a guest wrote). */
+  out = fmt_open_raw_fd(fd, dst, err, sizeof err);
+  if (out == NULL)
     goto fail;
-  if (fsync(fd) == -1 || close(fd) == -1) {
-    snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
-    fd = -1;
+  if (copy_image(src, out, err, sizeof err) < 0)
+    goto fail;
+  r = fmt_flush(out);
+  if (r < 0) {
+    snprintf(err, sizeof err, "%s: %s", dst, strerror(-r));
     goto fail;
   }
+  fmt_close(out);
   fmt_close(src);
   return 0;
 fail:
-  if (fd >= 0)
-    close(fd);
+  fmt_close(out);
   /* A half-written copy looks complete: do not leave it behind. */
   unlink(dst);
   fmt_close(src);

@@ -9,8 +9,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "cleanup.h"
-#include "format.h"
+#include "internal.h"
 
 int file_pread_full(int fd, void *buf, uint64_t length, uint64_t offset)
 {
@@ -176,11 +175,11 @@ int file_lock(int fd, bool exclusive)
   return 0;
 }
 
-/* Opens PATH to become a new image: created, or with FILE_CREATE_FORCE an
+/* Opens PATH to become a new image: created, or with FMT_CREATE_FORCE an
  * existing file that nothing else holds (it is then truncated). Returns the
  * fd, locked for writing, or -1 with a message in ERR. *CREATED tells
  * whether the file is new (to remove it on a later failure). */
-int file_create(const char *path, unsigned flags, bool *created, char *err, size_t errlen)
+int fmt_create_file(const char *path, unsigned flags, bool *created, char *err, size_t errlen)
 {
   int fd, r;
 
@@ -188,7 +187,7 @@ int file_create(const char *path, unsigned flags, bool *created, char *err, size
   fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
   if (fd >= 0)
     *created = true;
-  else if (errno == EEXIST && !(flags & FILE_CREATE_FORCE)) {
+  else if (errno == EEXIST && !(flags & FMT_CREATE_FORCE)) {
     snprintf(err, errlen, "%s: exists (use --force to overwrite it)", path);
     return -1;
   }

@@ -8,8 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cleanup.h"
-#include "format.h"
+#include "internal.h"
 
 /* Prints one line on stderr: the default fmt_log. */
 static void __attribute__((format(printf, 1, 2))) log_stderr(const char *fmt, ...)
@@ -41,6 +40,16 @@ const struct fmt_ops *fmt_lookup(const char *name)
     if (strcmp(formats[i]->name, name) == 0)
       return formats[i];
   return NULL;
+}
+
+bool fmt_known(const char *name)
+{
+  return fmt_lookup(name) != NULL;
+}
+
+const char *fmt_name(const struct fmt *f)
+{
+  return f->ops->name;
 }
 
 const char *fmt_names(void)
@@ -106,6 +115,11 @@ struct fmt *fmt_open_fd(int fd, const char *path, const struct fmt_ops *ops, boo
                         char *err, size_t errlen)
 {
   return ops->open(fd, path, readonly, err, errlen);
+}
+
+struct fmt *fmt_open_raw_fd(int fd, const char *path, char *err, size_t errlen)
+{
+  return fmt_raw_ops.open(fd, path, false, err, errlen);
 }
 
 struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err,

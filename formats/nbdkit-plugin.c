@@ -68,7 +68,7 @@ static int plugin_config(const char *key, const char *value)
       return -1;
   }
   else if (strcmp(key, "format") == 0) {
-    if (fmt_lookup(value) == NULL) {
+    if (!fmt_known(value)) {
       nbdkit_error("unknown format '%s' (built in: %s)", value, fmt_names());
       return -1;
     }
@@ -138,7 +138,7 @@ static int plugin_get_ready(void)
     nbdkit_error("%s", err);
     return -1;
   }
-  nbdkit_debug("%s: format %s, size %" PRIu64 ", %s", filename, image->ops->name, image->size,
+  nbdkit_debug("%s: format %s, size %" PRIu64 ", %s", filename, fmt_name(image), image->size,
                image->readonly ? "read-only" : "read-write");
   return 0;
 }
@@ -150,7 +150,7 @@ static void plugin_cleanup(void)
 
   if (image == NULL)
     return;
-  if (!image->readonly && image->ops->flush != NULL && (r = image->ops->flush(image)) < 0)
+  if ((r = fmt_flush(image)) < 0)
     nbdkit_error("%s: flush: %s", image->path, strerror(-r));
   fmt_close(image);
   image = NULL;
@@ -194,7 +194,7 @@ static int plugin_can_write(void *handle)
 {
   struct fmt *f = handle;
 
-  return !f->readonly && f->ops->pwrite != NULL;
+  return !f->readonly;
 }
 
 /* Flush always succeeds: engines without ->flush have nothing to flush. */
@@ -209,25 +209,25 @@ static int plugin_can_trim(void *handle)
 {
   struct fmt *f = handle;
 
-  return !f->readonly && f->can_trim && f->ops->trim != NULL;
+  return !f->readonly && f->can_trim;
 }
 
-/* Zeroes are native (.zero) where the engine has ->zero; otherwise false
- * makes nbdkit write zeroes through .pwrite itself. */
+/* Zeroes always go to fmt_zero, which writes them itself where the engine
+ * cannot zero. */
 static int plugin_can_zero(void *handle)
 {
   struct fmt *f = handle;
 
-  return f->ops->zero != NULL;
+  return !f->readonly;
 }
 
-/* Fast zero where the engine answers FMT_FAST_ZERO cheaply; without ->zero
- * nbdkit fails every fast zero at once, which is also a fast answer. */
+/* A fast zero is answered quickly either way: done cheaply, or ENOTSUP at
+ * once (fmt_zero never falls back to writing under FMT_FAST_ZERO). */
 static int plugin_can_fast_zero(void *handle)
 {
   struct fmt *f = handle;
 
-  return f->ops->zero == NULL || f->can_fast_zero;
+  return !f->readonly;
 }
 
 /* Extents only where the engine knows real holes; nbdkit reports all data otherwise. */
@@ -235,7 +235,7 @@ static int plugin_can_extents(void *handle)
 {
   struct fmt *f = handle;
 
-  return f->can_extents && f->ops->extents != NULL;
+  return f->can_extents;
 }
 
 /* Every engine honours FMT_FUA on writes, trims and zeroes. */
@@ -245,12 +245,12 @@ static int plugin_can_fua(void *handle)
   return NBDKIT_FUA_NATIVE;
 }
 
-/* Prefetch natively where the engine can; else nbdkit reads and discards. */
+/* Prefetch: fmt_cache does what the engine can (nothing for qcow2, whose
+ * cache is libqcow's). */
 static int plugin_can_cache(void *handle)
 {
-  struct fmt *f = handle;
-
-  return f->ops->cache != NULL ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_EMULATE;
+  (void)handle;
+  return NBDKIT_CACHE_NATIVE;
 }
 
 /* Multi-conn: every connection shares one engine handle, and ->flush makes
@@ -278,7 +278,7 @@ static int plugin_pread(void *handle, void *buf, uint32_t count, uint64_t offset
   int r;
 
   (void)flags;
-  r = f->ops->pread(f, buf, count, offset);
+  r = fmt_pread(f, buf, count, offset);
   return r < 0 ? engine_error(f, "pread", r) : 0;
 }
 
@@ -289,7 +289,7 @@ static int plugin_pwrite(void *handle, const void *buf, uint32_t count, uint64_t
   struct fmt *f = handle;
   int r;
 
-  r = f->ops->pwrite(f, buf, count, offset, (flags & NBDKIT_FLAG_FUA) ? FMT_FUA : 0);
+  r = fmt_pwrite(f, buf, count, offset, (flags & NBDKIT_FLAG_FUA) ? FMT_FUA : 0);
   return r < 0 ? engine_error(f, "pwrite", r) : 0;
 }
 
@@ -300,9 +300,7 @@ static int plugin_flush(void *handle, uint32_t flags)
   int r;
 
   (void)flags;
-  if (f->ops->flush == NULL)
-    return 0;
-  r = f->ops->flush(f);
+  r = fmt_flush(f);
   return r < 0 ? engine_error(f, "flush", r) : 0;
 }
 
@@ -312,7 +310,7 @@ static int plugin_trim(void *handle, uint32_t count, uint64_t offset, uint32_t f
   struct fmt *f = handle;
   int r;
 
-  r = f->ops->trim(f, count, offset, (flags & NBDKIT_FLAG_FUA) ? FMT_FUA : 0);
+  r = fmt_trim(f, count, offset, (flags & NBDKIT_FLAG_FUA) ? FMT_FUA : 0);
   return r < 0 ? engine_error(f, "trim", r) : 0;
 }
 
@@ -329,7 +327,7 @@ static int plugin_zero(void *handle, uint32_t count, uint64_t offset, uint32_t f
     fflags |= FMT_MAY_TRIM;
   if (flags & NBDKIT_FLAG_FAST_ZERO)
     fflags |= FMT_FAST_ZERO;
-  r = f->ops->zero(f, count, offset, fflags);
+  r = fmt_zero(f, count, offset, fflags);
   /* ENOTSUP is the expected answer to a fast zero the engine cannot do
    * cheaply, and without FAST_ZERO nbdkit then falls back to writing
    * zeroes: neither is worth an error message. */
@@ -372,7 +370,7 @@ static int plugin_extents(void *handle, uint32_t count, uint64_t offset, uint32_
   struct extents_ctx ctx = { .extents = extents, .req_one = flags & NBDKIT_FLAG_REQ_ONE };
   int r;
 
-  r = f->ops->extents(f, count, offset, add_extent, &ctx);
+  r = fmt_extents(f, count, offset, add_extent, &ctx);
   if (r < 0)
     return engine_error(f, "extents", r);
   if (ctx.err) {
@@ -390,7 +388,7 @@ static int plugin_cache(void *handle, uint32_t count, uint64_t offset, uint32_t 
   int r;
 
   (void)flags;
-  r = f->ops->cache(f, count, offset);
+  r = fmt_cache(f, count, offset);
   return r < 0 ? engine_error(f, "cache", r) : 0;
 }
 

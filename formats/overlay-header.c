@@ -12,8 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cleanup.h"
-#include "format.h"
+#include "internal.h"
 
 #define HASH_BYTES 65536u /* bytes of the base file hashed into its identity */
 
@@ -323,7 +322,7 @@ int overlay_create(const char *path, const char *base, const char *base_format,
   memcpy(h.base_path, recorded, strlen(recorded) + 1);
   fmt_close(b);
 
-  fd = file_create(path, flags, &created, err, errlen);
+  fd = fmt_create_file(path, flags, &created, err, errlen);
   if (fd < 0)
     return -1;
   /* The file is all holes but the header: O(1) whatever the base's size. */

@@ -18,8 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cleanup.h"
-#include "format.h"
+#include "internal.h"
 
 #define OVL_MAX_DEPTH 16      /* longest chain of overlays we follow */
 #define OVL_LOCKS 64          /* copy-up lock stripes */

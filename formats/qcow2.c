@@ -24,8 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cleanup.h"
-#include "format.h"
+#include "internal.h"
 
 #define QCOW2_MAX_CHAIN 16 /* backing files we follow */
 #define QCOW2_MAX_L1_BYTES (32u << 20) /* qemu's limit on an L1 table */

@@ -8,8 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cleanup.h"
-#include "format.h"
+#include "internal.h"
 
 struct raw {
   struct fmt fmt; /* common fields, first */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "internal.h"
 
 int size_parse(const char *s, uint64_t *out)
 {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "internal.h"
 
 /* Frees what spec_parse allocated. */
 void spec_free(struct img_spec *s)
@@ -81,7 +81,7 @@ int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err
     }
     p = next ? next : opt + len;
   }
-  if (s->format != NULL && fmt_lookup(s->format) == NULL) {
+  if (s->format != NULL && !fmt_known(s->format)) {
     snprintf(err, errlen, "'%s': unknown format '%s' (built in: %s)", text, s->format,
              fmt_names());
     goto err;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "internal.h"
 
 int main(int argc, char **argv)
 {

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "format.h"
+#include "internal.h"
 
 #define SIZE (16u << 20)  /* virtual size */
 #define CB 12             /* 4 KiB clusters */
@@ -179,7 +179,7 @@ int main(void)
   if (fd < 0 || file_pwrite_full(fd, base_data, SIZE, 0) < 0)
     return 1;
   close(fd);
-  if (overlay_create(ovl_path, base_path, NULL, CB, FILE_CREATE_FORCE, err, sizeof err) < 0) {
+  if (overlay_create(ovl_path, base_path, NULL, CB, FMT_CREATE_FORCE, err, sizeof err) < 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }

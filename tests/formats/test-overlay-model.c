@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "format.h"
+#include "internal.h"
 
 #define SIZE (8u << 20) /* virtual size of the test disks */
 #define CB 14           /* 16 KiB clusters: many clusters, fast */
@@ -73,7 +73,7 @@ static int setup(void **state)
     if ((i >> 16) % 4 != 3 && file_pwrite_full(fd, base_data + i, 65536, i) < 0)
       return -1;
   close(fd);
-  if (overlay_create(ovl_path, base_path, NULL, CB, FILE_CREATE_FORCE, err, sizeof err) < 0) {
+  if (overlay_create(ovl_path, base_path, NULL, CB, FMT_CREATE_FORCE, err, sizeof err) < 0) {
     fprintf(stderr, "%s\n", err);
     return -1;
   }
@@ -108,7 +108,7 @@ static struct fmt *fresh_ovl(const char *name)
   char path[320], err[1024];
 
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  if (overlay_create(path, base_path, NULL, CB, FILE_CREATE_FORCE, err, sizeof err) < 0)
+  if (overlay_create(path, base_path, NULL, CB, FMT_CREATE_FORCE, err, sizeof err) < 0)
     fail_msg("%s", err);
   return open_ovl(path, false);
 }
@@ -345,7 +345,7 @@ static void test_overlay_chain_three(void **state)
   memcpy(model, base_data, SIZE);
   for (int level = 0; level < 3; level++) {
     if (overlay_create(paths[level], level == 0 ? base_path : paths[level - 1], NULL,
-                       12 + level * 2, FILE_CREATE_FORCE,
+                       12 + level * 2, FMT_CREATE_FORCE,
                        err, sizeof err) < 0)
       fail_msg("%s", err);
     f = open_ovl(paths[level], false);
@@ -386,7 +386,7 @@ static void test_overlay_base_changed(void **state)
   snprintf(b, sizeof b, "%s/small.img", dir);
   snprintf(o, sizeof o, "%s/small.ovl", dir);
   write_file(b, base_data, 1 << 20);
-  assert_int_equal(overlay_create(o, b, NULL, 16, FILE_CREATE_FORCE, err, sizeof err), 0);
+  assert_int_equal(overlay_create(o, b, NULL, 16, FMT_CREATE_FORCE, err, sizeof err), 0);
   f = open_ovl(o, false);
   fmt_close(f);
   /* Same size, one byte different. */
@@ -417,7 +417,7 @@ static void test_overlay_odd_size(void **state)
   snprintf(o, sizeof o, "%s/odd.ovl", dir);
   write_file(b, base_data, size);
   memcpy(model, base_data, size);
-  assert_int_equal(overlay_create(o, b, NULL, 12, FILE_CREATE_FORCE, err, sizeof err), 0);
+  assert_int_equal(overlay_create(o, b, NULL, 12, FMT_CREATE_FORCE, err, sizeof err), 0);
   f = open_ovl(o, false);
   assert_int_equal(f->size, size);
   for (int k = 0; k < 300; k++) {
@@ -454,11 +454,11 @@ static void test_overlay_header_corrupt(void **state)
   snprintf(b, sizeof b, "%s/hdr.img", dir);
   snprintf(o, sizeof o, "%s/hdr.ovl", dir);
   write_file(b, base_data, 1 << 20);
-  assert_int_equal(overlay_create(o, b, NULL, 12, FILE_CREATE_FORCE, err, sizeof err), 0);
+  assert_int_equal(overlay_create(o, b, NULL, 12, FMT_CREATE_FORCE, err, sizeof err), 0);
   assert_int_equal(truncate(o, 4096), 0);
   assert_null(fmt_open(o, NULL, true, err, sizeof err));
   assert_non_null(strstr(err, "hdr.ovl: corrupt overlay header"));
-  assert_int_equal(overlay_create(o, b, NULL, 12, FILE_CREATE_FORCE, err, sizeof err), 0);
+  assert_int_equal(overlay_create(o, b, NULL, 12, FMT_CREATE_FORCE, err, sizeof err), 0);
   fd = open(o, O_WRONLY);
   assert_int_equal(file_pwrite_full(fd, "\x07", 1, 8), 0); /* version 7 */
   close(fd);

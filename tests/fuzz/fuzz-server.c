@@ -13,10 +13,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "nbd.h"
 
 /* What the client thread sends. */
-struct client {
+struct fuzz_client {
   int fd;               /* client end of the socketpair */
   const uint8_t *data;  /* the input */
   size_t size;
@@ -25,7 +25,7 @@ struct client {
 /* Sends the input, half-closes, then reads replies until blockd closes. */
 static void *client_thread(void *arg)
 {
-  struct client *c = arg;
+  struct fuzz_client *c = arg;
   char buf[65536];
   size_t off = 0;
 
@@ -55,7 +55,7 @@ static void setup(void)
   close(fd);
   f = fmt_open(path, "raw", false, err, sizeof err);
   unlink(path);
-  if (f == NULL || exports_set_single(f, "") < 0 || pool_start(1) < 0) {
+  if (f == NULL || export_add("", f) < 0 || pool_start(1) < 0) {
     fprintf(stderr, "blockd-fuzz: setup: %s\n", err);
     exit(1);
   }
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   static bool ready;
-  struct client c = { .data = data, .size = size };
+  struct fuzz_client c = { .data = data, .size = size };
   pthread_t t;
   int sv[2];
 
@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   c.fd = sv[0];
   if (pthread_create(&t, NULL, client_thread, &c) != 0)
     abort();
-  worker_serve_one(sv[1]); /* closes sv[1] */
+  nbd_serve_one(sv[1]); /* closes sv[1] */
   pthread_join(t, NULL);
   close(sv[0]);
   return 0;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# blockd's command line (DESIGN.md CONTRACT): usage errors exit 2 with one
+# blockd's command line: usage errors exit 2 with one
 # line on stderr naming the problem, --help and --version exit 0, and a
 # good command line still starts; stale and live sockets.
 . "$SRCDIR/tests/lib.sh"

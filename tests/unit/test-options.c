@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "blockd.h"
 
 /* Parses a NULL-terminated argument list. */
 static enum options_result parse(struct options *o, char *err, const char *const *args)

@@ -1,4 +1,4 @@
-/* Unit tests: reply encoding on the wire (dispatch.c reply_encode) and the
+/* Unit tests: reply encoding on the wire (reply.c reply_encode) and the
  * layout of the protocol structs (protocol.h). */
 #include <endian.h>
 #include <errno.h>
@@ -11,13 +11,11 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "nbd.h"
 
-static struct conn conn_simple;
-static struct conn conn_structured = { .p = { .structured = true, .meta = true } };
 
 /* Flattens a request's encoded reply into BUF; returns its length. */
-static size_t flatten(const struct request *req, unsigned char *buf)
+static size_t flatten(const struct nbd_req *req, unsigned char *buf)
 {
   size_t n = 0;
 
@@ -53,12 +51,12 @@ static void test_reply_struct_sizes(void **state)
 static void test_reply_simple_read(void **state)
 {
   char data[5] = "abcd";
-  struct request req = { .conn = &conn_simple, .buf = data,
+  struct nbd_req req = { .buf = data,
                          .h = { .type = NBD_CMD_READ, .cookie = 0x1122334455667788, .count = 4 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, false);
   assert_int_equal(flatten(&req, buf), 16 + 4);
   assert_int_equal(get32(buf), NBD_SIMPLE_REPLY_MAGIC);
   assert_int_equal(get32(buf + 4), 0);
@@ -68,12 +66,12 @@ static void test_reply_simple_read(void **state)
 
 static void test_reply_simple_error_has_no_data(void **state)
 {
-  struct request req = { .conn = &conn_simple, .err = ENOSPC,
+  struct nbd_req req = { .err = ENOSPC,
                          .h = { .type = NBD_CMD_WRITE, .cookie = 7, .count = 4 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, false);
   assert_int_equal(flatten(&req, buf), 16);
   assert_int_equal(get32(buf + 4), NBD_ENOSPC);
 }
@@ -81,12 +79,12 @@ static void test_reply_simple_error_has_no_data(void **state)
 static void test_reply_structured_read_data(void **state)
 {
   char data[4] = { 1, 2, 3, 4 };
-  struct request req = { .conn = &conn_structured, .buf = data,
+  struct nbd_req req = { .buf = data,
                          .h = { .type = NBD_CMD_READ, .cookie = 9, .offset = 4096, .count = 4 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, true);
   assert_int_equal(flatten(&req, buf), 20 + 8 + 4);
   assert_int_equal(get32(buf), NBD_STRUCTURED_REPLY_MAGIC);
   assert_int_equal(get16(buf + 4), NBD_REPLY_FLAG_DONE);
@@ -99,12 +97,12 @@ static void test_reply_structured_read_data(void **state)
 
 static void test_reply_structured_read_hole(void **state)
 {
-  struct request req = { .conn = &conn_structured, .hole = true,
+  struct nbd_req req = { .hole = true,
                          .h = { .type = NBD_CMD_READ, .cookie = 9, .offset = 512, .count = 65536 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, true);
   assert_int_equal(flatten(&req, buf), 20 + 12);
   assert_int_equal(get16(buf + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
   assert_int_equal(get32(buf + 16), 12);
@@ -114,12 +112,12 @@ static void test_reply_structured_read_hole(void **state)
 
 static void test_reply_structured_error(void **state)
 {
-  struct request req = { .conn = &conn_structured, .err = EINVAL,
+  struct nbd_req req = { .err = EINVAL,
                          .h = { .type = NBD_CMD_READ, .cookie = 3, .count = 1 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, true);
   assert_int_equal(flatten(&req, buf), 20 + 6);
   assert_int_equal(get16(buf + 6), NBD_REPLY_TYPE_ERROR);
   assert_int_equal(get32(buf + 16), 6);
@@ -129,11 +127,11 @@ static void test_reply_structured_error(void **state)
 
 static void test_reply_structured_write_ok_is_simple(void **state)
 {
-  struct request req = { .conn = &conn_structured, .h = { .type = NBD_CMD_WRITE, .cookie = 5 } };
+  struct nbd_req req = { .h = { .type = NBD_CMD_WRITE, .cookie = 5 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, true);
   assert_int_equal(flatten(&req, buf), 16);
   assert_int_equal(get32(buf), NBD_SIMPLE_REPLY_MAGIC);
 }
@@ -144,12 +142,12 @@ static void test_reply_block_status(void **state)
     { htobe32(4096), htobe32(0) },
     { htobe32(8192), htobe32(NBD_STATE_HOLE | NBD_STATE_ZERO) },
   };
-  struct request req = { .conn = &conn_structured, .extents = d, .nr_extents = 2,
+  struct nbd_req req = { .extents = d, .nr_extents = 2,
                          .h = { .type = NBD_CMD_BLOCK_STATUS, .cookie = 1, .count = 12288 } };
   unsigned char buf[64];
 
   (void)state;
-  reply_encode(&req);
+  reply_encode(&req, true);
   assert_int_equal(flatten(&req, buf), 20 + 4 + 16);
   assert_int_equal(get16(buf + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
   assert_int_equal(get32(buf + 16), 4 + 16);

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "nbd.h"
 
 static struct fmt rw_fmt = { .size = 1 << 20, .can_trim = true };
 static struct fmt ro_fmt = { .size = 1 << 20, .readonly = true };

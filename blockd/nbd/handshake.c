@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "nbd.h"
 
 /* Options a client may send before we give up on it. */
 #define MAX_OPTIONS 256
@@ -160,7 +160,9 @@ static bool take_u16(struct cursor *c, uint16_t *v)
  * MUST stay clear unless structured replies were negotiated. */
 static uint16_t conn_eflags(const struct hs *h, const struct export *e)
 {
-  return h->structured ? e->eflags : e->eflags & ~NBD_FLAG_SEND_DF;
+  uint16_t eflags = nbd_eflags(e);
+
+  return h->structured ? eflags : eflags & ~NBD_FLAG_SEND_DF;
 }
 
 /* Fills P for a client entering transmission on export E, which it named
@@ -191,7 +193,7 @@ static int send_infos(struct hs *h, uint32_t option, const struct export *e, boo
     .maximum = htobe32(e->fmt->block_max < BLOCKD_MAX_PAYLOAD ? e->fmt->block_max
                                                               : BLOCKD_MAX_PAYLOAD),
   };
-  char buf[2 + NBD_MAX_STRING + 256];
+  char buf[2 + NBD_MAX_STRING + 256], desc[128];
   uint16_t type;
   size_t len;
 
@@ -208,9 +210,10 @@ static int send_infos(struct hs *h, uint32_t option, const struct export *e, boo
   }
   if (want_description) {
     type = htobe16(NBD_INFO_DESCRIPTION);
-    len = strnlen(e->description, sizeof buf - 2);
+    nbd_description(e, desc, sizeof desc);
+    len = strlen(desc);
     memcpy(buf, &type, 2);
-    memcpy(buf + 2, e->description, len);
+    memcpy(buf + 2, desc, len);
     if (send_reply(h, option, NBD_REP_INFO, buf, 2 + len) < 0)
       return -1;
   }
@@ -239,7 +242,7 @@ static int opt_info_go(struct hs *h, uint32_t option, struct cursor *c, struct c
   if (e == NULL) {
     char esc[LOG_ESCAPE_MAX];
 
-    nbd_log("client asked for unknown export '%s'", log_escape(name, namelen, esc, sizeof esc));
+    log_msg("client asked for unknown export '%s'", log_escape(name, namelen, esc, sizeof esc));
     return send_error(h, option, NBD_REP_ERR_UNKNOWN, "unknown export name");
   }
   if (send_infos(h, option, e, want_name, want_description) < 0 ||
@@ -304,20 +307,20 @@ static int opt_meta(struct hs *h, uint32_t option, struct cursor *c)
 /* NBD_OPT_LIST: one NBD_REP_SERVER per export. */
 static int opt_list(struct hs *h, struct cursor *c)
 {
-  char buf[4 + 2 * NBD_MAX_STRING];
+  char buf[4 + 2 * NBD_MAX_STRING], desc[128];
 
   if (c->left != 0)
     return send_error(h, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
   for (size_t i = 0; i < exports_count(); i++) {
     const struct export *e = exports_get(i);
     size_t len = strnlen(e->name, NBD_MAX_STRING);
-    size_t dlen = strnlen(e->description, NBD_MAX_STRING);
+    size_t dlen = strlen(nbd_description(e, desc, sizeof desc));
     uint32_t be = htobe32((uint32_t)len);
 
     /* Name length, name, then the description in the rest of the reply. */
     memcpy(buf, &be, 4);
     memcpy(buf + 4, e->name, len);
-    memcpy(buf + 4 + len, e->description, dlen);
+    memcpy(buf + 4 + len, desc, dlen);
     if (send_reply(h, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + len + dlen) < 0)
       return -1;
   }
@@ -334,7 +337,7 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   if (e == NULL) {
     char esc[LOG_ESCAPE_MAX];
 
-    nbd_log("client asked for unknown export '%s' (EXPORT_NAME): closing",
+    log_msg("client asked for unknown export '%s' (EXPORT_NAME): closing",
             log_escape(c->p, c->left, esc, sizeof esc));
     return -1;
   }
@@ -371,7 +374,7 @@ int handshake(int fd, int timeout, struct conn_params *p)
     goto io_error;
   cflags = be32toh(cflags);
   if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-    nbd_log("client sent unknown handshake flags 0x%" PRIx32 ": closing", cflags);
+    log_msg("client sent unknown handshake flags 0x%" PRIx32 ": closing", cflags);
     return -1;
   }
   h.no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
@@ -385,13 +388,13 @@ int handshake(int fd, int timeout, struct conn_params *p)
     if (recv_full(&h, &opt, sizeof opt) < 0)
       goto io_error;
     if (be64toh(opt.version) != NBD_IHAVEOPT) {
-      nbd_log("bad option magic: closing");
+      log_msg("bad option magic: closing");
       return -1;
     }
     option = be32toh(opt.option);
     len = be32toh(opt.optlen);
     if (len > NBD_MAX_OPTION_LEN) {
-      nbd_log("option %" PRIu32 " of %" PRIu32 " bytes is too large: closing", option, len);
+      log_msg("option %" PRIu32 " of %" PRIu32 " bytes is too large: closing", option, len);
       return -1;
     }
     if (recv_full(&h, data, len) < 0)
@@ -434,15 +437,15 @@ int handshake(int fd, int timeout, struct conn_params *p)
     if (r < 0)
       goto io_error;
   }
-  nbd_log("client sent more than %d options: closing", MAX_OPTIONS);
+  log_msg("client sent more than %d options: closing", MAX_OPTIONS);
   return -1;
 
 io_error:
   if (errno == 0)
     debug("client closed during the handshake");
   else if (errno == ETIMEDOUT)
-    nbd_log("handshake not finished after %d s: closing", timeout);
+    log_msg("handshake not finished after %d s: closing", timeout);
   else
-    nbd_log("handshake: %m");
+    log_msg("handshake: %m");
   return errno == 0 ? 0 : -1;
 }

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 
 bool verbose;
 static const char *prog = "blockd";
@@ -32,7 +32,7 @@ static void vlog(const char *tag, const char *fmt, va_list ap)
 }
 
 /* Prints "blockd: MESSAGE" on stderr (with %m support). */
-void nbd_log(const char *fmt, ...)
+void log_msg(const char *fmt, ...)
 {
   va_list ap;
 

@@ -1,11 +1,12 @@
 /* The blocking pool: threads that run what must not run on a worker's event
- * loop (engines without a map for the range, libqcow, lseek for block status). */
+ * loop (engines without a map for the range, libqcow, lseek for block
+ * status). A finished job goes back to its worker as a task. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -34,7 +35,7 @@ static void *pool_thread(void *arg)
     if (job == NULL)
       return NULL;
     job->run(job);
-    worker_job_done(job->worker, job);
+    worker_post(job->w, &job->done);
   }
 }
 
@@ -43,7 +44,7 @@ int pool_start(unsigned n)
 {
   threads = calloc(n, sizeof *threads);
   if (threads == NULL) {
-    nbd_log("out of memory");
+    log_msg("out of memory");
     return -1;
   }
   stopping = false;
@@ -51,7 +52,7 @@ int pool_start(unsigned n)
     int e = pthread_create(&threads[nr_threads], NULL, pool_thread, NULL);
     if (e != 0) {
       errno = e;
-      nbd_log("pthread_create: %m");
+      log_msg("pthread_create: %m");
       pool_stop();
       return -1;
     }

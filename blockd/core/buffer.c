@@ -9,7 +9,7 @@
  */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "core.h"
 
 /* Size class of LEN: buffers of 4 KiB << class. */
 static unsigned size_class(size_t len)

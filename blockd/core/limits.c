@@ -11,7 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core.h"
 
 static unsigned max_conns = UINT32_MAX; /* the cap; none until limits_init */
 static unsigned nr_conns;               /* slots taken (atomic) */
@@ -27,7 +27,7 @@ int limits_init(unsigned max_connections)
   max_conns = max_connections;
   efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd == -1) {
-    nbd_log("eventfd: %m");
+    log_msg("eventfd: %m");
     return -1;
   }
   /* Every connection costs a socket, and the soft limit is often 1024:
@@ -39,7 +39,7 @@ int limits_init(unsigned max_connections)
   }
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
       rl.rlim_cur < (rlim_t)max_conns + 64)
-    nbd_log("warning: %llu file descriptors allowed, fewer than --max-connections %u needs",
+    log_msg("warning: %llu file descriptors allowed, fewer than --max-connections %u needs",
             (unsigned long long)rl.rlim_cur, max_conns);
   return 0;
 }
@@ -81,7 +81,7 @@ void limits_conn_put(void)
   __atomic_sub_fetch(&nr_conns, 1, __ATOMIC_SEQ_CST);
   if (__atomic_exchange_n(&waiting, false, __ATOMIC_SEQ_CST) && efd >= 0 &&
       write(efd, &one, sizeof one) < 0 && errno != EAGAIN)
-    nbd_log("eventfd write: %m");
+    log_msg("eventfd write: %m");
 }
 
 /* The eventfd that becomes readable when a slot frees after

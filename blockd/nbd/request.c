@@ -1,21 +1,53 @@
-/* Validation of transmission-phase requests, once, at the edge. */
+/* What an export offers a client, and validation of transmission-phase
+ * requests, once, at the edge. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 
-#include "internal.h"
+#include "nbd.h"
+
+/* Transmission flags advertised for export E. */
+uint16_t nbd_eflags(const struct export *e)
+{
+  const struct fmt *f = e->fmt;
+  uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_DF | NBD_FLAG_SEND_CACHE;
+
+  if (f->readonly)
+    flags |= NBD_FLAG_READ_ONLY;
+  else {
+    flags |= NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_WRITE_ZEROES |
+             NBD_FLAG_SEND_FAST_ZERO;
+    if (f->can_trim)
+      flags |= NBD_FLAG_SEND_TRIM;
+  }
+  /* CAN_MULTI_CONN promises that a flush on any connection covers writes
+   * completed on all of them (proto.md); every connection to an export
+   * shares the one open image, so it holds when the engine says so. */
+  if (f->can_multi_conn)
+    flags |= NBD_FLAG_CAN_MULTI_CONN;
+  return flags;
+}
+
+/* The description clients see for E (LIST, INFO): every client may read
+ * it, so it names the format and the mode, never the host path. */
+const char *nbd_description(const struct export *e, char *buf, size_t len)
+{
+  snprintf(buf, len, "%s disk%s", fmt_name(e->fmt), e->fmt->readonly ? ", read-only" : "");
+  return buf;
+}
 
 /* Checks a request header's framing. Returns 0, or -1 if the connection must
  * be dropped (bad magic, payload over the maximum), logging why. */
 int request_check_framing(const struct nbd_request *req)
 {
   if (req->magic != NBD_REQUEST_MAGIC) {
-    nbd_log("bad request magic 0x%08" PRIx32 ": dropping the connection", req->magic);
+    log_msg("bad request magic 0x%08" PRIx32 ": dropping the connection", req->magic);
     return -1;
   }
   /* A write's payload follows its header: if it is too large to accept we
    * cannot skip it safely without reading it, so the connection goes. */
   if (req->type == NBD_CMD_WRITE && req->count > BLOCKD_MAX_PAYLOAD) {
-    nbd_log("write of %" PRIu32 " bytes is over the maximum payload %u: dropping the connection",
+    log_msg("write of %" PRIu32 " bytes is over the maximum payload %u: dropping the connection",
             req->count, BLOCKD_MAX_PAYLOAD);
     return -1;
   }

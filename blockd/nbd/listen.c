@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "nbd.h"
 
 /* Handshakes under way at once; more clients wait in the listen backlog. */
 #define MAX_HANDSHAKES 128
@@ -64,13 +64,13 @@ static int open_unix(const char *path)
   mode_t old;
 
   if (strlen(path) >= sizeof sun.sun_path) {
-    nbd_log("%s: socket path too long", path);
+    log_msg("%s: socket path too long", path);
     return -1;
   }
   strcpy(sun.sun_path, path);
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1) {
-    nbd_log("socket: %m");
+    log_msg("socket: %m");
     return -1;
   }
   /* The umask makes the socket 0600 from the start, with no window. */
@@ -84,14 +84,14 @@ static int open_unix(const char *path)
   umask(old);
   if (r == -1) {
     if (errno == EADDRINUSE)
-      nbd_log("%s: in use by a running server", path);
+      log_msg("%s: in use by a running server", path);
     else
-      nbd_log("%s: bind: %m", path);
+      log_msg("%s: bind: %m", path);
     close(fd);
     return -1;
   }
   if (listen(fd, SOMAXCONN) == -1) {
-    nbd_log("%s: listen: %m", path);
+    log_msg("%s: listen: %m", path);
     close(fd);
     unlink(path);
     return -1;
@@ -110,7 +110,7 @@ static int open_tcp(const char *host, const char *port)
   int r = getaddrinfo(host, port, &hints, &ai);
 
   if (r != 0) {
-    nbd_log("%s:%s: %s", host, port, gai_strerror(r));
+    log_msg("%s:%s: %s", host, port, gai_strerror(r));
     return -1;
   }
   for (a = ai; a && nr_socks < ARRAY_SIZE(socks); a = a->ai_next) {
@@ -122,7 +122,7 @@ static int open_tcp(const char *host, const char *port)
     if (a->ai_family == AF_INET6)
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (bind(fd, a->ai_addr, a->ai_addrlen) == -1 || listen(fd, SOMAXCONN) == -1) {
-      nbd_log("%s:%s: bind: %m", host, port);
+      log_msg("%s:%s: bind: %m", host, port);
       close(fd);
       continue;
     }
@@ -132,25 +132,62 @@ static int open_tcp(const char *host, const char *port)
   return nr_socks > 0 ? 0 : -1;
 }
 
-/* Binds the listening socket(s) of O. Returns 0 or -1 after logging. */
-int listen_open(const struct options *o)
+/* Binds the unix socket PATH, or every address of the NR TCP pairs.
+ * Returns 0 or -1 after logging. */
+int listen_open(const char *path, const struct listen_spec *tcp, size_t nr)
 {
-  if (o->unix_path)
-    return open_unix(o->unix_path);
-  for (size_t i = 0; i < o->nr_listens; i++) {
+  if (path)
+    return open_unix(path);
+  for (size_t i = 0; i < nr; i++) {
     size_t before = nr_socks;
 
-    if (open_tcp(o->listens[i].host, o->listens[i].port) < 0 || nr_socks == before)
+    if (open_tcp(tcp[i].host, tcp[i].port) < 0 || nr_socks == before)
       return -1;
   }
   return 0;
+}
+
+/* A negotiated connection on its way to a worker. */
+struct handover {
+  struct task task;      /* runs on the worker */
+  struct worker *w;      /* the worker */
+  int fd;                /* the socket */
+  struct conn_params p;  /* what was negotiated */
+};
+
+/* On the worker: makes the connection its own. */
+static void adopt(struct task *t)
+{
+  struct handover *h = container_of(t, struct handover, task);
+
+  nbd_conn_new(h->w, h->fd, &h->p);
+  free(h);
+}
+
+/* Hands socket FD, negotiated as P, to the least loaded worker, with its
+ * connection slot. */
+static void hand_over(int fd, const struct conn_params *p)
+{
+  struct handover *h = malloc(sizeof *h);
+
+  if (h == NULL || (h->w = workers_pick()) == NULL) {
+    log_msg("cannot hand over a connection: out of memory");
+    free(h);
+    close(fd);
+    limits_conn_put();
+    return;
+  }
+  h->task.fn = adopt;
+  h->fd = fd;
+  h->p = *p;
+  worker_post(h->w, &h->task);
 }
 
 /* Wakes the accept loop: a handshake thread has ended. */
 static void wake_acceptor(void)
 {
   if (write(wake_pipe[1], "x", 1) < 0 && errno != EAGAIN)
-    nbd_log("wake pipe: %m");
+    log_msg("wake pipe: %m");
 }
 
 /* Runs one client's handshake, then hands the connection to a worker. */
@@ -160,7 +197,7 @@ static void *handshake_thread(void *arg)
   struct conn_params p;
   bool go, evicted;
 
-  go = handshake(fd, BLOCKD_HANDSHAKE_TIMEOUT, &p) == 1;
+  go = handshake(fd, NBD_HANDSHAKE_TIMEOUT, &p) == 1;
   pthread_mutex_lock(&hs_lock);
   go = go && !hs_stopping;
   hs_fds[slot] = -1;
@@ -169,7 +206,7 @@ static void *handshake_thread(void *arg)
   if (go) {
     debug("client entered transmission on export '%s'%s%s", p.exp->name,
           p.structured ? ", structured replies" : "", p.meta ? ", base:allocation" : "");
-    workers_add_conn(fd, &p); /* the connection slot goes with it */
+    hand_over(fd, &p); /* the connection slot goes with it */
   }
   else {
     close(fd);
@@ -215,7 +252,7 @@ static void start_handshake(int fd)
   pthread_attr_destroy(&attr);
   if (e != 0) {
     errno = e;
-    nbd_log("pthread_create: %m");
+    log_msg("pthread_create: %m");
     close(fd);
     limits_conn_put();
     pthread_mutex_lock(&hs_lock);
@@ -299,7 +336,7 @@ static void *accept_loop(void *arg)
     if (r == -1) {
       if (errno == EINTR)
         continue;
-      nbd_log("poll: %m");
+      log_msg("poll: %m");
       return NULL;
     }
     if (pfd[0].revents)
@@ -328,7 +365,7 @@ static void *accept_loop(void *arg)
       }
       if (!limits_conn_get()) {
         if (time(NULL) - last_full >= 10) {
-          nbd_log("%u connections open (--max-connections): new clients wait", limits_conn_count());
+          log_msg("%u connections open (--max-connections): new clients wait", limits_conn_count());
           last_full = time(NULL);
         }
         at_cap = true;
@@ -340,14 +377,14 @@ static void *accept_loop(void *arg)
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           /* The client stays in the backlog; retrying at once would spin. */
           if (time(NULL) - last_complaint >= 10) {
-            nbd_log("accept: %m (connections wait until some close)");
+            log_msg("accept: %m (connections wait until some close)");
             last_complaint = time(NULL);
           }
           backoff = true;
           break;
         }
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-          nbd_log("accept: %m");
+          log_msg("accept: %m");
         continue;
       }
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -364,13 +401,13 @@ int listen_start(void)
   for (size_t i = 0; i < MAX_HANDSHAKES; i++)
     hs_fds[i] = -1;
   if (pipe2(stop_pipe, O_CLOEXEC) == -1 || pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
-    nbd_log("pipe: %m");
+    log_msg("pipe: %m");
     return -1;
   }
   e = pthread_create(&accept_thread, NULL, accept_loop, NULL);
   if (e != 0) {
     errno = e;
-    nbd_log("pthread_create: %m");
+    log_msg("pthread_create: %m");
     return -1;
   }
   accept_running = true;
@@ -391,7 +428,7 @@ void listen_stop(void)
   pthread_mutex_unlock(&hs_lock);
   if (accept_running) {
     if (write(stop_pipe[1], "x", 1) < 0)
-      nbd_log("stop pipe: %m");
+      log_msg("stop pipe: %m");
     pthread_join(accept_thread, NULL);
     accept_running = false;
   }
@@ -414,4 +451,43 @@ void listen_stop(void)
       close(wake_pipe[i]);
     stop_pipe[i] = wake_pipe[i] = -1;
   }
+}
+
+/* The connection a private worker serves, until it adopts it. */
+struct private_conn {
+  int fd;                /* the socket */
+  struct conn_params p;  /* what was negotiated */
+};
+
+/* Adds the connection to the private worker W. */
+static void adopt_private(struct worker *w, void *arg)
+{
+  struct private_conn *pc = arg;
+
+  __atomic_add_fetch(&w->nr_clients, 1, __ATOMIC_RELAXED);
+  nbd_conn_new(w, pc->fd, &pc->p);
+}
+
+/* Serves one connection on the calling thread until it closes: handshake,
+ * then transmission on a private worker (the fuzzer). Returns 0 or -1. */
+int nbd_serve_one(int fd)
+{
+  static const struct worker_limits limits = {
+    .max_memory = 2 * (uint64_t)BUDGET_MAX_SHARE,
+    .stall_timeout = NBD_STALL_TIMEOUT,
+  };
+  struct private_conn pc = { .fd = fd };
+  int r = handshake(fd, 0, &pc.p);
+
+  if (r <= 0) {
+    close(fd);
+    return r;
+  }
+  limits_conn_get(); /* the connection gives it back when it closes */
+  if (worker_run_private(&limits, adopt_private, &pc) < 0) {
+    close(fd);
+    limits_conn_put();
+    return -1;
+  }
+  return 0;
 }

@@ -1,0 +1,51 @@
+/* blockd, the program: its command line (options.c) and what main.c runs.
+ * The server's parts are core/ (engine core) and nbd/ (the NBD front end). */
+#ifndef BLOCKD_H
+#define BLOCKD_H
+
+#include "core.h"
+#include "nbd.h"
+
+/* options.c */
+/* One --export, or the lone FILE. */
+struct export_spec {
+  char *name;     /* export name; "" for the default export */
+  char *path;     /* image file */
+  char *format;   /* "raw", "qcow2", "overlay", or NULL to detect */
+  bool readonly;  /* ,readonly or --readonly */
+};
+
+#define OPTIONS_MAX_LISTENS 8
+#define OPTIONS_DEFAULT_MAX_CONNECTIONS 256
+#define OPTIONS_DEFAULT_MAX_MEMORY (256u << 20)
+
+/* The parsed command line. */
+struct options {
+  char *unix_path;              /* --unix, the default socket, or NULL with --listen */
+  struct listen_spec listens[OPTIONS_MAX_LISTENS]; /* --listen, in order */
+  size_t nr_listens;            /* entries in listens */
+  char *pidfile;                /* --pidfile, or NULL */
+  bool readonly;                /* --readonly: every export read-only */
+  unsigned threads;             /* --threads, default: online CPUs */
+  unsigned max_connections;     /* --max-connections */
+  uint64_t max_memory;          /* --max-memory: payload bytes, all clients */
+  unsigned stall_timeout;       /* --stall-timeout seconds */
+  unsigned idle_timeout;        /* --idle-timeout seconds, 0: none */
+  bool verbose;                 /* -v */
+  struct export_spec *exports;  /* exports in command-line order */
+  size_t nr_exports;            /* entries in exports */
+};
+
+/* What options_parse wants the caller to do next. */
+enum options_result {
+  OPTIONS_RUN = 0,   /* serve */
+  OPTIONS_EXIT = 1,  /* --help or --version printed: exit 0 */
+  OPTIONS_USAGE = 2, /* ERR holds a one-line message: exit 2 */
+};
+/* Parses ARGV into O. Returns an options_result. */
+enum options_result options_parse(struct options *o, int argc, char **argv, char *err,
+                                  size_t errlen);
+/* Frees what options_parse allocated. */
+void options_free(struct options *o);
+
+#endif

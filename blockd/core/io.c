@@ -1,0 +1,232 @@
+/* io: a front end's request, run on the worker's io_uring when the engine
+ * maps the range onto one file range, else through the engine's synchronous
+ * call on the blocking pool (formats/io.c, which holds the fallbacks). Either
+ * way the request's done callback runs on its worker's thread. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+/* Calls R's done callback with the host errno ERR. */
+static void finish(struct io_req *r, int err)
+{
+  r->err = err;
+  r->done(r);
+}
+
+/* Skips the first N bytes of R's buffers: the array is advanced in place. */
+static void iov_advance(struct io_req *r, uint64_t n)
+{
+  while (n > 0 && r->iovcnt > 0) {
+    if (n < r->iov[0].iov_len) {
+      r->iov[0].iov_base = (char *)r->iov[0].iov_base + n;
+      r->iov[0].iov_len -= n;
+      return;
+    }
+    n -= r->iov[0].iov_len;
+    r->iov++;
+    r->iovcnt--;
+  }
+}
+
+/* Fills what is left of R's buffers with zeroes. */
+static void iov_zero(struct io_req *r)
+{
+  for (unsigned i = 0; i < r->iovcnt; i++)
+    memset(r->iov[i].iov_base, 0, r->iov[i].iov_len);
+}
+
+/* Submits the next step of R's ring operation. */
+static void submit_ring(struct io_req *r)
+{
+  struct io_uring_sqe *sqe = worker_sqe(r->w);
+  uint64_t off = r->m.offset + r->moved;
+
+  switch (r->op) {
+  case IO_READ:
+    if (r->iovcnt == 1)
+      io_uring_prep_read(sqe, r->m.fd, r->iov[0].iov_base, r->iov[0].iov_len, off);
+    else
+      io_uring_prep_readv(sqe, r->m.fd, r->iov, r->iovcnt, off);
+    break;
+  case IO_WRITE:
+    if (r->iovcnt == 1)
+      io_uring_prep_write(sqe, r->m.fd, r->iov[0].iov_base, r->iov[0].iov_len, off);
+    else
+      io_uring_prep_writev(sqe, r->m.fd, r->iov, r->iovcnt, off);
+    /* FUA in the same operation: the write is durable when it completes. */
+    if (r->flags & FMT_FUA)
+      sqe->rw_flags = RWF_DSYNC;
+    break;
+  case IO_FLUSH:
+    io_uring_prep_fsync(sqe, r->m.fd, IORING_FSYNC_DATASYNC);
+    break;
+  case IO_TRIM:
+    io_uring_prep_fallocate(sqe, r->m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            r->m.offset, r->length);
+    break;
+  case IO_ZERO:
+    io_uring_prep_fallocate(sqe, r->m.fd,
+                            ((r->flags & FMT_MAY_TRIM) ? FALLOC_FL_PUNCH_HOLE
+                                                       : FALLOC_FL_ZERO_RANGE) |
+                              FALLOC_FL_KEEP_SIZE,
+                            r->m.offset, r->length);
+    break;
+  case IO_CACHE:
+    io_uring_prep_fadvise(sqe, r->m.fd, r->m.offset, r->length, POSIX_FADV_WILLNEED);
+    break;
+  case IO_EXTENTS:
+    abort();
+  }
+  sqe_set_completion(sqe, &r->comp);
+}
+
+/* Runs R synchronously through the engine, on a pool thread. */
+static void run_sync(struct pool_job *job)
+{
+  struct io_req *r = container_of(job, struct io_req, job);
+  struct fmt *f = r->fmt;
+  int e = 0;
+
+  switch (r->op) {
+  case IO_READ:
+    e = fmt_preadv(f, r->iov, r->iovcnt, r->offset);
+    break;
+  case IO_WRITE:
+    e = fmt_pwritev(f, r->iov, r->iovcnt, r->offset, r->flags & FMT_FUA);
+    break;
+  case IO_FLUSH:
+    e = fmt_flush(f);
+    break;
+  case IO_TRIM:
+    e = fmt_trim(f, r->length, r->offset, r->flags & FMT_FUA);
+    break;
+  case IO_ZERO:
+    e = fmt_zero(f, r->length, r->offset, r->flags);
+    break;
+  case IO_CACHE:
+    e = fmt_cache(f, r->length, r->offset);
+    break;
+  case IO_EXTENTS:
+    e = fmt_extents(f, r->length, r->offset, r->extent_fn, r->extent_opaque);
+    break;
+  }
+  r->err = e < 0 ? -e : 0;
+}
+
+/* A pool job came back to its worker. */
+static void pool_done(struct task *t)
+{
+  struct io_req *r = container_of(t, struct io_req, job.done);
+
+  r->done(r);
+}
+
+/* Sends R to the blocking pool. */
+static void to_pool(struct io_req *r)
+{
+  r->job.run = run_sync;
+  r->job.done.fn = pool_done;
+  r->job.w = r->w;
+  worker_to_pool(r->w, &r->job);
+}
+
+/* Handles the completion of R's ring operation. */
+static void ring_done(struct completion *c, int res)
+{
+  struct io_req *r = container_of(c, struct io_req, comp);
+
+  if (res == -EINTR || res == -EAGAIN) {
+    submit_ring(r);
+    return;
+  }
+  /* A failed fsync poisons every later flush of the image (format.h). */
+  if (r->op == IO_FLUSH) {
+    res = fmt_sync_result(r->fmt, res < 0 ? res : 0);
+    finish(r, res < 0 ? -res : 0);
+    return;
+  }
+  if (res == -EIO && r->op == IO_WRITE && (r->flags & FMT_FUA))
+    fmt_sync_result(r->fmt, res);
+  if (res < 0) {
+    /* File systems that cannot punch or zero: the engine's synchronous path
+     * has the fallbacks (and honours FAST_ZERO). */
+    if ((res == -EOPNOTSUPP || res == -ENOSYS) && (r->op == IO_TRIM || r->op == IO_ZERO)) {
+      to_pool(r);
+      return;
+    }
+    finish(r, -res);
+    return;
+  }
+  if (r->op == IO_READ || r->op == IO_WRITE) {
+    if (res == 0) {
+      if (r->op == IO_READ) {
+        iov_zero(r); /* past EOF */
+        finish(r, 0);
+      }
+      else
+        finish(r, EIO);
+      return;
+    }
+    r->moved += (uint64_t)res;
+    if (r->moved < r->length) {
+      /* Short transfer: adjust and requeue. */
+      iov_advance(r, (uint64_t)res);
+      submit_ring(r);
+      return;
+    }
+  }
+  finish(r, 0);
+}
+
+/* Runs R: on the ring if the engine maps the range, else on the pool. */
+void io_submit(struct io_req *r)
+{
+  struct fmt *f = r->fmt;
+  enum fmt_map_dir dir;
+
+  r->err = 0;
+  r->moved = 0;
+  r->comp.fn = ring_done;
+  switch (r->op) {
+  case IO_READ:  dir = FMT_MAP_READ; break;
+  case IO_CACHE: dir = FMT_MAP_READ; break;
+  case IO_WRITE: dir = FMT_MAP_WRITE; break;
+  case IO_FLUSH:
+    if (f->readonly) {
+      finish(r, 0);
+      return;
+    }
+    dir = FMT_MAP_FLUSH;
+    break;
+  case IO_TRIM:
+    /* FUA would need a second, linked operation: rare, so the pool does it. */
+    if (r->flags & FMT_FUA)
+      goto pool;
+    dir = FMT_MAP_TRIM;
+    break;
+  case IO_ZERO:
+    if (r->flags & FMT_FUA)
+      goto pool;
+    dir = FMT_MAP_ZERO;
+    break;
+  default:
+    goto pool;
+  }
+  if (!fmt_map(f, dir, r->offset, r->length, &r->m))
+    goto pool;
+  if (r->m.fd < 0) {
+    /* Mapped to nothing: zeroes for a read, nothing to prefetch for cache. */
+    if (r->op == IO_READ)
+      iov_zero(r);
+    finish(r, 0);
+    return;
+  }
+  submit_ring(r);
+  return;
+pool:
+  to_pool(r);
+}

@@ -1,0 +1,131 @@
+/* blockd's NBD front end: what each file of nbd/ exports, file by file.
+ *
+ * listen.c accepts clients and runs each negotiation (handshake.c) on a
+ * thread of its own; a negotiated connection is handed to a worker, where
+ * conn.c reads requests off the socket, turns each into the core's struct
+ * io_req, and sends the replies that reply.c encodes. request.c validates
+ * requests once, at the edge, and maps errors onto NBD's. The wire format is
+ * protocol.h.
+ */
+#ifndef BLOCKD_NBD_H
+#define BLOCKD_NBD_H
+
+#include "core.h"
+#include "protocol.h"
+
+/* Seconds a client may take over its whole handshake. */
+#define NBD_HANDSHAKE_TIMEOUT 10
+/* Requests a connection may have alive at once. */
+#define NBD_CONN_MAX_REQUESTS 256
+/* Default seconds a client may leave replies unread or a request unfinished. */
+#define NBD_STALL_TIMEOUT 30
+/* The one meta context id blockd hands out: base:allocation. */
+#define META_BASE_ALLOCATION_ID 1
+
+/* request.c */
+/* Transmission flags advertised for export E. */
+uint16_t nbd_eflags(const struct export *e);
+/* The description clients see for E: format and mode, never a host path. */
+const char *nbd_description(const struct export *e, char *buf, size_t len);
+/* Checks a request header's framing. Returns 0, or -1 if the connection must
+ * be dropped (bad magic, payload over the maximum), logging why. */
+int request_check_framing(const struct nbd_request *req);
+/* Validates a request (fields already in host order) against EXP. Returns 0
+ * or the host errno the client gets. */
+int request_validate(const struct export *exp, const struct nbd_request *req, bool structured,
+                     bool meta);
+/* Converts a host errno into the NBD error sent on the wire. */
+uint32_t nbd_errno(int err);
+/* Name of an NBD command, for messages. */
+const char *nbd_cmd_name(uint16_t type);
+
+/* handshake.c */
+/* What the client negotiated. */
+struct conn_params {
+  struct export *exp;   /* the export chosen */
+  bool structured;      /* NBD_OPT_STRUCTURED_REPLY acknowledged */
+  bool meta;            /* base:allocation selected (context id 1) */
+};
+/* Runs the fixed newstyle negotiation on blocking socket FD, giving up after
+ * TIMEOUT seconds in all (0: never). Returns 1 when the client entered
+ * transmission (P filled), 0 when it left cleanly, -1 on error (logged). */
+int handshake(int fd, int timeout, struct conn_params *p);
+
+/* conn.c, reply.c: the transmission phase */
+/* One request, from header to reply. */
+struct nbd_req {
+  struct io_req io;            /* what the core runs */
+  struct nbd_conn *conn;       /* connection it came on */
+  struct nbd_request h;        /* header, host byte order */
+  char *buf;                   /* write payload, or read data */
+  struct iovec data;           /* buf as io's one buffer */
+  uint64_t received;           /* payload bytes received so far (writes) */
+  int err;                     /* host errno of the result, 0 on success */
+  bool hole;                   /* read data is all zeroes: reply with OFFSET_HOLE */
+  struct nbd_block_descriptor *extents; /* block status result, wire order */
+  uint32_t nr_extents;         /* descriptors in extents */
+  struct nbd_req *next;        /* send queue link */
+  size_t reply_len;            /* bytes of the reply: header + payload */
+  size_t sent;                 /* bytes of the reply already sent */
+  struct iovec iov[2];         /* reply: header, payload */
+  int niov;                    /* iovecs used: 1 or 2 */
+  char hdr[40];                /* encoded reply header */
+};
+
+/* Replies gathered into one sendmsg at most. */
+#define SEND_BATCH 32
+/* Receive buffer of a connection. */
+#define CONN_RBUF_SIZE (128 * 1024)
+
+/* One client connection in the transmission phase; owned by one worker. */
+struct nbd_conn {
+  struct client client;        /* as the worker sees it (first) */
+  int fd;                      /* the socket */
+  struct conn_params p;        /* what the handshake negotiated */
+  char *rbuf;                  /* receive buffer of CONN_RBUF_SIZE bytes */
+  size_t rstart;               /* first byte not yet parsed */
+  size_t rend;                 /* end of the bytes received */
+  struct nbd_req *payload;     /* write whose payload is being received directly */
+  struct completion recv_comp; /* the posted receive */
+  struct completion send_comp; /* the posted send */
+  bool recv_posted;            /* a receive is in the kernel */
+  bool send_posted;            /* a send is in the kernel */
+  bool read_closed;            /* no more requests: EOF, DISC, error or stop */
+  bool draining;               /* the server stops: answer ESHUTDOWN */
+  bool dead;                   /* the socket failed: replies are dropped */
+  bool stalled;                /* parsing paused for memory until replies drain */
+  struct nbd_req *sq_head, *sq_tail; /* replies waiting to be sent, in order */
+  struct iovec siov[2 * SEND_BATCH]; /* iovecs of the posted send */
+  struct msghdr msg;           /* the posted send */
+  unsigned nr_requests;        /* requests alive (parsed, not yet freed) */
+  time_t recv_at;              /* when a receive last brought bytes (worker clock) */
+  time_t send_at;              /* when replies last moved, or began to wait */
+};
+
+/* conn.c */
+/* Adopts socket FD with parameters P into worker W (picked for it with
+ * workers_pick). Returns 0 or -1 (FD closed). */
+int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p);
+
+/* reply.c */
+/* Encodes REQ's reply into REQ->iov, for a connection with STRUCTURED replies. */
+void reply_encode(struct nbd_req *req, bool structured);
+
+/* listen.c */
+/* One --listen HOST:PORT. */
+struct listen_spec {
+  char *host;                   /* host part; "127.0.0.1" when left out */
+  char *port;                   /* port part */
+};
+/* Binds the listening socket(s): the unix socket PATH, or every address of
+ * the NR (host, port) pairs. Returns 0 or -1 after logging. */
+int listen_open(const char *path, const struct listen_spec *tcp, size_t nr);
+/* Starts the thread that accepts connections and runs their handshakes. */
+int listen_start(void);
+/* Stops accepting, closes the sockets, unlinks the unix socket. */
+void listen_stop(void);
+/* Serves one connection on the calling thread until it closes: handshake,
+ * then transmission on a private worker (the fuzzer). Returns 0 or -1. */
+int nbd_serve_one(int fd);
+
+#endif
