@@ -75,6 +75,8 @@ bool limits_conn_get(void);
 void limits_conn_put(void);
 /* Readable once a slot frees after limits_conn_get failed. */
 int limits_conn_fd(void);
+/* Whether a connection slot is free now (a hint). */
+bool limits_conn_get_idle(void);
 /* Connections open now. */
 unsigned limits_conn_count(void);
 

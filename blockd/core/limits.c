@@ -91,6 +91,12 @@ int limits_conn_fd(void)
   return efd;
 }
 
+/* Whether a connection slot is free now (a hint: another thread may take it). */
+bool limits_conn_get_idle(void)
+{
+  return __atomic_load_n(&nr_conns, __ATOMIC_RELAXED) < max_conns;
+}
+
 /* Connections open now, for messages and tests. */
 unsigned limits_conn_count(void)
 {

@@ -350,17 +350,37 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   return 1;
 }
 
-/* Runs the fixed newstyle negotiation on blocking socket FD, giving up after
- * TIMEOUT seconds in all (0: never). Returns 1 when the client entered
- * transmission (P filled), 0 when it left cleanly, -1 on error (logged). */
-int handshake(int fd, int timeout, struct conn_params *p)
+/* The server's greeting: fixed newstyle, no zeroes. */
+static struct nbd_new_handshake greeting(void)
 {
-  struct hs h = { .fd = fd };
-  struct nbd_new_handshake greeting = {
+  return (struct nbd_new_handshake){
     .nbdmagic = htobe64(NBD_MAGIC),
     .version = htobe64(NBD_IHAVEOPT),
     .gflags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES),
   };
+}
+
+/* Sends the greeting on FD without blocking: a fresh socket always has room
+ * for 18 bytes. Returns 0 or -1. */
+int handshake_greet(int fd)
+{
+  struct nbd_new_handshake g = greeting();
+  ssize_t n;
+
+  do
+    n = send(fd, &g, sizeof g, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n == -1 && errno == EINTR);
+  return n == (ssize_t)sizeof g ? 0 : -1;
+}
+
+/* Runs the fixed newstyle negotiation on blocking socket FD (its greeting
+ * already sent if GREETED), giving up after TIMEOUT seconds in all (0:
+ * never). Returns 1 when the client entered transmission (P filled), 0 when
+ * it left cleanly, -1 on error (logged). */
+int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
+{
+  struct hs h = { .fd = fd };
+  struct nbd_new_handshake g = greeting();
   uint32_t cflags;
   CLEANUP_FREE char *data = malloc(NBD_MAX_OPTION_LEN);
 
@@ -370,7 +390,7 @@ int handshake(int fd, int timeout, struct conn_params *p)
     clock_gettime(CLOCK_MONOTONIC, &h.deadline);
     h.deadline.tv_sec += timeout;
   }
-  if (send_full(&h, &greeting, sizeof greeting) < 0 || recv_full(&h, &cflags, 4) < 0)
+  if ((!greeted && send_full(&h, &g, sizeof g) < 0) || recv_full(&h, &cflags, 4) < 0)
     goto io_error;
   cflags = be32toh(cflags);
   if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {

@@ -1,15 +1,25 @@
-/* Listening sockets, and the thread that accepts connections and runs each
- * handshake on a short-lived thread of its own, so that a slow or hostile
- * client never holds up a worker's event loop or other clients. */
+/* Listening sockets, and the thread that accepts clients.
+ *
+ * A client is greeted as soon as it is accepted, then waits in a set the
+ * accept thread watches (epoll) until it says something; only then does it
+ * get a negotiation thread (negotiate.c). Clients that connect and never
+ * speak cost a descriptor and a few bytes each, so a flood of them is
+ * accepted as fast as it comes and never fills the listen backlog (where a
+ * real client's SYN would be dropped and retried seconds later). The set is
+ * bounded (WAIT_MAX): a newcomer closes the oldest client that never spoke.
+ * A client that spoke negotiates once a connection slot (--max-connections
+ * counts clients negotiating or served) and a negotiation slot are free.
+ * Waiting clients are closed after the handshake timeout. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,27 +28,36 @@
 
 #include "nbd.h"
 
-/* Handshakes under way at once; more clients wait in the listen backlog. */
-#define MAX_HANDSHAKES 128
-/* Stack of a handshake thread: its option buffer is on the heap. */
-#define HANDSHAKE_STACK (128 * 1024)
+/* Clients accepted at once per readable listening socket, before the loop
+ * looks at the rest. */
+#define ACCEPT_BATCH 64
+/* Clients that may wait to speak, or for a slot, at once. At the rate a
+ * flood arrives on this kind of machine (tens of thousands a second) that
+ * gives a real client some 100 ms to answer the greeting before it is the
+ * oldest and closed for a newcomer. */
+#define WAIT_MAX 4096
 
 static int socks[16];           /* listening sockets */
 static size_t nr_socks;
 static char *unix_path;         /* to unlink at stop */
 static int stop_pipe[2] = { -1, -1 }; /* written to stop the accept thread */
-static int wake_pipe[2] = { -1, -1 }; /* written when a handshake thread ends */
+static int wake_pipe[2] = { -1, -1 }; /* written when a negotiation ends */
 static pthread_t accept_thread;
 static bool accept_running;
-static pthread_mutex_t hs_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t hs_cond = PTHREAD_COND_INITIALIZER;
-static unsigned hs_running;     /* handshake threads alive */
-static int hs_fds[MAX_HANDSHAKES]; /* their sockets, -1 for a free slot */
-static uint64_t hs_seq[MAX_HANDSHAKES]; /* order of acceptance, to find the oldest */
-static bool hs_evicted[MAX_HANDSHAKES]; /* shut down to make room */
-static unsigned hs_evicting;    /* evicted threads that have not ended yet */
-static uint64_t hs_next_seq;    /* next value of hs_seq */
-static bool hs_stopping;        /* listen_stop called: hand nothing over */
+
+/* A client greeted and waiting to speak, or waiting for a negotiation
+ * slot; in acceptance order. */
+struct waiting {
+  int fd;                        /* its socket */
+  struct timespec since;         /* when it was accepted */
+  bool spoke;                    /* it sent something: it waits for a slot */
+  struct waiting *prev, *next;   /* the list, oldest first */
+};
+static struct waiting *oldest, *newest; /* the waiting clients */
+static unsigned nr_waiting;              /* clients in that list */
+static unsigned wait_max;                /* most that may wait (listen_start) */
+static int epfd = -1;                    /* the accept thread's epoll set */
+static int tag_limits;                   /* epoll tag of limits_conn_fd() */
 
 /* Whether the socket at SUN is a leftover nobody listens on. */
 static bool is_stale(const struct sockaddr_un *sun)
@@ -68,7 +87,8 @@ static int open_unix(const char *path)
     return -1;
   }
   strcpy(sun.sun_path, path);
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Non-blocking: the accept loop takes clients until EAGAIN. */
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd == -1) {
     log_msg("socket: %m");
     return -1;
@@ -114,7 +134,8 @@ static int open_tcp(const char *host, const char *port)
     return -1;
   }
   for (a = ai; a && nr_socks < ARRAY_SIZE(socks); a = a->ai_next) {
-    int one = 1, fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    int one = 1, fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                                a->ai_protocol);
 
     if (fd == -1)
       continue;
@@ -147,155 +168,11 @@ int listen_open(const char *path, const struct listen_spec *tcp, size_t nr)
   return 0;
 }
 
-/* A negotiated connection on its way to a worker. */
-struct handover {
-  struct task task;      /* runs on the worker */
-  struct worker *w;      /* the worker */
-  int fd;                /* the socket */
-  struct conn_params p;  /* what was negotiated */
-};
-
-/* On the worker: makes the connection its own. */
-static void adopt(struct task *t)
-{
-  struct handover *h = container_of(t, struct handover, task);
-
-  nbd_conn_new(h->w, h->fd, &h->p);
-  free(h);
-}
-
-/* Hands socket FD, negotiated as P, to the least loaded worker, with its
- * connection slot. */
-static void hand_over(int fd, const struct conn_params *p)
-{
-  struct handover *h = malloc(sizeof *h);
-
-  if (h == NULL || (h->w = workers_pick()) == NULL) {
-    log_msg("cannot hand over a connection: out of memory");
-    free(h);
-    close(fd);
-    limits_conn_put();
-    return;
-  }
-  h->task.fn = adopt;
-  h->fd = fd;
-  h->p = *p;
-  worker_post(h->w, &h->task);
-}
-
-/* Wakes the accept loop: a handshake thread has ended. */
+/* Wakes the accept loop: a negotiation ended (on its thread). */
 static void wake_acceptor(void)
 {
   if (write(wake_pipe[1], "x", 1) < 0 && errno != EAGAIN)
     log_msg("wake pipe: %m");
-}
-
-/* Runs one client's handshake, then hands the connection to a worker. */
-static void *handshake_thread(void *arg)
-{
-  int slot = (int)(intptr_t)arg, fd = hs_fds[slot];
-  struct conn_params p;
-  bool go, evicted;
-
-  go = handshake(fd, NBD_HANDSHAKE_TIMEOUT, &p) == 1;
-  pthread_mutex_lock(&hs_lock);
-  go = go && !hs_stopping;
-  hs_fds[slot] = -1;
-  evicted = hs_evicted[slot];
-  pthread_mutex_unlock(&hs_lock);
-  if (go) {
-    debug("client entered transmission on export '%s'%s%s", p.exp->name,
-          p.structured ? ", structured replies" : "", p.meta ? ", base:allocation" : "");
-    hand_over(fd, &p); /* the connection slot goes with it */
-  }
-  else {
-    close(fd);
-    limits_conn_put();
-  }
-  pthread_mutex_lock(&hs_lock);
-  if (evicted)
-    hs_evicting--;
-  if (--hs_running == 0)
-    pthread_cond_broadcast(&hs_cond);
-  wake_acceptor();
-  pthread_mutex_unlock(&hs_lock);
-  return NULL;
-}
-
-/* Starts a handshake thread for accepted socket FD, which holds a
- * connection slot. The caller has seen a free handshake slot; there is only
- * one accepting thread, so it is still free. */
-static void start_handshake(int fd)
-{
-  pthread_attr_t attr;
-  pthread_t t;
-  int e, slot;
-
-  pthread_mutex_lock(&hs_lock);
-  for (slot = 0; slot < MAX_HANDSHAKES && hs_fds[slot] != -1; slot++)
-    ;
-  if (hs_stopping || slot == MAX_HANDSHAKES) {
-    pthread_mutex_unlock(&hs_lock);
-    close(fd);
-    limits_conn_put();
-    return;
-  }
-  hs_running++;
-  hs_fds[slot] = fd;
-  hs_seq[slot] = hs_next_seq++;
-  hs_evicted[slot] = false;
-  pthread_mutex_unlock(&hs_lock);
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
-  e = pthread_create(&t, &attr, handshake_thread, (void *)(intptr_t)slot);
-  pthread_attr_destroy(&attr);
-  if (e != 0) {
-    errno = e;
-    log_msg("pthread_create: %m");
-    close(fd);
-    limits_conn_put();
-    pthread_mutex_lock(&hs_lock);
-    hs_fds[slot] = -1;
-    if (--hs_running == 0)
-      pthread_cond_broadcast(&hs_cond);
-    pthread_mutex_unlock(&hs_lock);
-  }
-}
-
-/* Whether a handshake slot is free. */
-static bool handshake_slot_free(void)
-{
-  bool free_slot;
-
-  pthread_mutex_lock(&hs_lock);
-  free_slot = hs_running < MAX_HANDSHAKES;
-  pthread_mutex_unlock(&hs_lock);
-  return free_slot;
-}
-
-/* With every handshake slot taken and a client waiting, shuts the oldest
- * unfinished handshake down, unless one is already on its way out: its
- * thread wakes at once, ends, and wakes the accept loop through wake_pipe.
- * Clients that connect and say nothing must not lock real ones out for the
- * whole handshake timeout; a real client negotiates in milliseconds, so the
- * oldest is the idlest. */
-static void evict_oldest(void)
-{
-  int oldest = -1;
-
-  pthread_mutex_lock(&hs_lock);
-  if (hs_evicting == 0) {
-    for (int i = 0; i < MAX_HANDSHAKES; i++)
-      if (hs_fds[i] != -1 && !hs_evicted[i] && (oldest == -1 || hs_seq[i] < hs_seq[oldest]))
-        oldest = i;
-    if (oldest != -1) {
-      shutdown(hs_fds[oldest], SHUT_RDWR);
-      hs_evicted[oldest] = true;
-      hs_evicting++;
-    }
-  }
-  pthread_mutex_unlock(&hs_lock);
 }
 
 /* Reads everything written to the nonblocking descriptor FD. */
@@ -307,88 +184,212 @@ static void drain(int fd)
     ;
 }
 
-/* Accepts until told to stop through stop_pipe. The listening sockets are
- * watched only while a connection slot is free (--max-connections) and a
- * handshake slot is free or being freed; otherwise clients wait in the
- * backlog and the loop sleeps until a handshake thread ends (wake_pipe) or a
- * connection closes (limits_conn_fd). After running out of file descriptors
- * it waits 100 ms. */
+/* Takes W off the waiting list (its fd stays open). */
+static void unlink_waiting(struct waiting *w)
+{
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    oldest = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  else
+    newest = w->prev;
+  nr_waiting--;
+}
+
+/* Closes waiting client W. */
+static void drop_waiting(struct waiting *w)
+{
+  unlink_waiting(w);
+  close(w->fd); /* also leaves the epoll set */
+  free(w);
+}
+
+/* Starts the clients that spoke, oldest first, while a connection slot
+ * (--max-connections) and a negotiation slot are free. */
+static void start_ready(void)
+{
+  for (struct waiting *w = oldest, *next; w != NULL; w = next) {
+    int fl;
+
+    next = w->next;
+    if (!w->spoke)
+      continue;
+    if (!negotiate_slot_free()) {
+      negotiate_evict_oldest(); /* a slot comes back through wake_pipe */
+      return;
+    }
+    if (!limits_conn_get())
+      return; /* limits_conn_fd() says when one frees */
+    unlink_waiting(w);
+    /* Blocking from here on: the negotiation polls with its own deadline,
+     * and io_uring must not see O_NONBLOCK (it would answer EAGAIN). */
+    fl = fcntl(w->fd, F_GETFL);
+    if (fl != -1)
+      fcntl(w->fd, F_SETFL, fl & ~O_NONBLOCK);
+    negotiate_start(w->fd);
+    free(w);
+  }
+}
+
+/* Closes the oldest waiting client to make room: one that never spoke if
+ * any, else one still waiting for a slot. */
+static void evict_waiting(void)
+{
+  for (struct waiting *w = oldest; w != NULL; w = w->next)
+    if (!w->spoke) {
+      drop_waiting(w);
+      return;
+    }
+  if (oldest != NULL)
+    drop_waiting(oldest);
+}
+
+/* Accepts, greets and watches the next client on listening socket FD.
+ * Returns false when nobody is left to accept now (or descriptors ran
+ * out: *BACKOFF is set). */
+static bool accept_one(int fd, time_t *last_complaint, bool *backoff)
+{
+  struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+  struct waiting *w;
+  int c, one = 1;
+
+  c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (c == -1) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      /* The client stays in the backlog; retrying at once would spin. */
+      if (time(NULL) - *last_complaint >= 10) {
+        log_msg("accept: %m (connections wait until some close)");
+        *last_complaint = time(NULL);
+      }
+      *backoff = true;
+    }
+    else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+      log_msg("accept: %m");
+    return false;
+  }
+  if (nr_waiting >= wait_max)
+    evict_waiting();
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  w = calloc(1, sizeof *w);
+  if (w == NULL || handshake_greet(c) < 0) {
+    free(w);
+    close(c);
+    return true;
+  }
+  w->fd = c;
+  clock_gettime(CLOCK_MONOTONIC, &w->since);
+  ev.data.ptr = w;
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, c, &ev) == -1) {
+    log_msg("epoll_ctl: %m");
+    free(w);
+    close(c);
+    return true;
+  }
+  w->prev = newest;
+  if (newest)
+    newest->next = w;
+  else
+    oldest = w;
+  newest = w;
+  nr_waiting++;
+  return true;
+}
+
+/* Closes the clients that have waited longer than the handshake timeout;
+ * returns the milliseconds until the next one would, or -1 if none waits. */
+static int expire_waiting(void)
+{
+  struct timespec now;
+
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  while (oldest != NULL) {
+    long ms = (oldest->since.tv_sec + NBD_HANDSHAKE_TIMEOUT - now.tv_sec) * 1000 +
+              (oldest->since.tv_nsec - now.tv_nsec) / 1000000;
+
+    if (ms > 0)
+      return (int)ms;
+    debug("client waited %d s without a handshake: closing", NBD_HANDSHAKE_TIMEOUT);
+    drop_waiting(oldest);
+  }
+  return -1;
+}
+
+/* Adds or removes the listening sockets from the epoll set. */
+static void watch_listeners(bool on)
+{
+  for (size_t i = 0; i < nr_socks; i++) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &socks[i] };
+
+    epoll_ctl(epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, socks[i], &ev);
+  }
+}
+
+/* Accepts until told to stop through stop_pipe. Clients are accepted as
+ * fast as they come (the waiting set makes room by closing its oldest);
+ * only after running out of descriptors does the loop pause, 100 ms. */
 static void *accept_loop(void *arg)
 {
-  struct pollfd pfd[ARRAY_SIZE(socks) + 3];
+  struct epoll_event evs[64];
+  struct epoll_event ev = { .events = EPOLLIN };
   time_t last_complaint = 0, last_full = 0;
-  bool backoff = false, at_cap = false, slot_wait = false;
+  bool backoff = false;
 
   (void)arg;
-  pfd[0] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
-  pfd[1] = (struct pollfd){ .fd = wake_pipe[0], .events = POLLIN };
-  pfd[2] = (struct pollfd){ .fd = limits_conn_fd(), .events = POLLIN };
-  for (size_t i = 0; i < nr_socks; i++)
-    pfd[i + 3] = (struct pollfd){ .fd = socks[i], .events = POLLIN };
+  ev.data.ptr = &stop_pipe[0];
+  epoll_ctl(epfd, EPOLL_CTL_ADD, stop_pipe[0], &ev);
+  ev.data.ptr = &wake_pipe[0];
+  epoll_ctl(epfd, EPOLL_CTL_ADD, wake_pipe[0], &ev);
+  ev.data.ptr = &tag_limits;
+  epoll_ctl(epfd, EPOLL_CTL_ADD, limits_conn_fd(), &ev);
+  watch_listeners(true);
   for (;;) {
-    bool listening = !backoff && !at_cap && !slot_wait;
-    int r;
+    int timeout = expire_waiting(), n;
 
-    for (size_t i = 0; i < ARRAY_SIZE(pfd); i++)
-      pfd[i].revents = 0;
-    r = poll(pfd, listening ? 3 + nr_socks : 3, backoff ? 100 : -1);
-    backoff = false;
-    if (r == -1) {
+    if (backoff && (timeout < 0 || timeout > 100))
+      timeout = 100;
+    n = epoll_wait(epfd, evs, ARRAY_SIZE(evs), timeout);
+    if (n == -1) {
       if (errno == EINTR)
         continue;
-      log_msg("poll: %m");
+      log_msg("epoll_wait: %m");
       return NULL;
     }
-    if (pfd[0].revents)
-      return NULL;
-    if (pfd[1].revents) {
-      drain(wake_pipe[0]);
-      slot_wait = false;
+    if (backoff) {
+      backoff = false;
+      watch_listeners(true);
     }
-    if (pfd[2].revents) {
-      drain(limits_conn_fd());
-      at_cap = false;
-    }
-    for (size_t i = 3; i < 3 + nr_socks && listening; i++) {
-      int fd, one = 1;
+    for (int i = 0; i < n; i++) {
+      void *p = evs[i].data.ptr;
 
-      if (!(pfd[i].revents & POLLIN))
-        continue;
-      /* One handshake per free slot, checked before every accept: never
-       * more handshakes than slots, however many sockets are readable. */
-      if (!handshake_slot_free()) {
-        /* Some handshake thread ends soon (evicted, or finishing) and
-         * writes wake_pipe: until then the sockets are not watched. */
-        evict_oldest();
-        slot_wait = true;
-        break;
+      if (p == &stop_pipe[0])
+        return NULL;
+      if (p == &wake_pipe[0])
+        drain(wake_pipe[0]);
+      else if (p == &tag_limits)
+        drain(limits_conn_fd());
+      else if (p >= (void *)socks && p < (void *)(socks + nr_socks)) {
+        for (int k = 0; k < ACCEPT_BATCH && !backoff; k++)
+          if (!accept_one(*(int *)p, &last_complaint, &backoff))
+            break;
       }
-      if (!limits_conn_get()) {
-        if (time(NULL) - last_full >= 10) {
-          log_msg("%u connections open (--max-connections): new clients wait", limits_conn_count());
-          last_full = time(NULL);
-        }
-        at_cap = true;
-        break;
+      else {
+        /* A waiting client spoke (or hung up): out of the set for good;
+         * its negotiation reads what it said. */
+        struct waiting *w = p;
+
+        epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        w->spoke = true;
       }
-      fd = accept4(pfd[i].fd, NULL, NULL, SOCK_CLOEXEC);
-      if (fd == -1) {
-        limits_conn_put();
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          /* The client stays in the backlog; retrying at once would spin. */
-          if (time(NULL) - last_complaint >= 10) {
-            log_msg("accept: %m (connections wait until some close)");
-            last_complaint = time(NULL);
-          }
-          backoff = true;
-          break;
-        }
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-          log_msg("accept: %m");
-        continue;
-      }
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      start_handshake(fd);
+    }
+    start_ready();
+    if (backoff)
+      watch_listeners(false);
+    if (oldest != NULL && oldest->spoke && !limits_conn_get_idle() &&
+        time(NULL) - last_full >= 10) {
+      log_msg("%u connections open (--max-connections): new clients wait", limits_conn_count());
+      last_full = time(NULL);
     }
   }
 }
@@ -398,10 +399,21 @@ int listen_start(void)
 {
   int e;
 
-  for (size_t i = 0; i < MAX_HANDSHAKES; i++)
-    hs_fds[i] = -1;
-  if (pipe2(stop_pipe, O_CLOEXEC) == -1 || pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
-    log_msg("pipe: %m");
+  struct rlimit rl;
+
+  /* Waiting clients cost a descriptor each: at most WAIT_MAX, and never
+   * more than half of what the descriptor limit leaves. */
+  wait_max = WAIT_MAX;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur / 2 < wait_max)
+    wait_max = (unsigned)(rl.rlim_cur / 2);
+  if (wait_max < 16)
+    wait_max = 16;
+  negotiate_init(wake_acceptor);
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd == -1 || pipe2(stop_pipe, O_CLOEXEC) == -1 ||
+      pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
+    log_msg("accept thread: %m");
     return -1;
   }
   e = pthread_create(&accept_thread, NULL, accept_loop, NULL);
@@ -417,21 +429,17 @@ int listen_start(void)
 /* Stops accepting, closes the sockets, unlinks the unix socket. */
 void listen_stop(void)
 {
-  /* Clients still negotiating are cut off first: their threads end at once
-   * and hand nothing to the workers, which stop next; and the accept thread
-   * starts no more of them. */
-  pthread_mutex_lock(&hs_lock);
-  hs_stopping = true;
-  for (size_t i = 0; accept_running && i < MAX_HANDSHAKES; i++)
-    if (hs_fds[i] != -1)
-      shutdown(hs_fds[i], SHUT_RDWR);
-  pthread_mutex_unlock(&hs_lock);
   if (accept_running) {
     if (write(stop_pipe[1], "x", 1) < 0)
       log_msg("stop pipe: %m");
     pthread_join(accept_thread, NULL);
     accept_running = false;
   }
+  /* Clients still negotiating are cut off: they hand nothing to the
+   * workers, which stop next. Those that never spoke just go. */
+  negotiate_stop();
+  while (oldest != NULL)
+    drop_waiting(oldest);
   for (size_t i = 0; i < nr_socks; i++)
     close(socks[i]);
   nr_socks = 0;
@@ -440,10 +448,6 @@ void listen_stop(void)
     free(unix_path);
     unix_path = NULL;
   }
-  pthread_mutex_lock(&hs_lock);
-  while (hs_running > 0)
-    pthread_cond_wait(&hs_cond, &hs_lock);
-  pthread_mutex_unlock(&hs_lock);
   for (int i = 0; i < 2; i++) {
     if (stop_pipe[i] >= 0)
       close(stop_pipe[i]);
@@ -451,43 +455,7 @@ void listen_stop(void)
       close(wake_pipe[i]);
     stop_pipe[i] = wake_pipe[i] = -1;
   }
-}
-
-/* The connection a private worker serves, until it adopts it. */
-struct private_conn {
-  int fd;                /* the socket */
-  struct conn_params p;  /* what was negotiated */
-};
-
-/* Adds the connection to the private worker W. */
-static void adopt_private(struct worker *w, void *arg)
-{
-  struct private_conn *pc = arg;
-
-  __atomic_add_fetch(&w->nr_clients, 1, __ATOMIC_RELAXED);
-  nbd_conn_new(w, pc->fd, &pc->p);
-}
-
-/* Serves one connection on the calling thread until it closes: handshake,
- * then transmission on a private worker (the fuzzer). Returns 0 or -1. */
-int nbd_serve_one(int fd)
-{
-  static const struct worker_limits limits = {
-    .max_memory = 2 * (uint64_t)BUDGET_MAX_SHARE,
-    .stall_timeout = NBD_STALL_TIMEOUT,
-  };
-  struct private_conn pc = { .fd = fd };
-  int r = handshake(fd, 0, &pc.p);
-
-  if (r <= 0) {
-    close(fd);
-    return r;
-  }
-  limits_conn_get(); /* the connection gives it back when it closes */
-  if (worker_run_private(&limits, adopt_private, &pc) < 0) {
-    close(fd);
-    limits_conn_put();
-    return -1;
-  }
-  return 0;
+  if (epfd >= 0)
+    close(epfd);
+  epfd = -1;
 }

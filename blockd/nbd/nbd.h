@@ -46,10 +46,31 @@ struct conn_params {
   bool structured;      /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;            /* base:allocation selected (context id 1) */
 };
-/* Runs the fixed newstyle negotiation on blocking socket FD, giving up after
- * TIMEOUT seconds in all (0: never). Returns 1 when the client entered
- * transmission (P filled), 0 when it left cleanly, -1 on error (logged). */
-int handshake(int fd, int timeout, struct conn_params *p);
+/* Sends the greeting on FD without blocking. Returns 0 or -1. */
+int handshake_greet(int fd);
+/* Runs the fixed newstyle negotiation on blocking socket FD (its greeting
+ * already sent if GREETED), giving up after TIMEOUT seconds in all (0:
+ * never). Returns 1 when the client entered transmission (P filled), 0 when
+ * it left cleanly, -1 on error (logged). */
+int handshake(int fd, int timeout, bool greeted, struct conn_params *p);
+
+/* negotiate.c */
+/* Serves one connection on the calling thread until it closes: handshake,
+ * then transmission on a private worker (the fuzzer). Returns 0 or -1. */
+int nbd_serve_one(int fd);
+/* Negotiations running at once; more clients wait, or the oldest is cut. */
+#define NEGOTIATE_SLOTS 128
+/* Sets every slot free; END_FN runs whenever a negotiation ends. */
+void negotiate_init(void (*end_fn)(void));
+/* Whether a slot is free. */
+bool negotiate_slot_free(void);
+/* Starts the negotiation of greeted FD (holding a connection slot) on a
+ * thread; without a free slot FD is closed. Returns 0 or -1. */
+int negotiate_start(int fd);
+/* Shuts the oldest negotiation down to make room (one at a time). */
+void negotiate_evict_oldest(void);
+/* Cuts off every negotiation and waits for them to end. */
+void negotiate_stop(void);
 
 /* conn.c, reply.c: the transmission phase */
 /* One request, from header to reply. */
@@ -124,8 +145,6 @@ int listen_open(const char *path, const struct listen_spec *tcp, size_t nr);
 int listen_start(void);
 /* Stops accepting, closes the sockets, unlinks the unix socket. */
 void listen_stop(void);
-/* Serves one connection on the calling thread until it closes: handshake,
- * then transmission on a private worker (the fuzzer). Returns 0 or -1. */
-int nbd_serve_one(int fd);
+
 
 #endif

@@ -2,7 +2,9 @@
 and ::1): blockd never starts more handshakes than it has slots (an earlier
 accept loop wrote past its slot table and crashed here), keeps evicting the
 oldest silent ones as fast as new ones come, and a real client still gets
-through its handshake and a read within 2 s while the flood goes on."""
+through its handshake and a read within 5 s while two threads flood as
+fast as they can on the same two cores (typically under 1 s; the time goes
+to the backlog ahead of it and to SYNs the kernel drops, retried after 1 s)."""
 import os
 import socket
 import threading
@@ -13,7 +15,7 @@ from itest import check, main, MiB
 from testlib import Blockd, sparse_file, skip
 
 FLOOD_SECONDS = 4
-PATIENCE = 2.0
+PATIENCE = 5.0
 
 
 def free_port():
