@@ -1,10 +1,11 @@
 /* blockd, the program: its command line (options.c) and what main.c runs.
- * The server's parts are core/ (engine core) and nbd/ (the NBD front end). */
+ * The server's parts are core/ (engine core), nbd/ and vhost/ (front ends). */
 #ifndef BLOCKD_H
 #define BLOCKD_H
 
 #include "core.h"
 #include "nbd.h"
+#include "vhost.h"
 
 /* options.c */
 /* One --export, or the lone FILE. */
@@ -34,6 +35,8 @@ struct options {
   bool verbose;                 /* -v */
   struct export_spec *exports;  /* exports in command-line order */
   size_t nr_exports;            /* entries in exports */
+  struct vhost_spec *vhosts;    /* --vhost-user-blk devices, in order */
+  size_t nr_vhosts;             /* entries in vhosts */
 };
 
 /* What options_parse wants the caller to do next. */

@@ -119,8 +119,9 @@ int main(int argc, char **argv)
     options_free(&o);
     return EXIT_FAILURE;
   }
-  if (open_exports(&o) < 0) {
+  if (open_exports(&o) < 0 || vhost_open(o.vhosts, o.nr_vhosts) < 0) {
     exports_close();
+    vhost_close();
     options_free(&o);
     return 2;
   }
@@ -133,8 +134,13 @@ int main(int argc, char **argv)
   };
   if (workers_start(o.threads, &wl) < 0)
     goto fail_pool;
-  if (listen_open(o.unix_path, o.listens, o.nr_listens) < 0 || listen_start() < 0)
+  /* NBD listens only when there is something to serve over NBD. */
+  if (o.nr_exports > 0 &&
+      (listen_open(o.unix_path, o.listens, o.nr_listens) < 0 || listen_start() < 0))
     goto fail_listen;
+  if (vhost_bind() < 0)
+    goto fail_listen;
+  vhost_start();
   if (o.pidfile && write_pidfile(o.pidfile) < 0)
     goto fail_listen;
   debug("serving %zu export(s) with %u worker(s)", exports_count(), o.threads);
@@ -152,6 +158,8 @@ int main(int argc, char **argv)
   if (exports_flush_all() < 0)
     status = EXIT_FAILURE;
   exports_close();
+  if (vhost_close() < 0)
+    status = EXIT_FAILURE;
   limits_fini();
   if (o.pidfile)
     unlink(o.pidfile);
@@ -165,6 +173,7 @@ fail_pool:
   pool_stop();
 fail_exports:
   exports_close();
+  vhost_close();
   limits_fini();
   options_free(&o);
   return EXIT_FAILURE;

@@ -29,12 +29,21 @@ static const char usage_text[] =
   "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay]\n"
   "                        serve FILE under NAME; may be repeated (a comma in\n"
   "                        FILE is written ',,')\n"
+  "  --vhost-user-blk SOCKET=FILE[,readonly][,format=F][,serial=ID][,queues=N]\n"
+  "                        serve FILE as a vhost-user-blk device on the unix\n"
+  "                        socket SOCKET (mode 0600), for QEMU, Cloud Hypervisor\n"
+  "                        or Firecracker; queues: how many the device offers\n"
+  "                        (default 8); may be repeated\n"
+  "  --socket-path PATH --blk-file FILE [--read-only]\n"
+  "                        the same, as vhost-user back-ends are started\n"
+  "  --print-capabilities  print the vhost-user back-end capabilities (JSON)\n"
   "  --allow-base-dir DIR  overlay bases and qcow2 backing files may live beneath\n"
   "                        DIR too (default: only beneath the image's directory)\n"
   "  -v, --verbose         log the control path\n"
   "  --help                show this help and exit\n"
   "  --version             show the version and exit\n"
   "\n"
+  "With only --vhost-user-blk devices, no NBD socket is opened.\n"
   "A lone FILE is the default export (name \"\"). Without format=, a blockd\n"
   "overlay is recognised by its header and anything else is raw: qcow2 is\n"
   "never guessed (a guest can write its header into a raw disk). Without --unix or\n"
@@ -45,7 +54,7 @@ static const char usage_text[] =
 
 enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
        OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT,
-       OPT_ALLOW_BASE_DIR, OPT_HELP, OPT_VERSION };
+       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_HELP, OPT_VERSION };
 
 static const struct option long_options[] = {
   { "unix", required_argument, NULL, OPT_UNIX },
@@ -58,6 +67,11 @@ static const struct option long_options[] = {
   { "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
   { "stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT },
   { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
+  { "vhost-user-blk", required_argument, NULL, OPT_VHOST },
+  { "socket-path", required_argument, NULL, OPT_SOCKET_PATH },
+  { "blk-file", required_argument, NULL, OPT_BLK_FILE },
+  { "read-only", no_argument, NULL, OPT_READONLY },
+  { "print-capabilities", no_argument, NULL, OPT_PRINT_CAPABILITIES },
   { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, OPT_HELP },
@@ -149,6 +163,28 @@ static int parse_export(struct options *o, const char *arg, char *err, size_t er
   return 0;
 }
 
+/* Appends the --vhost-user-blk device ARG. Returns 0 or -1 with ERR set. */
+static int add_vhost(struct options *o, const char *arg, char *err, size_t errlen)
+{
+  struct vhost_spec *n = realloc(o->vhosts, (o->nr_vhosts + 1) * sizeof *n);
+
+  if (n == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  o->vhosts = n;
+  if (vhost_spec_parse(arg, &n[o->nr_vhosts], err, errlen) < 0)
+    return -1;
+  for (size_t i = 0; i < o->nr_vhosts; i++)
+    if (strcmp(n[i].path, n[o->nr_vhosts].path) == 0) {
+      snprintf(err, errlen, "--vhost-user-blk: socket '%s' given twice", n[i].path);
+      vhost_spec_free(&n[o->nr_vhosts]);
+      return -1;
+    }
+  o->nr_vhosts++;
+  return 0;
+}
+
 /* Splits HOST:PORT; a missing host means 127.0.0.1, [v6]:port works. */
 static int parse_listen(struct options *o, const char *arg, char *err, size_t errlen)
 {
@@ -207,6 +243,7 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
                                   size_t errlen)
 {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  const char *socket_path = NULL, *blk_file = NULL;
   int c;
 
   memset(o, 0, sizeof *o);
@@ -275,6 +312,21 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
       if (parse_export(o, optarg, err, errlen) < 0)
         return OPTIONS_USAGE;
       break;
+    case OPT_VHOST:
+      if (add_vhost(o, optarg, err, errlen) < 0)
+        return OPTIONS_USAGE;
+      break;
+    case OPT_SOCKET_PATH:
+      socket_path = optarg;
+      break;
+    case OPT_BLK_FILE:
+      blk_file = optarg;
+      break;
+    case OPT_PRINT_CAPABILITIES:
+      /* docs/interop/vhost-user.rst, "Backend program conventions". */
+      printf("{\n  \"type\": \"block\",\n  \"features\": [\n    \"read-only\",\n"
+             "    \"blk-file\"\n  ]\n}\n");
+      return OPTIONS_EXIT;
     case 'v':
       o->verbose = true;
       break;
@@ -311,15 +363,29 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
       return OPTIONS_USAGE;
     }
   }
-  if (o->nr_exports == 0) {
-    snprintf(err, errlen, "nothing to serve: give a FILE or --export NAME=FILE (try --help)");
+  if ((socket_path == NULL) != (blk_file == NULL)) {
+    snprintf(err, errlen, "--socket-path and --blk-file go together");
+    return OPTIONS_USAGE;
+  }
+  if (socket_path != NULL) {
+    CLEANUP_FREE char *spec = NULL;
+    CLEANUP_FREE char *file = spec_escape(blk_file);
+
+    if (file == NULL || asprintf(&spec, "%s=%s", socket_path, file) < 0)
+      goto nomem;
+    if (add_vhost(o, spec, err, errlen) < 0)
+      return OPTIONS_USAGE;
+  }
+  if (o->nr_exports == 0 && o->nr_vhosts == 0) {
+    snprintf(err, errlen, "nothing to serve: give a FILE, --export NAME=FILE or "
+                          "--vhost-user-blk SOCKET=FILE (try --help)");
     return OPTIONS_USAGE;
   }
   if (o->unix_path && o->nr_listens > 0) {
     snprintf(err, errlen, "--unix and --listen cannot be used together");
     return OPTIONS_USAGE;
   }
-  if (o->unix_path == NULL && o->nr_listens == 0) {
+  if (o->unix_path == NULL && o->nr_listens == 0 && o->nr_exports > 0) {
     /* No TCP by default: any local user could reach it, and write every
      * export. The socket is the owner's alone (mode 0600). */
     o->unix_path = default_socket();
@@ -328,9 +394,12 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
       return OPTIONS_USAGE;
     }
   }
-  if (o->readonly)
+  if (o->readonly) {
     for (size_t i = 0; i < o->nr_exports; i++)
       o->exports[i].readonly = true;
+    for (size_t i = 0; i < o->nr_vhosts; i++)
+      o->vhosts[i].readonly = true;
+  }
   return OPTIONS_RUN;
 nomem:
   snprintf(err, errlen, "out of memory");
@@ -346,6 +415,9 @@ void options_free(struct options *o)
     free(o->exports[i].format);
   }
   free(o->exports);
+  for (size_t i = 0; i < o->nr_vhosts; i++)
+    vhost_spec_free(&o->vhosts[i]);
+  free(o->vhosts);
   free(o->unix_path);
   for (size_t i = 0; i < o->nr_listens; i++) {
     free(o->listens[i].host);

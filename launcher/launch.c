@@ -46,6 +46,7 @@ static void usage(FILE *fp)
 "Usage: blockd-launch --kernel FILE [--initrd FILE] [--append TEXT]\n"
 "                     --disk FILE[,readonly][,serial=ID][,format=FMT]...\n"
 "                     [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg]\n"
+"                     [--transport nbd|vhost-user]\n"
 "                     [--qmp PATH] [--grace SECONDS] [--allow-base-dir DIR]...\n"
 "                     [--dry-run] [-v]\n"
 "\n"
@@ -64,6 +65,9 @@ static void usage(FILE *fp)
 "                   virtio serial (default diskN); format=raw|qcow2|overlay\n"
 "  --memory SIZE    guest RAM, e.g. 1G, 768M (default 1G)\n"
 "  --cpus N         virtual CPUs (default 2)\n"
+"  --transport T    how disks reach QEMU: nbd (QEMU's NBD client and\n"
+"                   virtio-blk, the default) or vhost-user (vhost-user-blk,\n"
+"                   guest RAM shared with blockd as a memfd; no hugepages)\n"
 "  --accel A        kvm, tcg, or auto: KVM if a probe boots the kernel\n"
 "                   under it, else TCG with a notice (default auto)\n"
 "  --qmp PATH       also serve QMP on the unix socket PATH\n"
@@ -143,7 +147,7 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 static int parse_options(int argc, char *argv[], struct launch *l)
 {
   enum { OPT_KERNEL = 256, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_MEMORY, OPT_CPUS,
-         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN, OPT_ALLOW_BASE_DIR };
+         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN, OPT_ALLOW_BASE_DIR, OPT_TRANSPORT };
   static const struct option longopts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
     { "initrd", required_argument, NULL, OPT_INITRD },
@@ -156,6 +160,7 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     { "grace", required_argument, NULL, OPT_GRACE },
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
+    { "transport", required_argument, NULL, OPT_TRANSPORT },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -174,6 +179,16 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     case 'v': verbose = true; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("blockd-launch %s\n", BLOCKD_VERSION); return 0;
+    case OPT_TRANSPORT:
+      if (strcmp(optarg, "nbd") == 0)
+        l->transport = TRANSPORT_NBD;
+      else if (strcmp(optarg, "vhost-user") == 0)
+        l->transport = TRANSPORT_VHOST_USER;
+      else {
+        launch_error("--transport %s: not nbd or vhost-user", optarg);
+        return EXIT_USAGE;
+      }
+      break;
     case OPT_ALLOW_BASE_DIR: {
       const char **v = realloc(l->allow_base_dirs, (l->nr_allow_base_dirs + 1) * sizeof *v);
 

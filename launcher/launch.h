@@ -28,6 +28,12 @@ enum accel {
   ACCEL_TCG,  /* QEMU's emulator */
 };
 
+/* How disks reach QEMU, from --transport. */
+enum transport {
+  TRANSPORT_NBD,        /* QEMU's NBD client, virtio-blk-pci */
+  TRANSPORT_VHOST_USER, /* vhost-user-blk-pci from guest RAM shared as a memfd */
+};
+
 /* One --disk. */
 struct disk {
   char *path;       /* image file; made absolute by disk_check */
@@ -47,6 +53,7 @@ struct launch {
   uint64_t memory;      /* --memory in bytes */
   unsigned cpus;        /* --cpus */
   enum accel accel;     /* --accel; resolved to KVM or TCG before starting */
+  enum transport transport; /* --transport */
   const char *qmp;      /* --qmp: an extra QMP socket for the user, may be NULL */
   bool dry_run;         /* --dry-run: print the command lines, start nothing */
   char *blockd;         /* blockd executable */

@@ -39,9 +39,17 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
     r |= argv_add(a, "host");
   }
   /* -m alone gives plain anonymous memory, which free page reporting can
-   * hand back with MADV_DONTNEED: no memory backend, no hugepages. */
+   * hand back with MADV_DONTNEED: no memory backend, no hugepages.
+   * vhost-user needs guest RAM blockd can map: a shared memfd (free page
+   * reporting then punches holes in it), still no hugepages. */
   r |= argv_add(a, "-m");
   r |= argv_addf(a, "%" PRIu64 "M", l->memory >> 20);
+  if (l->transport == TRANSPORT_VHOST_USER) {
+    r |= argv_add(a, "-object");
+    r |= argv_addf(a, "memory-backend-memfd,id=ram,size=%" PRIu64 "M,share=on", l->memory >> 20);
+    r |= argv_add(a, "-numa");
+    r |= argv_add(a, "node,memdev=ram");
+  }
   r |= argv_add(a, "-smp");
   r |= argv_addf(a, "%u", l->cpus);
   /* A guest reboot or panic ends the launch; the exit status tells which. */
@@ -83,7 +91,23 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
     r |= argv_add(a, l->append);
   }
 
-  for (size_t i = 0; i < l->ndisks; i++) {
+  for (size_t i = 0; i < l->ndisks && l->transport == TRANSPORT_VHOST_USER; i++) {
+    CLEANUP_FREE char *sock = NULL;
+    char name[32];
+
+    /* The device's features (read-only, discard, write zeroes, queues) come
+     * from blockd; QEMU's num-queues defaults to one per CPU. */
+    snprintf(name, sizeof name, "vhost%zu.sock", i);
+    rundir_path(l, name, path, sizeof path);
+    sock = spec_escape(path);
+    if (sock == NULL)
+      return -ENOMEM;
+    r |= argv_add(a, "-chardev");
+    r |= argv_addf(a, "socket,id=vhost%zu,path=%s", i, sock);
+    r |= argv_add(a, "-device");
+    r |= argv_addf(a, "vhost-user-blk-pci,chardev=vhost%zu,num-queues=%u", i, l->cpus);
+  }
+  for (size_t i = 0; i < l->ndisks && l->transport == TRANSPORT_NBD; i++) {
     const struct disk *d = &l->disks[i];
 
     /* The NBD node is attached directly (no format layer: blockd owns the

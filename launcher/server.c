@@ -44,17 +44,20 @@ char *server_find(void)
   return strdup("blockd");
 }
 
-/* Builds blockd's command line: one export diskN per --disk, on the unix
- * socket in the runtime directory. Returns 0 or -errno. */
+/* Builds blockd's command line: per --disk, an NBD export diskN on the
+ * unix socket in the runtime directory, or a vhost-user-blk device on a
+ * socket of its own there. Returns 0 or -errno. */
 int server_cmdline(const struct launch *l, struct argv *a)
 {
   char path[PATH_MAX];
   int r = 0;
 
   r |= argv_add(a, l->blockd);
-  rundir_path(l, "nbd.sock", path, sizeof path);
-  r |= argv_add(a, "--unix");
-  r |= argv_add(a, path);
+  if (l->transport == TRANSPORT_NBD) {
+    rundir_path(l, "nbd.sock", path, sizeof path);
+    r |= argv_add(a, "--unix");
+    r |= argv_add(a, path);
+  }
   rundir_path(l, "blockd.pid", path, sizeof path);
   r |= argv_add(a, "--pidfile");
   r |= argv_add(a, path);
@@ -65,12 +68,25 @@ int server_cmdline(const struct launch *l, struct argv *a)
   for (size_t i = 0; i < l->ndisks; i++) {
     const struct disk *d = &l->disks[i];
     CLEANUP_FREE char *file = spec_escape(d->path);
+    char sock[PATH_MAX], name[32];
 
     if (file == NULL)
       return -ENOMEM;
-    r |= argv_add(a, "--export");
-    r |= argv_addf(a, "disk%zu=%s%s%s%s", i, file, d->readonly ? ",readonly" : "",
-                   d->format ? ",format=" : "", d->format ? d->format : "");
+    if (l->transport == TRANSPORT_NBD) {
+      r |= argv_add(a, "--export");
+      r |= argv_addf(a, "disk%zu=%s%s%s%s", i, file, d->readonly ? ",readonly" : "",
+                     d->format ? ",format=" : "", d->format ? d->format : "");
+    }
+    else {
+      /* One socket per disk; the guest sees the serial through GET_ID, and
+       * as many queues as it has CPUs (QEMU's default for the device). */
+      snprintf(name, sizeof name, "vhost%zu.sock", i);
+      rundir_path(l, name, sock, sizeof sock);
+      r |= argv_add(a, "--vhost-user-blk");
+      r |= argv_addf(a, "%s=%s%s%s%s,serial=%s,queues=%u", sock, file,
+                     d->readonly ? ",readonly" : "", d->format ? ",format=" : "",
+                     d->format ? d->format : "", d->serial, l->cpus);
+    }
   }
   if (verbose)
     r |= argv_add(a, "--verbose");

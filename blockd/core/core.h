@@ -123,6 +123,7 @@ struct watch {
   bool active;                /* re-armed after each event; false once stopped */
   bool pending;               /* a read is in the kernel */
   void (*fn)(struct watch *wt); /* on the worker, after each event */
+  void (*release)(struct watch *wt); /* once stopped and idle (may free it); may be NULL */
 };
 
 /* What a front end's connection or device answers to its worker. Every
@@ -173,6 +174,7 @@ struct worker {
   unsigned nr_clients;         /* clients owned or on their way, for balancing (atomic) */
   struct client *clients;      /* clients owned */
   struct buffer_cache buffers; /* payload buffers for reuse */
+  struct task *pass_end;       /* to run after this pass's completions */
   struct pool_job *to_pool;    /* jobs for the pool, handed over once per loop pass */
   struct pool_job *to_pool_tail;
   unsigned nr_to_pool;         /* jobs in to_pool */
@@ -206,10 +208,14 @@ static inline void sqe_set_completion(struct io_uring_sqe *sqe, struct completio
 {
   io_uring_sqe_set_data(sqe, c);
 }
+/* Runs T on W's thread once, after the completions of the current pass of
+ * its loop (to batch what a pass produced: a ring's used entries and one
+ * interrupt). Call on W's thread; T must not be queued already. */
+void worker_at_pass_end(struct worker *w, struct task *t);
 /* Watches eventfd FD on W's ring: FN runs after each write to it. */
 void worker_watch(struct worker *w, struct watch *wt, int fd, void (*fn)(struct watch *wt));
-/* Stops watching; the watch may be freed once wt->pending is false (its
- * cancelled read comes back through the ring). */
+/* Stops watching; once its cancelled read has come back through the ring,
+ * wt->release (if set) is called and may free the watch. */
 void worker_unwatch(struct watch *wt);
 /* Adds C (its ops set) to W's clients. */
 void client_add(struct worker *w, struct client *c, const struct client_ops *ops);

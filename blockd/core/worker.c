@@ -79,8 +79,11 @@ static void watch_done(struct completion *c, int res)
   struct watch *wt = container_of(c, struct watch, comp);
 
   wt->pending = false;
-  if (!wt->active)
+  if (!wt->active) {
+    if (wt->release)
+      wt->release(wt);
     return;
+  }
   if (res < 0 && res != -EINTR && res != -EAGAIN) {
     errno = -res;
     log_msg("eventfd read: %m");
@@ -99,6 +102,7 @@ void worker_watch(struct worker *w, struct watch *wt, int fd, void (*fn)(struct 
   wt->fd = fd;
   wt->fn = fn;
   wt->active = true;
+  wt->pending = false;
   arm_watch(wt);
 }
 
@@ -108,8 +112,11 @@ void worker_unwatch(struct watch *wt)
   struct io_uring_sqe *sqe;
 
   wt->active = false;
-  if (!wt->pending)
+  if (!wt->pending) {
+    if (wt->release)
+      wt->release(wt);
     return;
+  }
   sqe = worker_sqe(wt->w);
   io_uring_prep_cancel(sqe, &wt->comp, 0);
   sqe_set_completion(sqe, &completion_ignore);
@@ -182,6 +189,24 @@ void worker_post(struct worker *w, struct task *t)
   if (wake)
     worker_wake(w);
   pthread_mutex_unlock(&w->lock);
+}
+
+/* Runs T once, after the completions of the current pass. */
+void worker_at_pass_end(struct worker *w, struct task *t)
+{
+  t->next = w->pass_end;
+  w->pass_end = t;
+}
+
+/* Runs the pass-end tasks (queued newest first: order does not matter). */
+static void run_pass_end(struct worker *w)
+{
+  while (w->pass_end != NULL) {
+    struct task *t = w->pass_end;
+
+    w->pass_end = t->next;
+    t->fn(t);
+  }
 }
 
 /* Adds C (its ops set) to W's clients. */
@@ -338,6 +363,7 @@ static void worker_loop(struct worker *w, bool private)
     }
     io_uring_cq_advance(&w->ring, n);
     budget_resume(w);
+    run_pass_end(w);
   }
 }
 

@@ -1,0 +1,592 @@
+/* device: a vhost-user-blk device: its image, its listening socket, and one
+ * front-end connection at a time, all on one worker's ring.
+ *
+ * The socket is accepted and read with io_uring; a message is complete
+ * once its header and payload are in (the fds come with its first bytes),
+ * and the next receive is posted only after it is handled, so a reply that
+ * waits for a ring to drain (GET_VRING_BASE) holds the conversation. When
+ * the front-end goes, the rings stop, requests in flight finish (they use
+ * guest memory, so the memory stays mapped until then), the session is
+ * forgotten and the socket accepts the next front-end: a restarted VMM sees
+ * everything the last one wrote.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vhost.h"
+
+static struct vhost_dev **devices;
+static size_t nr_devices;
+
+static void post_accept(struct vhost_dev *d);
+static void post_recv(struct vhost_dev *d);
+
+/* Parses PATH=FILE[,readonly][,format=F][,serial=ID][,queues=N]. */
+int vhost_spec_parse(const char *arg, struct vhost_spec *s, char *err, size_t errlen)
+{
+  const char *eq = strchr(arg, '=');
+  struct img_spec img;
+  char msg[1024];
+  char *copy, *q;
+
+  memset(s, 0, sizeof *s);
+  s->queues = VHOST_DEFAULT_QUEUES;
+  if (eq == NULL || eq == arg || eq[1] == '\0') {
+    snprintf(err, errlen, "--vhost-user-blk '%s': expected SOCKET=FILE", arg);
+    return -1;
+  }
+  /* queues=N is ours; the rest is the image spec blockd and the launcher share. */
+  copy = strdup(eq + 1);
+  if (copy == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (q = strstr(copy, ",queues="); q != NULL; q = strstr(q + 1, ",queues=")) {
+    char *end, *next;
+    long n;
+
+    if (q > copy && q[-1] == ',')
+      continue; /* ",,queues=" is part of the file name */
+    n = strtol(q + 8, &end, 10);
+    if (end == q + 8 || (*end != '\0' && *end != ',') || n < 1 || n > VHOST_MAX_QUEUES) {
+      snprintf(err, errlen, "--vhost-user-blk '%s': queues must be 1 to %d", arg,
+               VHOST_MAX_QUEUES);
+      free(copy);
+      return -1;
+    }
+    s->queues = (unsigned)n;
+    next = end;
+    memmove(q, next, strlen(next) + 1);
+    q--;
+  }
+  if (spec_parse(copy, SPEC_SERIAL, &img, msg, sizeof msg) < 0) {
+    snprintf(err, errlen, "--vhost-user-blk %s", msg);
+    free(copy);
+    return -1;
+  }
+  free(copy);
+  s->path = strndup(arg, (size_t)(eq - arg));
+  s->file = img.path;
+  s->format = img.format;
+  s->serial = img.serial;
+  s->readonly = img.readonly;
+  if (s->path == NULL) {
+    snprintf(err, errlen, "out of memory");
+    vhost_spec_free(s);
+    return -1;
+  }
+  if (s->serial != NULL && strlen(s->serial) > VIRTIO_BLK_ID_BYTES) {
+    snprintf(err, errlen, "--vhost-user-blk '%s': serial longer than %d bytes", arg,
+             VIRTIO_BLK_ID_BYTES);
+    vhost_spec_free(s);
+    return -1;
+  }
+  return 0;
+}
+
+/* Frees what vhost_spec_parse allocated. */
+void vhost_spec_free(struct vhost_spec *s)
+{
+  free(s->path);
+  free(s->file);
+  free(s->format);
+  free(s->serial);
+  memset(s, 0, sizeof *s);
+}
+
+/* Binds PATH as a unix socket, mode 0600 from the start. Returns the fd or
+ * -1 after logging. A socket file nobody listens on (left by a killed
+ * server) is replaced. */
+static int bind_socket(const char *path)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  int fd, r;
+  mode_t old;
+
+  if (strlen(path) >= sizeof sun.sun_path) {
+    log_msg("%s: socket path too long", path);
+    return -1;
+  }
+  strcpy(sun.sun_path, path);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd == -1) {
+    log_msg("socket: %m");
+    return -1;
+  }
+  old = umask(0177);
+  r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+  if (r == -1 && errno == EADDRINUSE) {
+    struct stat st;
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && probe >= 0 &&
+        connect(probe, (struct sockaddr *)&sun, sizeof sun) == -1 && errno == ECONNREFUSED) {
+      unlink(path);
+      r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    }
+    else
+      errno = EADDRINUSE;
+    if (probe >= 0)
+      close(probe);
+  }
+  umask(old);
+  if (r == -1 || listen(fd, 4) == -1) {
+    if (errno == EADDRINUSE)
+      log_msg("%s: in use by a running server", path);
+    else
+      log_msg("%s: bind: %m", path);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Frees device D (its connection is gone). */
+static void dev_free(struct vhost_dev *d)
+{
+  if (d->listen_fd >= 0)
+    close(d->listen_fd);
+  fmt_close(d->fmt);
+  free(d->path);
+  free(d->serial);
+  free(d);
+}
+
+/* Opens the image of every spec. */
+int vhost_open(const struct vhost_spec *specs, size_t n)
+{
+  devices = calloc(n ? n : 1, sizeof *devices);
+  if (devices == NULL) {
+    log_msg("out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const struct vhost_spec *s = &specs[i];
+    struct vhost_dev *d = calloc(1, sizeof *d);
+    char err[1024];
+
+    if (d == NULL || (d->path = strdup(s->path)) == NULL) {
+      free(d);
+      log_msg("out of memory");
+      return -1;
+    }
+    d->fd = -1;
+    d->listen_fd = -1;
+    d->waiting_ring = -1;
+    d->writeback = true;
+    d->max_queues = s->queues;
+    devices[nr_devices++] = d;
+    d->fmt = fmt_open(s->file, s->format, s->readonly, err, sizeof err);
+    if (d->fmt == NULL) {
+      log_msg("%s", err);
+      return -1;
+    }
+    /* GET_ID: the serial given, else the socket's name. */
+    if (s->serial != NULL)
+      d->serial = strdup(s->serial);
+    else {
+      const char *base = strrchr(s->path, '/');
+      d->serial = strndup(base ? base + 1 : s->path, VIRTIO_BLK_ID_BYTES);
+    }
+    if (d->serial == NULL) {
+      log_msg("out of memory");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Binds every device's socket. */
+int vhost_bind(void)
+{
+  for (size_t i = 0; i < nr_devices; i++) {
+    devices[i]->listen_fd = bind_socket(devices[i]->path);
+    if (devices[i]->listen_fd < 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* Answers the virtio-blk serial. */
+const char *vhost_serial(const struct vhost_dev *d)
+{
+  return d->serial;
+}
+
+/* The ring INDEX of D, allocated if need be. */
+struct vring *vhost_vring(struct vhost_dev *d, unsigned index)
+{
+  if (index >= d->max_queues)
+    return NULL;
+  if (d->vqs[index] == NULL) {
+    d->vqs[index] = malloc(sizeof *d->vqs[index]);
+    if (d->vqs[index] == NULL)
+      return NULL;
+    vring_init(d->vqs[index], d, index);
+    /* Without protocol features a ring is enabled as it is set up. */
+    d->vqs[index]->enabled = d->features != 0 && !vhost_has(d, VHOST_USER_F_PROTOCOL_FEATURES);
+  }
+  return d->vqs[index];
+}
+
+/* Sends a reply to REQUEST with LEN bytes of DATA. */
+int vhost_send(struct vhost_dev *d, uint32_t request, const void *data, uint32_t len)
+{
+  struct vhost_user_header h = {
+    .request = request,
+    .flags = VHOST_USER_VERSION | VHOST_USER_REPLY,
+    .size = len,
+  };
+  struct iovec iov[2] = { { &h, sizeof h }, { (void *)data, len } };
+  struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+  ssize_t n;
+
+  /* A front-end waits for each reply before it sends more, so the socket
+   * buffer has room; one that does not read its replies is dropped. */
+  do
+    n = sendmsg(d->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n == -1 && errno == EINTR);
+  if (n != (ssize_t)(sizeof h + len)) {
+    if (n < 0)
+      log_msg("%s: send: %m", d->path);
+    else
+      log_msg("%s: the front-end does not take its replies", d->path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Requests in flight on every ring of D. */
+static unsigned inflight(const struct vhost_dev *d)
+{
+  unsigned n = 0;
+
+  for (unsigned i = 0; i < d->max_queues; i++)
+    if (d->vqs[i] != NULL)
+      n += d->vqs[i]->inflight;
+  return n;
+}
+
+/* Forgets D's session once nothing is in flight: rings, memory, features;
+ * then accepts the next front-end, or leaves if the server stops. */
+static void finish_close(struct vhost_dev *d)
+{
+  if (inflight(d) > 0 || d->recv_posted)
+    return;
+  for (unsigned i = 0; i < d->max_queues; i++) {
+    struct vring *vq = d->vqs[i];
+
+    if (vq == NULL)
+      continue;
+    vring_close_fds(vq);
+    blk_free_spares(vq);
+    free(vq);
+    d->vqs[i] = NULL;
+  }
+  mem_put(d->mem);
+  d->mem = NULL;
+  for (unsigned i = 0; i < d->nfds; i++)
+    close(d->fds[i]);
+  d->nfds = 0;
+  d->rlen = 0;
+  d->features = d->protocol_features = 0;
+  d->waiting_ring = -1;
+  d->writeback = true;
+  d->broken_logged = false;
+  d->closing = false;
+  if (d->fd >= 0)
+    close(d->fd);
+  d->fd = -1;
+  if (d->draining) {
+    client_remove(&d->client);
+    return;
+  }
+  post_accept(d);
+}
+
+/* Drops D's connection. */
+void vhost_disconnect(struct vhost_dev *d, const char *why)
+{
+  if (d->closing || d->fd < 0)
+    return;
+  if (why != NULL)
+    debug("%s: %s", d->path, why);
+  d->closing = true;
+  shutdown(d->fd, SHUT_RDWR); /* a posted receive comes back at once */
+  for (unsigned i = 0; i < d->max_queues; i++)
+    if (d->vqs[i] != NULL)
+      vring_close_fds(d->vqs[i]);
+  finish_close(d);
+}
+
+/* A request of VQ completed. */
+void vhost_request_done(struct vring *vq)
+{
+  struct vhost_dev *d = vq->dev;
+
+  if (d->closing) {
+    finish_close(d);
+    return;
+  }
+  if (d->waiting_ring == (int)vq->index && vq->inflight == 0) {
+    /* Every request is on the used ring: publish before telling the
+     * front-end where the ring stands. */
+    vring_publish(vq, vhost_has(d, VIRTIO_RING_F_EVENT_IDX));
+    if (msg_reply_drained(d) < 0)
+      vhost_disconnect(d, "send failed");
+    else
+      post_recv(d);
+  }
+}
+
+/* Collects the fds that came with a receive into D->fds. Returns false if
+ * there were more than fit (they are closed). */
+static bool take_fds(struct vhost_dev *d)
+{
+  bool ok = !(d->msg.msg_flags & MSG_CTRUNC);
+
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&d->msg); c; c = CMSG_NXTHDR(&d->msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int fd;
+
+    for (size_t i = 0; i < n; i++) {
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
+      if (d->nfds < VHOST_USER_MAX_FDS)
+        d->fds[d->nfds++] = fd;
+      else {
+        close(fd);
+        ok = false;
+      }
+    }
+  }
+  return ok;
+}
+
+/* A receive completed: gather the message; handle it once whole. */
+static void recv_done(struct completion *comp, int res)
+{
+  struct vhost_dev *d = container_of(comp, struct vhost_dev, recv_comp);
+  const struct vhost_user_header *h = (const void *)d->rbuf;
+  int r;
+
+  d->recv_posted = false;
+  if (d->closing) {
+    finish_close(d);
+    return;
+  }
+  if (res == -EINTR || res == -EAGAIN) {
+    post_recv(d);
+    return;
+  }
+  if (res <= 0) {
+    if (res < 0)
+      debug("%s: recv: %s", d->path, strerror(-res));
+    vhost_disconnect(d, d->rlen > 0 ? "the front-end left in the middle of a message"
+                                    : "the front-end left");
+    return;
+  }
+  d->rlen += (size_t)res;
+  if (!take_fds(d)) {
+    log_msg("%s: a message with more than %u fds: dropping the front-end", d->path,
+            VHOST_USER_MAX_FDS);
+    vhost_disconnect(d, NULL);
+    return;
+  }
+  if (d->rlen >= sizeof *h) {
+    if ((h->flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION ||
+        (h->flags & VHOST_USER_REPLY) || (h->flags & ~0xfu) || h->size > VHOST_USER_MAX_PAYLOAD) {
+      log_msg("%s: a message with flags 0x%x and %u bytes: dropping the front-end", d->path,
+              h->flags, h->size);
+      vhost_disconnect(d, NULL);
+      return;
+    }
+    if (d->rlen == sizeof *h + h->size) {
+      r = msg_handle(d);
+      d->rlen = 0;
+      if (r < 0) {
+        vhost_disconnect(d, NULL);
+        return;
+      }
+      if (r == 1)
+        return; /* the reply waits for a ring; so does the next message */
+    }
+  }
+  post_recv(d);
+}
+
+/* Posts a receive of the rest of the current message: the header first,
+ * then exactly its payload, so two messages never share a buffer. */
+static void post_recv(struct vhost_dev *d)
+{
+  const struct vhost_user_header *h = (const void *)d->rbuf;
+  size_t want = d->rlen < sizeof *h ? sizeof *h : sizeof *h + h->size;
+  struct io_uring_sqe *sqe;
+
+  if (d->recv_posted || d->closing || d->fd < 0)
+    return;
+  d->msg_iov.iov_base = d->rbuf + d->rlen;
+  d->msg_iov.iov_len = want - d->rlen;
+  memset(&d->msg, 0, sizeof d->msg);
+  d->msg.msg_iov = &d->msg_iov;
+  d->msg.msg_iovlen = 1;
+  d->msg.msg_control = d->cmsg.buf;
+  d->msg.msg_controllen = sizeof d->cmsg.buf;
+  sqe = worker_sqe(d->client.w);
+  io_uring_prep_recvmsg(sqe, d->fd, &d->msg, MSG_CMSG_CLOEXEC);
+  sqe_set_completion(sqe, &d->recv_comp);
+  d->recv_posted = true;
+}
+
+/* A front-end connected (or the accept failed). */
+static void accept_done(struct completion *comp, int res)
+{
+  struct vhost_dev *d = container_of(comp, struct vhost_dev, accept_comp);
+
+  d->accept_posted = false;
+  if (d->draining) {
+    if (res >= 0)
+      close(res);
+    finish_close(d);
+    return;
+  }
+  if (res < 0) {
+    if (res != -EINTR && res != -EAGAIN && res != -ECONNABORTED) {
+      errno = -res;
+      log_msg("%s: accept: %m", d->path);
+    }
+    post_accept(d);
+    return;
+  }
+  debug("%s: a front-end connected", d->path);
+  d->fd = res;
+  d->rlen = 0;
+  post_recv(d);
+}
+
+/* Posts the accept of the next front-end; others wait in the backlog. */
+static void post_accept(struct vhost_dev *d)
+{
+  struct io_uring_sqe *sqe;
+
+  if (d->accept_posted)
+    return;
+  sqe = worker_sqe(d->client.w);
+  io_uring_prep_accept(sqe, d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+  sqe_set_completion(sqe, &d->accept_comp);
+  d->accept_posted = true;
+}
+
+/* Client op: the server stops. The front-end's requests in flight finish,
+ * the connection closes, then the device leaves. */
+static void dev_drain(struct client *c)
+{
+  struct vhost_dev *d = container_of(c, struct vhost_dev, client);
+  struct io_uring_sqe *sqe;
+
+  if (d->draining)
+    return;
+  d->draining = true;
+  if (d->accept_posted) {
+    sqe = worker_sqe(d->client.w);
+    io_uring_prep_cancel(sqe, &d->accept_comp, 0);
+    sqe_set_completion(sqe, &completion_ignore);
+  }
+  if (d->fd >= 0)
+    vhost_disconnect(d, "blockd stops");
+  else if (!d->accept_posted)
+    finish_close(d);
+}
+
+/* Client op: the drain took too long. Requests in flight cannot be
+ * abandoned (io_uring may be writing into guest memory): keep waiting. */
+static void dev_kill(struct client *c)
+{
+  (void)c;
+}
+
+/* Client op: devices use no payload budget (guest memory is the buffer). */
+static void dev_budget_resume(struct client *c)
+{
+  (void)c;
+}
+
+static const struct client_ops dev_ops = {
+  .drain = dev_drain,
+  .kill = dev_kill,
+  .budget_resume = dev_budget_resume,
+};
+
+/* A device on its way to a worker. */
+struct handover {
+  struct task task;
+  struct worker *w;
+  struct vhost_dev *d;
+};
+
+/* On the worker: the device starts accepting. */
+static void adopt(struct task *t)
+{
+  struct handover *h = container_of(t, struct handover, task);
+  struct vhost_dev *d = h->d;
+
+  struct worker *w = h->w;
+
+  free(h);
+  d->accept_comp.fn = accept_done;
+  d->recv_comp.fn = recv_done;
+  client_add(w, &d->client, &dev_ops);
+  if (w->draining)
+    dev_drain(&d->client);
+  else
+    post_accept(d);
+}
+
+/* Hands every device to a worker, which starts accepting. */
+void vhost_start(void)
+{
+  for (size_t i = 0; i < nr_devices; i++) {
+    struct handover *h = malloc(sizeof *h);
+
+    if (h == NULL || (h->w = workers_pick()) == NULL) {
+      log_msg("%s: cannot start: out of memory", devices[i]->path);
+      free(h);
+      continue;
+    }
+    h->d = devices[i];
+    h->task.fn = adopt;
+    worker_post(h->w, &h->task);
+  }
+}
+
+/* Unlinks the sockets and frees the devices (after workers_stop). */
+int vhost_close(void)
+{
+  int ret = 0;
+
+  for (size_t i = 0; i < nr_devices; i++) {
+    struct vhost_dev *d = devices[i];
+    int r;
+
+    if (d->listen_fd >= 0)
+      unlink(d->path);
+    if (d->fmt != NULL && (r = fmt_flush(d->fmt)) < 0) {
+      errno = -r;
+      log_msg("%s: flush: %m", d->fmt->path);
+      ret = -1;
+    }
+    dev_free(d);
+  }
+  free(devices);
+  devices = NULL;
+  nr_devices = 0;
+  return ret;
+}
