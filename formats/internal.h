@@ -60,7 +60,7 @@ struct fmt_ops {
 
 /* format.c */
 extern const struct fmt_ops fmt_raw_ops;
-extern const struct fmt_ops fmt_qcow2_ops;   /* only if built with libqcow */
+extern const struct fmt_ops fmt_qcow2_ops;   /* only if built with zlib */
 extern const struct fmt_ops fmt_overlay_ops;
 /* Finds a format by name; NULL if unknown or not built. */
 const struct fmt_ops *fmt_lookup(const char *name);

@@ -245,8 +245,7 @@ static int plugin_can_fua(void *handle)
   return NBDKIT_FUA_NATIVE;
 }
 
-/* Prefetch: fmt_cache does what the engine can (nothing for qcow2, whose
- * cache is libqcow's). */
+/* Prefetch: fmt_cache does what the engine can (nothing for qcow2). */
 static int plugin_can_cache(void *handle)
 {
   (void)handle;

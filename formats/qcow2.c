@@ -1,43 +1,50 @@
-/* qcow2: read-only base images through libqcow (libyal).
+/* qcow2: read-only base images, read by blockd itself (the format is
+ * qemu's docs/interop/qcow2.txt).
  *
- * libqcow reads block and keeps per-file caches without locks of its own, so
- * every call on an image is serialized by one mutex.  ->map is absent: blockd
- * sends every read to its blocking pool, never to a worker's event loop.
- * Backing files are followed when they are qcow2 too (libqcow's parent file);
- * compressed clusters are decoded by libqcow.
+ * Base images come from elsewhere and are hostile input: every header
+ * field, table entry and offset is checked before it is used. Reads walk
+ * the chain's L1/L2 tables with plain preads (no lock: they are
+ * thread-safe) and go straight to the data clusters; compressed clusters
+ * are inflated with zlib and must fill a whole cluster. Backing files must
+ * be qcow2 too and lie where basepath.c allows. Encrypted images, external
+ * data files, extended L2 entries and zstd compression are refused by name.
  *
- * libqcow (20201213) ignores the qcow2 v3 "reads as zero" flag of an L2
- * entry and reads such clusters from the backing file.  So this file also
- * reads the L1/L2 tables itself (plain preads, no lock): reads are patched
- * with zeroes where the chain says zero, and ->extents reports real holes.
+ * libqcow (20201213, what this engine used before) hangs on an image larger
+ * than its backing file and reads past its buffers on truncated or crafted
+ * images (tests/fuzz/crashes), hence a reader of our own.
  */
 #include <endian.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
-#include <libqcow.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "internal.h"
 
-#define QCOW2_MAX_CHAIN 16 /* backing files we follow */
+#define QCOW2_MAX_CHAIN 16             /* backing files we follow */
 #define QCOW2_MAX_L1_BYTES (32u << 20) /* qemu's limit on an L1 table */
 #define QCOW2_MAX_SIZE (1ULL << 56)    /* largest virtual size accepted */
+#define QCOW2_MIN_CLUSTER_BITS 9       /* 512 bytes */
+#define QCOW2_MAX_CLUSTER_BITS 21      /* 2 MiB */
+#define QCOW2_MAX_BACKING_NAME 1023    /* qemu's limit */
 
-#define L2_OFFSET_MASK 0x00fffffffffffe00ULL /* host offset bits of L1/L2 entries */
-#define L2_COMPRESSED (1ULL << 62)             /* compressed cluster */
-#define L2_ZERO 1ULL                           /* v3: cluster reads as zeroes */
-#define INCOMPAT_KNOWN 0x3ULL                  /* dirty, corrupt: harmless for reads */
+#define ENTRY_OFFSET_MASK 0x00fffffffffffe00ULL /* host offset bits of L1/L2 entries */
+#define ENTRY_COPIED (1ULL << 63)               /* refcount 1: irrelevant to reads */
+#define L2_COMPRESSED (1ULL << 62)              /* compressed cluster */
+#define L2_ZERO 1ULL                            /* v3: cluster reads as zeroes */
+#define L1_RESERVED (~(ENTRY_OFFSET_MASK | ENTRY_COPIED))
+#define L2_RESERVED (~(ENTRY_OFFSET_MASK | ENTRY_COPIED | L2_ZERO))
+/* Incompatible features: dirty and corrupt are harmless to a reader. */
+#define INCOMPAT_KNOWN 0x3ULL
 
-/* One image of the chain, for our own L1/L2 lookups. */
+/* One image of the chain. */
 struct level {
   int fd;                /* the image file, read-only */
+  uint64_t file_size;    /* its size */
   unsigned cluster_bits; /* log2 of its cluster size */
   uint32_t version;      /* 2 or 3: only v3 has the zero flag */
   uint64_t size;         /* its virtual size */
@@ -45,31 +52,40 @@ struct level {
   uint32_t l1_size;      /* entries in l1 */
 };
 
-/* How a range of the chain reads. */
-enum state { ST_DATA, ST_ZERO };
-
 struct qcow2 {
-  struct fmt fmt;                        /* common fields, first */
-  pthread_mutex_t lock;                  /* serializes every libqcow call */
-  libqcow_file_t *files[QCOW2_MAX_CHAIN]; /* the image, then its backing chain */
-  struct level levels[QCOW2_MAX_CHAIN];  /* the same chain, for L2 lookups */
-  int nfiles;                            /* entries used in files[] and levels[] */
-  unsigned min_cluster_bits;             /* smallest cluster size in the chain (log2) */
-  char backing[PATH_MAX];                /* the image's backing file, "" if none */
+  struct fmt fmt;                       /* common fields, first */
+  struct level levels[QCOW2_MAX_CHAIN]; /* the image, then its backing chain */
+  int nfiles;                           /* levels used */
+  char backing[QCOW2_MAX_BACKING_NAME + 1]; /* the image's backing file, "" if none */
 };
 
-/* Reads the tables of the image PATH, open as FD (LV takes it), into LV.
- * Returns 0, or -1 with a message in ERR. */
-static int level_open(struct level *lv, int fd, const char *path, char *err, size_t errlen)
+/* How a run of the chain reads. */
+enum state {
+  ST_ZERO,       /* zeroes */
+  ST_DATA,       /* HOST, a file offset of level LV */
+  ST_COMPRESSED, /* the compressed cluster whose L2 entry is HOST, of LV */
+};
+
+/* Reads the header of the image PATH, open as FD (LV takes it), and its L1
+ * table; the backing file's name goes into BACKING. Returns 0, or -1 with a
+ * message in ERR. */
+static int level_open(struct level *lv, int fd, const char *path, char *backing,
+                      size_t backing_len, char *err, size_t errlen)
 {
-  unsigned char h[104];
-  uint64_t l1_offset, l1_bytes, incompat = 0;
+  unsigned char h[112];
+  uint64_t l1_offset, l1_bytes, incompat = 0, backing_offset;
+  uint32_t backing_size, header_length = 72;
   struct stat st;
   int r;
 
   lv->fd = fd;
   if (fstat(fd, &st) == -1) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  lv->file_size = (uint64_t)st.st_size;
+  if (lv->file_size < 72) {
+    snprintf(err, errlen, "%s: too short for a qcow2 image", path);
     return -1;
   }
   r = file_pread_full(lv->fd, h, sizeof h, 0);
@@ -86,28 +102,54 @@ static int level_open(struct level *lv, int fd, const char *path, char *err, siz
     snprintf(err, errlen, "%s: qcow2 version %u not supported", path, lv->version);
     return -1;
   }
+  backing_offset = be64toh(*(uint64_t *)(h + 8));
+  backing_size = be32toh(*(uint32_t *)(h + 16));
   lv->cluster_bits = be32toh(*(uint32_t *)(h + 20));
   lv->size = be64toh(*(uint64_t *)(h + 24));
   lv->l1_size = be32toh(*(uint32_t *)(h + 36));
   l1_offset = be64toh(*(uint64_t *)(h + 40));
-  if (lv->version >= 3)
+  if (lv->version >= 3) {
     incompat = be64toh(*(uint64_t *)(h + 72));
-  if (lv->cluster_bits < 9 || lv->cluster_bits > 21)
-    goto corrupt;
-  /* The L1 table is read whole: it must lie inside the file and within
-   * qemu's own limit, so a few KiB of header cannot make us allocate
-   * gigabytes (a sparse file can be large, hence the cap as well). */
-  l1_bytes = (uint64_t)lv->l1_size * 8;
-  if (l1_bytes > QCOW2_MAX_L1_BYTES || l1_offset % (1ULL << lv->cluster_bits) != 0 ||
-      l1_offset > (uint64_t)st.st_size || l1_bytes > (uint64_t)st.st_size - l1_offset)
-    goto corrupt;
-  if (lv->size > QCOW2_MAX_SIZE)
-    goto corrupt;
+    header_length = be32toh(*(uint32_t *)(h + 100));
+  }
+  if (be32toh(*(uint32_t *)(h + 32)) != 0) {
+    snprintf(err, errlen, "%s: encrypted qcow2 images are not supported", path);
+    return -1;
+  }
   if (incompat & ~INCOMPAT_KNOWN) {
-    /* External data files, zstd, extended L2 entries: libqcow cannot. */
+    /* External data files, zstd, extended L2 entries. */
     snprintf(err, errlen, "%s: qcow2 features 0x%llx not supported (try qemu-img convert -O raw)",
              path, (unsigned long long)(incompat & ~INCOMPAT_KNOWN));
     return -1;
+  }
+  if (lv->cluster_bits < QCOW2_MIN_CLUSTER_BITS || lv->cluster_bits > QCOW2_MAX_CLUSTER_BITS ||
+      header_length < 72 || lv->size > QCOW2_MAX_SIZE)
+    goto corrupt;
+  /* The L1 table is read whole: it must lie inside the file and within
+   * qemu's own limit, so a few KiB of header cannot make us allocate
+   * gigabytes (a sparse file can be large, hence the cap as well), and it
+   * must cover the virtual size. */
+  l1_bytes = (uint64_t)lv->l1_size * 8;
+  if (l1_bytes > QCOW2_MAX_L1_BYTES || l1_offset % (1ULL << lv->cluster_bits) != 0 ||
+      l1_offset > lv->file_size || l1_bytes > lv->file_size - l1_offset)
+    goto corrupt;
+  if (((lv->size + (1ULL << lv->cluster_bits) - 1) >> lv->cluster_bits) >
+      (uint64_t)lv->l1_size << (lv->cluster_bits - 3))
+    goto corrupt;
+  backing[0] = '\0';
+  if (backing_offset != 0) {
+    if (backing_size == 0 || backing_size > QCOW2_MAX_BACKING_NAME ||
+        backing_size >= backing_len || backing_offset > lv->file_size ||
+        backing_size > lv->file_size - backing_offset)
+      goto corrupt;
+    r = file_pread_full(lv->fd, backing, backing_size, backing_offset);
+    if (r < 0) {
+      snprintf(err, errlen, "%s: backing file name: %s", path, strerror(-r));
+      return -1;
+    }
+    backing[backing_size] = '\0';
+    if (strlen(backing) != backing_size)
+      goto corrupt;
   }
   lv->l1 = calloc(lv->l1_size ? lv->l1_size : 1, sizeof *lv->l1);
   if (lv->l1 == NULL) {
@@ -119,8 +161,13 @@ static int level_open(struct level *lv, int fd, const char *path, char *err, siz
     snprintf(err, errlen, "%s: L1 table: %s", path, strerror(-r));
     return -1;
   }
-  for (uint32_t i = 0; i < lv->l1_size; i++)
+  /* Each L1 entry: no reserved bit, an L2 table at a cluster boundary. */
+  for (uint32_t i = 0; i < lv->l1_size; i++) {
     lv->l1[i] = be64toh(lv->l1[i]);
+    if ((lv->l1[i] & L1_RESERVED) ||
+        (lv->l1[i] & ENTRY_OFFSET_MASK) % (1ULL << lv->cluster_bits) != 0)
+      goto corrupt;
+  }
   return 0;
 corrupt:
   snprintf(err, errlen, "%s: corrupt qcow2 header", path);
@@ -140,15 +187,15 @@ static int l2_entries(const struct level *lv, uint64_t first, uint64_t count, ui
 {
   unsigned l2_bits = lv->cluster_bits - 3;
   uint64_t l1i = first >> l2_bits;
-  uint64_t l2_offset = l1i < lv->l1_size ? lv->l1[l1i] & L2_OFFSET_MASK : 0;
+  uint64_t l2_offset = l1i < lv->l1_size ? lv->l1[l1i] & ENTRY_OFFSET_MASK : 0;
   int r;
 
   if (l2_offset == 0) {
     memset(out, 0, count * 8);
     return 0;
   }
-  r = file_pread_full(lv->fd, out, count * 8,
-                      l2_offset + (first & ((1ULL << l2_bits) - 1)) * 8);
+  /* A table past the end of the file reads as zeroes: unallocated. */
+  r = file_pread_full(lv->fd, out, count * 8, l2_offset + (first & ((1ULL << l2_bits) - 1)) * 8);
   if (r < 0)
     return r;
   for (uint64_t i = 0; i < count; i++)
@@ -156,12 +203,15 @@ static int l2_entries(const struct level *lv, uint64_t first, uint64_t count, ui
   return 0;
 }
 
-/* Called by walk() for each run of one state. */
-typedef int (*walk_fn)(void *opaque, uint64_t offset, uint64_t length, enum state st);
+/* Called by walk() for each run of one state; HOST and LV as enum state
+ * says. Returns 0 to go on, 1 to stop, or -errno. */
+typedef int (*walk_fn)(void *opaque, uint64_t offset, uint64_t length, enum state st,
+                       const struct level *lv, uint64_t host);
 
 /* Reports how [OFFSET, OFFSET+LENGTH) reads through the chain from level I:
- * data wherever some level has data first, zero where a level says zero first
- * or nothing does. Returns 0 or -errno. */
+ * data wherever some level has data first, zero where a level says zero
+ * first, where nothing does, and past a level's virtual size. Returns 0, 1
+ * if FN stopped it, or -errno (-EIO for a corrupt table entry). */
 static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, walk_fn fn,
                 void *opaque)
 {
@@ -172,10 +222,10 @@ static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, 
   int r;
 
   if (offset >= lv->size)
-    return fn(opaque, offset, length, ST_ZERO);
-  if (offset + length > lv->size) {
+    return fn(opaque, offset, length, ST_ZERO, lv, 0);
+  if (length > lv->size - offset) {
     r = walk(q, i, offset, lv->size - offset, fn, opaque);
-    return r < 0 ? r : fn(opaque, lv->size, offset + length - lv->size, ST_ZERO);
+    return r != 0 ? r : fn(opaque, lv->size, offset + length - lv->size, ST_ZERO, lv, 0);
   }
   e = malloc(per_table * 8);
   if (e == NULL)
@@ -193,16 +243,21 @@ static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, 
     for (uint64_t k = 0; k < count; k++) {
       uint64_t end = (c + k + 1) << cb;
       uint64_t n = (end < offset + length ? end : offset + length) - offset;
-      bool zero = lv->version >= 3 && !(e[k] & L2_COMPRESSED) && (e[k] & L2_ZERO);
-      bool data = (e[k] & L2_COMPRESSED) || (!zero && (e[k] & L2_OFFSET_MASK) != 0);
+      uint64_t host = e[k] & ENTRY_OFFSET_MASK;
 
-      if (data)
-        r = fn(opaque, offset, n, ST_DATA);
-      else if (zero || i + 1 == q->nfiles)
-        r = fn(opaque, offset, n, ST_ZERO);
+      if (e[k] & L2_COMPRESSED)
+        r = fn(opaque, offset, n, ST_COMPRESSED, lv, e[k]);
+      else if (e[k] & L2_RESERVED || host % (1ULL << cb) != 0)
+        return -EIO; /* a corrupt entry: never guess where data is */
+      else if (lv->version >= 3 && (e[k] & L2_ZERO))
+        r = fn(opaque, offset, n, ST_ZERO, lv, 0);
+      else if (host != 0)
+        r = fn(opaque, offset, n, ST_DATA, lv, host + (offset & ((1ULL << cb) - 1)));
+      else if (i + 1 == q->nfiles)
+        r = fn(opaque, offset, n, ST_ZERO, lv, 0);
       else
         r = walk(q, i + 1, offset, n, fn, opaque);
-      if (r < 0)
+      if (r != 0)
         return r;
       offset += n;
       length -= n;
@@ -211,19 +266,120 @@ static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, 
   return 0;
 }
 
-/* Writes "PATH: WHAT: libqcow's message" into ERR and frees E. */
-static void qcow_error(char *err, size_t errlen, const char *path, const char *what,
-                       libqcow_error_t **e)
+/* Inflates the compressed cluster whose L2 entry is ENTRY, of LV, into OUT
+ * (one cluster). Returns 0, or -EIO if it is corrupt or does not fill the
+ * whole cluster. */
+static int inflate_cluster(const struct level *lv, uint64_t entry, unsigned char *out)
 {
-  char msg[512] = "";
+  unsigned cb = lv->cluster_bits;
+  unsigned x = 62 - (cb - 8);  /* bits of the host offset in a compressed entry */
+  uint64_t host = entry & ((1ULL << x) - 1);
+  uint64_t sectors = ((entry & ~L2_COMPRESSED & ~ENTRY_COPIED) >> x) + 1;
+  uint64_t len = sectors * 512 - (host & 511);
+  CLEANUP_FREE unsigned char *in = NULL;
+  z_stream z = { 0 };
+  int r;
 
-  if (e != NULL && *e != NULL) {
-    libqcow_error_sprint(*e, msg, sizeof msg);
-    libqcow_error_free(e);
-    /* libqcow's messages span lines: keep the first, it names the cause. */
-    msg[strcspn(msg, "\n")] = '\0';
+  /* The compressed bytes may run past the end of the file (qemu's own
+   * images end mid-sector): take what is there. */
+  if (host >= lv->file_size)
+    return -EIO;
+  if (len > lv->file_size - host)
+    len = lv->file_size - host;
+  in = malloc(len);
+  if (in == NULL)
+    return -ENOMEM;
+  r = file_pread_full(lv->fd, in, len, host);
+  if (r < 0)
+    return r;
+  /* Raw deflate, a 4 KiB window: qemu's compression type 0. */
+  if (inflateInit2(&z, -12) != Z_OK)
+    return -ENOMEM;
+  z.next_in = in;
+  z.avail_in = (uInt)len;
+  z.next_out = out;
+  z.avail_out = 1u << cb;
+  r = inflate(&z, Z_FINISH);
+  inflateEnd(&z);
+  /* A cluster that inflates short would leave bytes nobody wrote. */
+  if ((r != Z_STREAM_END && r != Z_BUF_ERROR) || z.avail_out != 0)
+    return -EIO;
+  return 0;
+}
+
+/* Where a read lands, for read_run(). */
+struct read_ctx {
+  char *buf;      /* the read buffer */
+  uint64_t start; /* virtual offset of buf[0] */
+};
+
+/* walk() callback: reads one run into the buffer. */
+static int read_run(void *opaque, uint64_t offset, uint64_t length, enum state st,
+                    const struct level *lv, uint64_t host)
+{
+  struct read_ctx *rc = opaque;
+  char *dst = rc->buf + (offset - rc->start);
+  CLEANUP_FREE unsigned char *cluster = NULL;
+  int r;
+
+  switch (st) {
+  case ST_ZERO:
+    memset(dst, 0, length);
+    return 0;
+  case ST_DATA:
+    /* Past the end of the file reads zeroes (file_pread_full). */
+    return file_pread_full(lv->fd, dst, length, host);
+  case ST_COMPRESSED:
+    cluster = malloc(1u << lv->cluster_bits);
+    if (cluster == NULL)
+      return -ENOMEM;
+    r = inflate_cluster(lv, host, cluster);
+    if (r < 0)
+      return r;
+    memcpy(dst, cluster + (offset & ((1ULL << lv->cluster_bits) - 1)), length);
+    return 0;
   }
-  snprintf(err, errlen, "%s: %s%s%s", path, what, msg[0] ? ": " : "", msg);
+  return -EIO;
+}
+
+static int qcow2_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
+{
+  struct read_ctx rc = { buf, offset };
+  int r = walk((struct qcow2 *)f, 0, offset, length, read_run, &rc);
+
+  return r < 0 ? r : 0;
+}
+
+/* Passes walk()'s runs to an fmt_extent_fn. */
+struct extents_ctx {
+  fmt_extent_fn fn; /* the caller's callback */
+  void *opaque;     /* its argument */
+};
+
+/* walk() callback for ->extents: stops the walk when the caller has enough. */
+static int extents_run(void *opaque, uint64_t offset, uint64_t length, enum state st,
+                       const struct level *lv, uint64_t host)
+{
+  struct extents_ctx *x = opaque;
+
+  (void)lv;
+  (void)host;
+  return x->fn(x->opaque, offset, length,
+               st == ST_ZERO ? FMT_EXTENT_HOLE | FMT_EXTENT_ZERO : 0) < 0 ? 1 : 0;
+}
+
+static int qcow2_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
+                         void *opaque)
+{
+  struct extents_ctx x = { fn, opaque };
+  int r;
+
+  if (offset >= f->size)
+    return 0;
+  if (length > f->size - offset)
+    length = f->size - offset;
+  r = walk((struct qcow2 *)f, 0, offset, length, extents_run, &x);
+  return r < 0 ? r : 0;
 }
 
 static bool qcow2_probe(const void *head, size_t len)
@@ -231,63 +387,12 @@ static bool qcow2_probe(const void *head, size_t len)
   return len >= 4 && memcmp(head, "QFI\xfb", 4) == 0;
 }
 
-/* Opens one file of the chain, PATH, open as FD, read-only in libqcow. */
-static libqcow_file_t *open_one(int fd, const char *path, char *err, size_t errlen)
-{
-  libqcow_file_t *file = NULL;
-  libqcow_error_t *e = NULL;
-  uint32_t method = 0;
-  char self[64];
-
-  /* libqcow opens by name: give it our open file's name in /proc, so that
-   * it reads the very file we checked, whatever PATH names meanwhile. */
-  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-  if (libqcow_file_initialize(&file, &e) != 1) {
-    qcow_error(err, errlen, path, "libqcow", &e);
-    return NULL;
-  }
-  if (libqcow_file_open(file, self, LIBQCOW_OPEN_READ, &e) != 1) {
-    qcow_error(err, errlen, path, "cannot open qcow2 image", &e);
-    libqcow_file_free(&file, NULL);
-    return NULL;
-  }
-  if (libqcow_file_get_encryption_method(file, &method, &e) != 1 || method != 0) {
-    libqcow_error_free(&e);
-    snprintf(err, errlen, "%s: encrypted qcow2 images are not supported", path);
-    libqcow_file_close(file, NULL);
-    libqcow_file_free(&file, NULL);
-    return NULL;
-  }
-  return file;
-}
-
-/* Reads FILE's backing file name into NAME ("" if none). */
-static int get_backing(libqcow_file_t *file, char *name, size_t namelen)
-{
-  size_t size = 0;
-
-  name[0] = '\0';
-  if (libqcow_file_get_utf8_backing_filename_size(file, &size, NULL) != 1 || size <= 1)
-    return 0;
-  if (size > namelen)
-    return -ENAMETOOLONG;
-  if (libqcow_file_get_utf8_backing_filename(file, (uint8_t *)name, namelen, NULL) != 1)
-    return -EIO;
-  return 0;
-}
-
 static void qcow2_close(struct fmt *f)
 {
   struct qcow2 *q = (struct qcow2 *)f;
 
-  for (int i = 0; i < q->nfiles; i++) {
-    if (q->files[i] != NULL) {
-      libqcow_file_close(q->files[i], NULL);
-      libqcow_file_free(&q->files[i], NULL);
-    }
+  for (int i = 0; i < q->nfiles; i++)
     level_close(&q->levels[i]);
-  }
-  pthread_mutex_destroy(&q->lock);
   fmt_fini(f);
   free(q);
 }
@@ -295,9 +400,7 @@ static void qcow2_close(struct fmt *f)
 static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err, size_t errlen)
 {
   struct qcow2 *q;
-  libqcow_error_t *e = NULL;
-  size64_t size = 0;
-  char name[PATH_MAX], cur[PATH_MAX], next[PATH_MAX], berr[PATH_MAX + 256];
+  char name[QCOW2_MAX_BACKING_NAME + 1], cur[PATH_MAX], next[PATH_MAX], berr[PATH_MAX + 256];
   int r;
 
   /* Read-only whatever was asked: a qcow2 is a base, never written. */
@@ -308,28 +411,11 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
     close(fd);
     return NULL;
   }
-  pthread_mutex_init(&q->lock, NULL);
   snprintf(cur, sizeof cur, "%s", path);
   for (;;) {
-    /* Our own header check first: it names unsupported features, where
-     * libqcow only says it cannot open the file. */
     q->nfiles++;
-    if (level_open(&q->levels[q->nfiles - 1], fd, cur, err, errlen) < 0)
+    if (level_open(&q->levels[q->nfiles - 1], fd, cur, name, sizeof name, err, errlen) < 0)
       goto err;
-    q->files[q->nfiles - 1] = open_one(fd, cur, err, errlen);
-    if (q->files[q->nfiles - 1] == NULL)
-      goto err;
-    libqcow_file_t *file = q->files[q->nfiles - 1];
-    if (q->nfiles > 1 &&
-        libqcow_file_set_parent_file(q->files[q->nfiles - 2], file, &e) != 1) {
-      qcow_error(err, errlen, cur, "cannot use as backing file", &e);
-      goto err;
-    }
-    r = get_backing(file, name, sizeof name);
-    if (r < 0) {
-      snprintf(err, errlen, "%s: backing file name: %s", cur, strerror(-r));
-      goto err;
-    }
     if (q->nfiles == 1)
       snprintf(q->backing, sizeof q->backing, "%s", name);
     if (name[0] == '\0')
@@ -349,7 +435,6 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
 
       if (pread(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
           memcmp(magic, "QFI\xfb", 4) != 0) {
-        /* libqcow follows qcow2 chains only. */
         snprintf(err, errlen, "%s: backing file %s is not a qcow2 image (not supported)", cur,
                  next);
         close(fd);
@@ -358,11 +443,7 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
     }
     memcpy(cur, next, sizeof cur);
   }
-  if (libqcow_file_get_media_size(q->files[0], &size, &e) != 1) {
-    qcow_error(err, errlen, path, "size", &e);
-    goto err;
-  }
-  r = fmt_init(&q->fmt, &fmt_qcow2_ops, q->levels[0].fd, path, size, true);
+  r = fmt_init(&q->fmt, &fmt_qcow2_ops, q->levels[0].fd, path, q->levels[0].size, true);
   if (r < 0) {
     snprintf(err, errlen, "%s: %s", path, strerror(-r));
     goto err;
@@ -370,100 +451,10 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
   q->fmt.can_extents = true;
   /* Read-only: no write for a flush to miss, so connections may multiply. */
   q->fmt.can_multi_conn = true;
-  q->min_cluster_bits = q->levels[0].cluster_bits;
-  for (int i = 1; i < q->nfiles; i++)
-    if (q->levels[i].cluster_bits < q->min_cluster_bits)
-      q->min_cluster_bits = q->levels[i].cluster_bits;
   return &q->fmt;
 err:
   qcow2_close(&q->fmt);
   return NULL;
-}
-
-/* Where a read landed, for zero_patch(). */
-struct zero_patch {
-  char *buf;      /* the read buffer */
-  uint64_t start; /* virtual offset of buf[0] */
-};
-
-/* walk() callback: zeroes the parts of a read that the chain says are zero. */
-static int zero_patch(void *opaque, uint64_t offset, uint64_t length, enum state st)
-{
-  struct zero_patch *zp = opaque;
-
-  if (st == ST_ZERO)
-    memset(zp->buf + (offset - zp->start), 0, length);
-  return 0;
-}
-
-static int qcow2_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
-{
-  struct qcow2 *q = (struct qcow2 *)f;
-  struct zero_patch zp = { buf, offset };
-  uint64_t start = offset, total = length;
-  char *p = buf;
-  int r = 0;
-
-  pthread_mutex_lock(&q->lock);
-  while (length > 0) {
-    /* libqcow 20201213 goes wrong when one call starts in a cluster served
-     * by the backing file and runs into one the image holds (it keeps
-     * reading the backing file): never let a call cross a cluster boundary
-     * of any image in the chain. */
-    uint64_t grain = 1ULL << q->min_cluster_bits;
-    size_t n = (size_t)(grain - (offset & (grain - 1)));
-    if (n > length)
-      n = (size_t)length;
-    ssize_t got = libqcow_file_read_buffer_at_offset(q->files[0], p, n, (off64_t)offset, NULL);
-    if (got < 0) {
-      r = -EIO;
-      break;
-    }
-    if (got == 0) {
-      /* Past the end of the media: zeroes, like a short raw file. */
-      memset(p, 0, length);
-      break;
-    }
-    p += got;
-    offset += (uint64_t)got;
-    length -= (uint64_t)got;
-  }
-  pthread_mutex_unlock(&q->lock);
-  if (r == 0)
-    r = walk(q, 0, start, total, zero_patch, &zp);
-  return r;
-}
-
-/* Passes walk()'s runs to an fmt_extent_fn. */
-struct extents_ctx {
-  fmt_extent_fn fn; /* the caller's callback */
-  void *opaque;     /* its argument */
-  bool stopped;     /* it asked to stop */
-};
-
-/* walk() callback for ->extents. */
-static int extents_run(void *opaque, uint64_t offset, uint64_t length, enum state st)
-{
-  struct extents_ctx *x = opaque;
-
-  if (x->stopped)
-    return 0;
-  if (x->fn(x->opaque, offset, length, st == ST_ZERO ? FMT_EXTENT_HOLE | FMT_EXTENT_ZERO : 0) < 0)
-    x->stopped = true;
-  return 0;
-}
-
-static int qcow2_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
-                         void *opaque)
-{
-  struct qcow2 *q = (struct qcow2 *)f;
-  struct extents_ctx x = { fn, opaque, false };
-
-  if (offset >= f->size)
-    return 0;
-  if (length > f->size - offset)
-    length = f->size - offset;
-  return walk(q, 0, offset, length, extents_run, &x);
 }
 
 bool qcow2_holds_file(struct fmt *f, uint64_t dev, uint64_t ino)

@@ -1,5 +1,5 @@
 /* The blocking pool: threads that run what must not run on a worker's event
- * loop (engines without a map for the range, libqcow, lseek for block
+ * loop (engines without a map for the range, qcow2, lseek for block
  * status). A finished job goes back to its worker as a task. */
 #include <errno.h>
 #include <pthread.h>

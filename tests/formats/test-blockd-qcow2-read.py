@@ -43,7 +43,7 @@ with TempDir() as d:
             check(got == sha(j(n + ".ref")), n + ": NBD reads differ from qemu-img convert -O raw")
             h.shutdown()
             print("%s.qcow2 through blockd: sha256 %s... equals qemu-img convert" % (n, got[:16]))
-            # Many requests at once on several connections: libqcow behind its mutex.
+            # Many requests at once on several connections: parallel reads of the tables.
             if shutil.which("nbdcopy"):
                 out = j(n + ".nbdcopy")
                 run("nbdcopy", "--connections=4", "--requests=16", "--request-size=262144",

@@ -68,7 +68,7 @@ if command -v script >/dev/null; then
   grep -q '(100%) \[#*\]' tty.out || fail "no progress bar on a terminal: $(cat tty.out)"
 fi
 
-# qcow2 images libqcow cannot read are refused by name, with the reason.
+# qcow2 images blockd cannot read are refused by name, with the reason.
 if command -v qemu-img >/dev/null; then
   qemu-img create -q -f qcow2 -b base.ovl -F raw rawbacked.qcow2
   # qcow2 is never guessed from the contents (a guest can write a qcow2

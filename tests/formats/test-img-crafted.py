@@ -7,7 +7,11 @@ a huge allocation:
 - data_offset far beyond the bitmap, or so large that data_offset + X wraps;
 - a 4 KiB overlay declaring a huge disk (the bitmap would be terabytes);
 - bitmap_offset + bitmap_size wrapping;
-- a 24 KiB qcow2 whose header declares a 512 MiB L1 table.
+- a 24 KiB qcow2 whose header declares a 512 MiB L1 table;
+- qcow2 images libqcow mishandled: one larger than its backing file (reads
+  past the backing file are zeroes, as qemu reads them, where libqcow hung),
+  and a compressed cluster that inflates short (an I/O error, where libqcow
+  returned uninitialised heap).
 Memory is checked with each refusal's peak RSS."""
 import os
 import struct
@@ -64,6 +68,29 @@ def main():
             f.seek(36)
             f.write(struct.pack(">I", 1 << 26))
         refused(j("l1.qcow2"), "corrupt qcow2 header", "-f", "qcow2")
+
+        # A qcow2 larger than its backing file, 512-byte clusters.
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", j("back.qcow2"),
+            "64K")
+        run("qemu-io", "-c", "write -P 0x61 0 64K", j("back.qcow2"))
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b",
+            j("back.qcow2"), "-F", "qcow2", j("grown.qcow2"), "200K")
+        run("qemu-io", "-c", "write -P 0x62 100K 1K", j("grown.qcow2"))
+        p = subprocess.run([BLOCKD_IMG, "convert", "-f", "qcow2", j("grown.qcow2"),
+                            j("grown.raw")], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 0, "grown qcow2: %s" % p.stderr)
+        run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", j("grown.qcow2"), j("grown.ref"))
+        check(open(j("grown.raw"), "rb").read() == open(j("grown.ref"), "rb").read(),
+              "a qcow2 larger than its backing file reads differently from qemu-img")
+        print("qcow2 of 200K over a 64K backing file: reads as qemu-img does")
+        short = os.path.join(os.environ.get("SRCDIR", "."),
+                             "tests/fuzz/corpus-qcow2/qcow2-short-compressed-cluster")
+        p = subprocess.run([BLOCKD_IMG, "convert", "-f", "qcow2", short, j("short.raw")],
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode == 1 and "Input/output error" in p.stderr and
+              not os.path.exists(j("short.raw")),
+              "a short compressed cluster: exit %d, %r" % (p.returncode, p.stderr))
+        print("a compressed cluster that inflates short: " + p.stderr.strip())
 
         # An overlay that claims 1 TiB over a 1 MiB overlay base: reads and
         # copy-ups far past the base indexed megabytes past its bitmap (a
