@@ -63,7 +63,8 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
              (unsigned long long)h->incompat);
     return -1;
   }
-  if (h->cluster_bits < 12 || h->cluster_bits > 24)
+  if (h->cluster_bits < 12 || h->cluster_bits > 24 || h->reserved0 != 0 || h->reserved1 != 0 ||
+      h->reserved2 != 0)
     goto corrupt;
   cs = 1ULL << h->cluster_bits;
   if (h->header_size != OVERLAY_HEADER_SIZE || h->bitmap_offset < OVERLAY_HEADER_SIZE ||

@@ -350,7 +350,8 @@ static void parse(struct nbd_conn *c)
     if (h.type == NBD_CMD_WRITE) {
       size_t n = avail < h.count ? avail : h.count;
 
-      memcpy(req->buf, c->rbuf + c->rstart, n);
+      if (n > 0) /* a zero-length write has no buffer */
+        memcpy(req->buf, c->rbuf + c->rstart, n);
       c->rstart += n;
       req->received = n;
       if (n < h.count) {
