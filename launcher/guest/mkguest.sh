@@ -5,7 +5,8 @@
 #   OUTDIR/initrd.img  busybox-static + the virtio modules + init (guest-init.sh)
 # Rebuilds only when an input is newer than the output. Prints OUTDIR.
 # KVER=... picks a kernel version (default: the newest *-cloud-amd64 in /boot
-# that has its modules installed).
+# that has its modules installed). OUTDIR/../zeroout, the static helper the
+# build makes, goes in as /bin/zeroout when it exists.
 set -euo pipefail
 
 out=${1:?usage: mkguest.sh OUTDIR}
@@ -31,7 +32,8 @@ mkdir -p "$out"
 stamp=$out/initrd.img
 if [ -s "$stamp" ] && [ -s "$out/vmlinuz" ] && [ "$(cat "$out/kver" 2>/dev/null)" = "$KVER" ] &&
    [ "$stamp" -nt "$kernel" ] && [ "$stamp" -nt "$busybox" ] &&
-   [ "$stamp" -nt "$here/guest-init.sh" ] && [ "$stamp" -nt "$0" ]; then
+   [ "$stamp" -nt "$here/guest-init.sh" ] && [ "$stamp" -nt "$0" ] &&
+   { [ ! -e "$out/../zeroout" ] || [ "$stamp" -nt "$out/../zeroout" ]; }; then
   echo "$out"
   exit 0
 fi
@@ -42,6 +44,9 @@ mkdir -p "$root"/{bin,dev,proc,sys,tmp,mnt,run,lib/modules}
 cp "$busybox" "$root/bin/busybox"
 cp "$here/guest-init.sh" "$root/init"
 chmod 0755 "$root/init" "$root/bin/busybox"
+if [ -x "$out/../zeroout" ]; then
+  cp "$out/../zeroout" "$root/bin/zeroout"
+fi
 
 # Modules in dependency order, each once; built-in ones need nothing.
 # acpi button + evdev let the guest see QMP system_powerdown.

@@ -18,6 +18,9 @@ mkdir -m 0700 "$XDG_RUNTIME_DIR"
 export BLOCKD
 
 CONSOLE=$TMP/console   # the guest's serial output (blockd-launch's stdout)
+# How the disks reach QEMU: meson runs several guest tests once per transport.
+TRANSPORT=${BLOCKD_TRANSPORT:-nbd}
+echo "transport: $TRANSPORT"
 LAUNCH_ERR=$TMP/launch.err
 
 # launch SCRIPT ARGS...: boots the guest running SCRIPT (shell text) with
@@ -31,7 +34,7 @@ launch() {
   mkfifo "$TMP/console.in"
   : > "$CONSOLE"
   "$BLOCKD_LAUNCH" --accel tcg --kernel "$GUEST/vmlinuz" --initrd "$GUEST/initrd.img" \
-    --append "console=ttyS0 quiet panic=-1 blockd.run=$b64" "$@" \
+    --transport "$TRANSPORT" --append "console=ttyS0 quiet panic=-1 blockd.run=$b64" "$@" \
     < "$TMP/console.in" > "$CONSOLE" 2> "$LAUNCH_ERR" &
   LAUNCH_PID=$!
   track "$LAUNCH_PID"

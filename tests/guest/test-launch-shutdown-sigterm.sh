@@ -12,7 +12,8 @@ wait_console '^READY'
 qemu=$(child_pid qemu-system-x86) || fail "no QEMU process"
 blockd=$(child_pid blockd) || fail "no blockd process"
 [ -S "$TMP/user-qmp.sock" ] || fail "--qmp socket missing"
-ls "$XDG_RUNTIME_DIR"/blockd-launch.*/nbd.sock > /dev/null || fail "no NBD socket in the runtime directory"
+if [ "$TRANSPORT" = vhost-user ]; then sock=vhost0.sock; else sock=nbd.sock; fi
+ls "$XDG_RUNTIME_DIR"/blockd-launch.*/$sock > /dev/null || fail "no $sock in the runtime directory"
 
 kill -TERM "$LAUNCH_PID"
 launch_wait 90
