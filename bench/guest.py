@@ -1,12 +1,15 @@
 """Guest mode: the same fio jobs run inside a QEMU guest, on a virtio-blk
-disk backed by each NBD server and, as the reference, by QEMU's own file
-driver with aio=io_uring.
+disk backed by each NBD server, by blockd and qemu-storage-daemon as
+vhost-user-blk back-ends, and, as the reference, by QEMU's own file driver
+with aio=io_uring.
 
 blockd runs the way users run it: through blockd-launch (its private blockd,
-its QEMU command line).  The other servers and the reference get the very
-same QEMU command line (taken from `blockd-launch --dry-run`) with only the
-disk's -blockdev swapped.  Without blockd-launch a built-in command line of
-the same shape is used, and blockd is started like the other servers.
+its QEMU command line; --transport vhost-user for blockd-vhost).  The other
+servers and the reference get the very same QEMU command line (taken from
+`blockd-launch --dry-run` with the same transport) with only the disk
+swapped: the -blockdev for NBD and the file, the vhost-user socket for
+qsd-vhost.  Without blockd-launch a built-in command line of the same shape
+is used, and blockd is started like the other servers.
 
 The guest is the launcher's tiny one (launcher/guest/mkguest.sh: the cloud
 kernel, busybox, the virtio modules, an /init that runs a script given on
@@ -29,6 +32,7 @@ from fio import fio_figures
 from servers import CLK_TCK, fill_image, log, proc_cpu_ticks, proc_status_kib, set_pdeathsig
 
 REFERENCE = "qemu-file"     # the guest disk on QEMU's own file driver
+DEFAULT_SERVERS = ["blockd", "blockd-vhost", "qsd", "qsd-vhost", REFERENCE]
 MEMORY = "1G"               # guest RAM: fio and its libraries live in the initramfs
 CPUS = 2                    # guest vCPUs
 QEMU = "qemu-system-x86_64"
@@ -65,6 +69,8 @@ def describe(args):
     return {"qemu": QEMU, "accel": accel(), "memory": MEMORY, "cpus": CPUS,
             "disk": "virtio-blk-pci", "fio_engine": "io_uring, direct=1, /dev/vda",
             "nbd_blockdev": "driver=nbd,server.type=unix,discard=unmap,detect-zeroes=unmap",
+            "vhost_user": "vhost-user-blk-pci, num-queues=%d, guest RAM "
+                          "memory-backend-memfd,share=on" % CPUS,
             "file_blockdev": "driver=file,aio=io_uring,cache.direct=off,discard=unmap,"
                              "detect-zeroes=unmap"}
 
@@ -150,19 +156,21 @@ def append_line():
     return "console=ttyS0 panic=-1 quiet blockd.run=" + run
 
 
-def launch_argv(paths, kernel, initrd, image, dry_run=False):
-    """Returns the blockd-launch command line booting the bench guest on IMAGE."""
+def launch_argv(paths, kernel, initrd, image, transport, dry_run=False):
+    """Returns the blockd-launch command line booting the bench guest on IMAGE
+    over TRANSPORT (nbd or vhost-user)."""
     argv = [launcher(paths), "--kernel", kernel, "--initrd", initrd, "--append", append_line(),
-            "--disk", image, "--memory", MEMORY, "--cpus", str(CPUS), "--accel", accel()]
+            "--disk", image, "--memory", MEMORY, "--cpus", str(CPUS), "--accel", accel(),
+            "--transport", transport]
     return argv + (["--dry-run"] if dry_run else [])
 
 
-def launch_template(paths, kernel, initrd, image):
-    """Returns blockd-launch's QEMU command line (from --dry-run) for IMAGE, or
-    None without blockd-launch."""
+def launch_template(paths, kernel, initrd, image, transport):
+    """Returns blockd-launch's QEMU command line (from --dry-run) for IMAGE
+    over TRANSPORT, or None without blockd-launch."""
     if not launcher(paths):
         return None
-    out = subprocess.run(launch_argv(paths, kernel, initrd, image, dry_run=True),
+    out = subprocess.run(launch_argv(paths, kernel, initrd, image, transport, dry_run=True),
                          capture_output=True, text=True, check=True,
                          env=dict(os.environ, BLOCKD=paths["blockd"])).stdout
     for line in out.splitlines():
@@ -174,23 +182,36 @@ def launch_template(paths, kernel, initrd, image):
 
 def qemu_argv(kernel, initrd, target, template):
     """Returns the QEMU command line booting the bench guest on TARGET's disk:
-    TEMPLATE (blockd-launch's) with the disk's -blockdev swapped, or a
-    built-in line of the same shape."""
-    if target.server:
+    TEMPLATE (blockd-launch's, for the target's transport) with the disk
+    swapped, or a built-in line of the same shape."""
+    if target.transport == "vhost-user":
+        chardev = "socket,id=vhost0,path=" + target.server.sock
+    elif target.server:
         disk = ("driver=nbd,node-name=disk0,server.type=unix,server.path=%s,export=,"
                 "discard=unmap,detect-zeroes=unmap" % target.server.sock)
     else:
         disk = ("driver=file,node-name=disk0,filename=%s,aio=io_uring,cache.direct=off,"
                 "discard=unmap,detect-zeroes=unmap" % target.image)
     if template is None:
-        return [QEMU, "-accel", accel(), "-m", MEMORY, "-smp", str(CPUS),
+        argv = [QEMU, "-accel", accel(), "-m", MEMORY, "-smp", str(CPUS),
                 "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-                "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", append_line(),
-                "-blockdev", disk, "-device", "virtio-blk-pci,drive=disk0"]
+                "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", append_line()]
+        if target.transport == "vhost-user":
+            return argv + ["-object", "memory-backend-memfd,id=ram,size=%s,share=on" % MEMORY,
+                           "-numa", "node,memdev=ram", "-chardev", chardev,
+                           "-device", "vhost-user-blk-pci,chardev=vhost0,num-queues=%d" % CPUS]
+        return argv + ["-blockdev", disk, "-device", "virtio-blk-pci,drive=disk0"]
     argv, i = [], 0
     while i < len(template):
         a = template[i]
-        if a == "-qmp":                 # the launcher's private QMP socket
+        nxt = template[i + 1] if i + 1 < len(template) else ""
+        # The launcher's private QMP socket: its directory does not exist.
+        if a == "-qmp" or (a == "-chardev" and ",id=qmp," in nxt + ",") or \
+                (a == "-mon" and nxt.startswith("chardev=qmp,")):
+            i += 2
+            continue
+        if a == "-chardev" and target.transport == "vhost-user" and ",id=vhost0," in nxt + ",":
+            argv += [a, chardev]
             i += 2
             continue
         if a == "-blockdev":
@@ -248,10 +269,10 @@ def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
     rundir = None
     if target.launched:
         rundir = tempfile.mkdtemp(prefix="rt.", dir=tmp)
-        argv = launch_argv(paths, kernel, initrd, target.image)
+        argv = launch_argv(paths, kernel, initrd, target.image, target.transport)
         env = dict(os.environ, BLOCKD=paths["blockd"], XDG_RUNTIME_DIR=rundir)
     else:
-        argv = qemu_argv(kernel, initrd, target, template)
+        argv = qemu_argv(kernel, initrd, target, template[target.transport])
     srv = Sampler(target.server, rundir)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
@@ -344,8 +365,12 @@ def run_guest(args, jobs, targets, tmp, paths):
     from report import median_result
     log("building the guest (kernel, busybox, fio)")
     kernel, initrd = build_initrd(tmp, jobs, args.runtime)
-    template = launch_template(paths, kernel, initrd, targets[0].image)
-    if template is None:
+    template = {}
+    for transport in ("nbd", "vhost-user"):
+        template[transport] = launch_template(paths, kernel, initrd, targets[0].image, transport)
+    # The file reference runs on the NBD line: the same RAM and disk device.
+    template["file"] = template["nbd"]
+    if template["nbd"] is None:
         log("blockd-launch not built: QEMU started directly for every server")
     runs = {t.name: {j.name: [] for j in jobs} for t in targets}
     ok = True

@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CLK_TCK, SERVER_NAMES, PerfStat, Server, fill_image, fill_images, log,
+from servers import (ALT, CLK_TCK, SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
                      proc_thread_ticks, server_argv, server_missing, server_version,
                      thread_cpu_split)
 
@@ -112,9 +112,9 @@ def run_host(args, jobs, targets, tmp):
 
 
 class Target:
-    """One thing under test: a name, its test file, and its NBD server (None
-    for the guest mode's qemu-file reference, where QEMU opens the file, and
-    for blockd under blockd-launch, which starts its own)."""
+    """One thing under test: a name, its test file, and its server (None for
+    the guest mode's qemu-file reference, where QEMU opens the file, and for
+    blockd under blockd-launch, which starts its own)."""
 
     def __init__(self, name, image, server, launched=False):
         self.name = name          # server name as in --servers
@@ -122,6 +122,9 @@ class Target:
         self.server = server      # Server, or None
         self.launched = launched  # guest mode: blockd-launch runs it
         self.peak_rss_kib = None  # guest mode: measured by guest.py
+        # How the guest's disk reaches it: nbd, vhost-user, or file (qemu-file).
+        self.transport = ("vhost-user" if name in VHOST_NAMES else
+                          "file" if name == guest.REFERENCE else "nbd")
 
 
 def parse_size(text):
@@ -148,8 +151,9 @@ def parse_args(argv):
                         "$NBDKIT_PLUGIN if set, else under $BUILDDIR or ./build)")
     p.add_argument("--servers",
                    help="comma-separated subset of %s (default: all, the plugin "
-                        "only if built); with --guest also %s (default: blockd,%s)"
-                        % (",".join(SERVER_NAMES), guest.REFERENCE, guest.REFERENCE))
+                        "only if built); with --guest also %s (default: %s)"
+                        % (",".join(SERVER_NAMES), ",".join(VHOST_NAMES + [guest.REFERENCE]),
+                           ",".join(guest.DEFAULT_SERVERS)))
     p.add_argument("--blockd-alt", metavar="PATH",
                    help="another blockd binary, run as server %s (e.g. a copy built "
                         "before a change: A/B in one run)" % ALT)
@@ -174,10 +178,10 @@ def parse_args(argv):
                         "threads and io_uring's io-wq workers (adds some overhead)")
     p.add_argument("--guest", action="store_true",
                    help="run fio inside a QEMU guest on a virtio-blk disk backed by "
-                        "each server over NBD, and by QEMU's own file driver as the "
-                        "reference (see bench/README.md)")
+                        "each server over NBD or vhost-user, and by QEMU's own file "
+                        "driver as the reference (see bench/README.md)")
     args = p.parse_args(argv)
-    known = SERVER_NAMES + [ALT] + ([guest.REFERENCE] if args.guest else [])
+    known = SERVER_NAMES + [ALT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
     if args.servers:
         args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
         bad = [s for s in args.server_list if s not in known]
@@ -231,7 +235,8 @@ def choose_servers(args, paths):
     """Returns the servers to run, or exits 77 naming the one that cannot."""
     servers = args.server_list
     if servers is None and args.guest:
-        servers = ["blockd", guest.REFERENCE]
+        servers = [s for s in guest.DEFAULT_SERVERS
+                   if s == guest.REFERENCE or not server_missing(s, paths)]
     elif servers is None:
         servers = [s for s in SERVER_NAMES
                    if s != "nbdkit-plugin" or not server_missing(s, paths)]
@@ -302,7 +307,8 @@ def main(argv):
         for name in names:
             image = os.path.join(tmp, name + ".img")
             srv = None
-            launched = args.guest and name == "blockd" and guest.launcher(paths) is not None
+            launched = (args.guest and name in ("blockd", "blockd-vhost")
+                        and guest.launcher(paths) is not None)
             if name != guest.REFERENCE and not launched:
                 srv = Server(name, server_argv(name, paths, os.path.join(tmp, name + ".sock"),
                                                os.path.join(tmp, name + ".pid"), image),

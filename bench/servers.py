@@ -12,6 +12,8 @@ import time
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
 SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin"]
+# Guest mode only: the same servers as vhost-user-blk back-ends.
+VHOST_NAMES = ["blockd-vhost", "qsd-vhost"]
 # Another blockd binary (--blockd-alt), to measure a change side by side.
 ALT = "blockd-alt"
 
@@ -35,6 +37,16 @@ def server_argv(name, paths, sock, pidfile, image):
     if name in ("blockd", "blockd-alt"):
         prog = paths["blockd" if name == "blockd" else "blockd_alt"]
         return [prog, "--unix", sock, "--pidfile", pidfile, image]
+    if name == "blockd-vhost":
+        return [paths["blockd"], "--pidfile", pidfile, "--vhost-user-blk",
+                "%s=%s,queues=2" % (sock, image)]
+    if name == "qsd-vhost":
+        return ["qemu-storage-daemon",
+                "--blockdev", "driver=file,node-name=file0,filename=" + image +
+                ",aio=io_uring,cache.direct=off,discard=unmap",
+                "--export", "type=vhost-user-blk,id=e0,node-name=file0,addr.type=unix,"
+                "addr.path=%s,writable=on,num-queues=2" % sock,
+                "--pidfile", pidfile]
     if name == "nbdkit-file":
         return ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
                 "--pidfile", pidfile, "file", "file=" + image]
@@ -54,8 +66,8 @@ def server_argv(name, paths, sock, pidfile, image):
 
 def server_missing(name, paths):
     """Returns why server NAME cannot run here, or None if it can."""
-    if name in ("blockd", "blockd-alt"):
-        p = paths["blockd" if name == "blockd" else "blockd_alt"]
+    if name in ("blockd", "blockd-alt", "blockd-vhost"):
+        p = paths["blockd_alt" if name == "blockd-alt" else "blockd"]
         if p is None:
             return "blockd-alt needs --blockd-alt PATH"
         return None if os.access(p, os.X_OK) else "%s not built (%s)" % (name, p)
@@ -64,15 +76,17 @@ def server_missing(name, paths):
             return "nbdkit not installed"
         p = paths["plugin"]
         return None if os.path.exists(p) else "nbdkit plugin not built (%s)" % p
-    prog = {"nbdkit-file": "nbdkit", "qsd": "qemu-storage-daemon"}[name]
+    prog = {"nbdkit-file": "nbdkit", "qsd": "qemu-storage-daemon",
+            "qsd-vhost": "qemu-storage-daemon"}[name]
     return None if shutil.which(prog) else prog + " not installed"
 
 
 def server_version(name, paths):
     """Returns the first line of the server's --version output."""
     prog = {"blockd": paths["blockd"], "blockd-alt": paths.get("blockd_alt"),
-            "nbdkit-file": "nbdkit",
-            "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon"}.get(name)
+            "blockd-vhost": paths["blockd"], "nbdkit-file": "nbdkit",
+            "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon",
+            "qsd-vhost": "qemu-storage-daemon"}.get(name)
     if prog is None:
         return ""
     try:
