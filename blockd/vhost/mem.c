@@ -9,6 +9,7 @@
  * never unmaps memory io_uring may still be writing into.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,7 @@ struct vhost_mem *mem_copy(const struct vhost_mem *m)
 
   if (n == NULL)
     return NULL;
+  n->unsealed_logged = m->unsealed_logged;
   for (unsigned i = 0; i < m->nregions; i++) {
     struct vhost_region *r = &n->regions[i];
     void *map;
@@ -93,6 +95,7 @@ int mem_add(struct vhost_mem *m, const struct vhost_user_region *r, int fd, char
   struct stat st;
   uint64_t len;
   void *map;
+  int seals;
 
   if (m->nregions == VHOST_MAX_REGIONS) {
     snprintf(err, errlen, "more than %d memory regions", VHOST_MAX_REGIONS);
@@ -124,6 +127,17 @@ int mem_add(struct vhost_mem *m, const struct vhost_user_region *r, int fd, char
   if ((uint64_t)st.st_size < r->mmap_offset + r->memory_size) {
     snprintf(err, errlen, "memory region beyond the end of its file");
     goto fail;
+  }
+  /* A file the front-end can shrink would turn our next look at a ring
+   * into SIGBUS. QEMU's and rust-vmm's memfds come sealed; seal one that
+   * is not if it allows, and say so once for one that cannot be. */
+  seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == -1 && !m->unsealed_logged) {
+      log_msg("a guest memory region that is not a sealed memfd: a front-end that shrinks "
+              "it can crash blockd (QEMU: memory-backend-memfd keeps seal=on)");
+      m->unsealed_logged = true;
+    }
   }
   /* From offset 0, as libvhost-user does: mmap offsets must be page (or
    * huge page) aligned, and a region's mmap_offset often is not. */

@@ -42,6 +42,7 @@ struct vhost_region {
 struct vhost_mem {
   unsigned refs;         /* the device's, and one per request in flight */
   unsigned nregions;     /* regions used */
+  bool unsealed_logged;  /* a region that can shrink was logged */
   struct vhost_region regions[VHOST_MAX_REGIONS];
 };
 /* A new empty table with one reference, or NULL. */
