@@ -276,6 +276,18 @@ static void wake_event(struct watch *wt)
   }
 }
 
+/* Whether tasks were handed to W that it has not run yet (one may bring a
+ * client: a worker must not leave before it sees them). */
+static bool tasks_waiting(struct worker *w)
+{
+  bool waiting;
+
+  pthread_mutex_lock(&w->lock);
+  waiting = w->tasks != NULL;
+  pthread_mutex_unlock(&w->lock);
+  return waiting;
+}
+
 /* Posts the timeout that wakes W once a second for its clients' ticks. */
 static void arm_tick(struct worker *w)
 {
@@ -330,7 +342,7 @@ static void worker_loop(struct worker *w, bool private)
 
     flush_to_pool(w);
     stopping = __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE);
-    if ((private || stopping) && w->clients == NULL)
+    if ((private || stopping) && w->clients == NULL && !tasks_waiting(w))
       break;
     if (stopping) {
       struct timespec now;

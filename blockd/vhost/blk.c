@@ -133,7 +133,7 @@ static void complete(struct blk_req *r, uint8_t status)
   vring_push(vq, r->head, r->written);
   vq->inflight--;
   req_recycle(r);
-  vhost_request_done(vq);
+  queue_settle(vq);
 }
 
 /* The virtio-blk status for a host errno. */
@@ -164,13 +164,14 @@ static bool in_disk(const struct fmt *f, uint64_t sector, uint64_t len)
  * The header and status are already found. */
 static void start(struct blk_req *r, const struct virtio_blk_outhdr *hdr)
 {
-  struct vhost_dev *d = r->vq->dev;
+  struct vring *vq = r->vq;
+  struct vhost_dev *d = vq->dev;
   struct vring_chain *c = &r->chain;
   struct io_req *io = &r->io;
   uint32_t type = le32toh(hdr->type);
   uint64_t sector = le64toh(hdr->sector), len;
 
-  io->w = d->client.w;
+  io->w = vq->w;
   io->fmt = d->fmt;
   io->done = io_done;
   io->flags = 0;
@@ -199,7 +200,7 @@ static void start(struct blk_req *r, const struct virtio_blk_outhdr *hdr)
     io->op = IO_WRITE;
     /* A write-through cache (the guest turned write-back off) makes
      * every write durable before it completes. */
-    if (!d->writeback)
+    if (!vq->writeback)
       io->flags |= FMT_FUA;
     break;
   case VIRTIO_BLK_T_FLUSH:
@@ -229,8 +230,8 @@ static void start(struct blk_req *r, const struct virtio_blk_outhdr *hdr)
     /* One segment (max_*_seg is 1), and only the flag the type allows. */
     if (len != sizeof seg || !gather(rest, n, &seg, sizeof seg) ||
         ((flags = le32toh(seg.flags)) & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) ||
-        (!zero && flags != 0) || (zero ? !vhost_has(d, VIRTIO_BLK_F_WRITE_ZEROES)
-                                       : !vhost_has(d, VIRTIO_BLK_F_DISCARD))) {
+        (!zero && flags != 0) || (zero ? !vring_has(vq, VIRTIO_BLK_F_WRITE_ZEROES)
+                                       : !vring_has(vq, VIRTIO_BLK_F_DISCARD))) {
       complete(r, VIRTIO_BLK_S_UNSUPP);
       return;
     }
@@ -246,7 +247,7 @@ static void start(struct blk_req *r, const struct virtio_blk_outhdr *hdr)
     io->op = zero ? IO_ZERO : IO_TRIM;
     if (zero && (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))
       io->flags |= FMT_MAY_TRIM;
-    if (!d->writeback)
+    if (!vq->writeback)
       io->flags |= FMT_FUA;
     io->iovcnt = 0;
     break;
@@ -292,7 +293,7 @@ static int take_one(struct vring *vq)
     return -1;
   }
   c = &r->chain;
-  got = vring_pop(vq, d->mem, vhost_has(d, VIRTIO_RING_F_INDIRECT_DESC), c);
+  got = vring_pop(vq, c);
   if (got <= 0) {
     r->next = vq->spare;
     vq->spare = r;
@@ -300,7 +301,7 @@ static int take_one(struct vring *vq)
   }
   r->vq = vq;
   r->head = c->head;
-  r->mem = d->mem;
+  r->mem = vq->mem;
   mem_get(r->mem);
   r->written = 1;
   vq->inflight++;
@@ -325,14 +326,12 @@ static int take_one(struct vring *vq)
 /* Takes and starts every available request of VQ. */
 void blk_process(struct vring *vq)
 {
-  bool event_idx = vhost_has(vq->dev, VIRTIO_RING_F_EVENT_IDX);
-
   while (vring_ready(vq)) {
     int got = take_one(vq);
 
     if (got < 0)
       return;
-    if (got == 0 && !vring_kick_enable(vq, event_idx))
+    if (got == 0 && !vring_kick_enable(vq))
       return;
   }
 }

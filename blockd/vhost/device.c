@@ -1,14 +1,16 @@
 /* device: a vhost-user-blk device: its image, its listening socket, and one
- * front-end connection at a time, all on one worker's ring.
+ * front-end connection at a time, on one worker's ring; its queues run on
+ * workers of their own (queue.c).
  *
  * The socket is accepted and read with io_uring; a message is complete
  * once its header and payload are in (the fds come with its first bytes),
- * and the next receive is posted only after it is handled, so a reply that
- * waits for a ring to drain (GET_VRING_BASE) holds the conversation. When
- * the front-end goes, the rings stop, requests in flight finish (they use
- * guest memory, so the memory stays mapped until then), the session is
- * forgotten and the socket accepts the next front-end: a restarted VMM sees
- * everything the last one wrote.
+ * and the next receive is posted only after it is handled and every ring
+ * worker it involved has answered, so a reply that waits for a ring to
+ * drain (GET_VRING_BASE) holds the conversation. When the front-end goes,
+ * the rings stop, requests in flight finish (they use guest memory, so the
+ * memory stays mapped until then), the session is forgotten and the socket
+ * accepts the next front-end: a restarted VMM sees everything the last one
+ * wrote.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -151,6 +153,12 @@ static int bind_socket(const char *path)
 /* Frees device D (its connection is gone). */
 static void dev_free(struct vhost_dev *d)
 {
+  for (unsigned i = 0; i < d->max_queues; i++)
+    if (d->vqs[i] != NULL) {
+      vring_close_fds(d->vqs[i]);
+      blk_free_spares(d->vqs[i]);
+      free(d->vqs[i]);
+    }
   if (d->listen_fd >= 0)
     close(d->listen_fd);
   fmt_close(d->fmt);
@@ -179,10 +187,18 @@ int vhost_open(const struct vhost_spec *specs, size_t n)
     }
     d->fd = -1;
     d->listen_fd = -1;
-    d->waiting_ring = -1;
+    d->retired_fd = -1;
     d->writeback = true;
     d->max_queues = s->queues;
     devices[nr_devices++] = d;
+    for (unsigned q = 0; q < d->max_queues; q++) {
+      d->vqs[q] = malloc(sizeof *d->vqs[q]);
+      if (d->vqs[q] == NULL) {
+        log_msg("out of memory");
+        return -1;
+      }
+      vring_init(d->vqs[q], d, q);
+    }
     d->fmt = fmt_open(s->file, s->format, s->readonly, err, sizeof err);
     if (d->fmt == NULL) {
       log_msg("%s", err);
@@ -220,20 +236,10 @@ const char *vhost_serial(const struct vhost_dev *d)
   return d->serial;
 }
 
-/* The ring INDEX of D, allocated if need be. */
+/* The ring INDEX of D, or NULL. */
 struct vring *vhost_vring(struct vhost_dev *d, unsigned index)
 {
-  if (index >= d->max_queues)
-    return NULL;
-  if (d->vqs[index] == NULL) {
-    d->vqs[index] = malloc(sizeof *d->vqs[index]);
-    if (d->vqs[index] == NULL)
-      return NULL;
-    vring_init(d->vqs[index], d, index);
-    /* Without protocol features a ring is enabled as it is set up. */
-    d->vqs[index]->enabled = d->features != 0 && !vhost_has(d, VHOST_USER_F_PROTOCOL_FEATURES);
-  }
-  return d->vqs[index];
+  return index < d->max_queues ? d->vqs[index] : NULL;
 }
 
 /* Sends a reply to REQUEST with LEN bytes of DATA. */
@@ -263,32 +269,33 @@ int vhost_send(struct vhost_dev *d, uint32_t request, const void *data, uint32_t
   return 0;
 }
 
-/* Requests in flight on every ring of D. */
-static unsigned inflight(const struct vhost_dev *d)
+/* Closes the fd a running ring used until its last sync, if any. */
+static void close_retired(struct vhost_dev *d)
 {
-  unsigned n = 0;
-
-  for (unsigned i = 0; i < d->max_queues; i++)
-    if (d->vqs[i] != NULL)
-      n += d->vqs[i]->inflight;
-  return n;
+  if (d->retired_fd >= 0)
+    close(d->retired_fd);
+  d->retired_fd = -1;
 }
 
-/* Forgets D's session once nothing is in flight: rings, memory, features;
- * then accepts the next front-end, or leaves if the server stops. */
+/* Lets every ring's worker go; the device leaves its own. */
+static void dev_leave(struct vhost_dev *d)
+{
+  for (unsigned i = 0; i < d->max_queues; i++)
+    queue_leave(d->vqs[i]);
+  client_remove(&d->client);
+}
+
+/* Forgets D's session once every ring has stopped (requests in flight
+ * finished): rings, memory, features; then accepts the next front-end, or
+ * leaves if the server stops. */
 static void finish_close(struct vhost_dev *d)
 {
-  if (inflight(d) > 0 || d->recv_posted)
+  if (d->pending > 0 || d->recv_posted)
     return;
+  close_retired(d);
   for (unsigned i = 0; i < d->max_queues; i++) {
-    struct vring *vq = d->vqs[i];
-
-    if (vq == NULL)
-      continue;
-    vring_close_fds(vq);
-    blk_free_spares(vq);
-    free(vq);
-    d->vqs[i] = NULL;
+    vring_reset(d->vqs[i]);
+    blk_free_spares(d->vqs[i]);
   }
   mem_put(d->mem);
   d->mem = NULL;
@@ -297,7 +304,7 @@ static void finish_close(struct vhost_dev *d)
   d->nfds = 0;
   d->rlen = 0;
   d->features = d->protocol_features = 0;
-  d->waiting_ring = -1;
+  d->deferred = DEFERRED_NONE;
   d->writeback = true;
   d->broken_logged = false;
   d->closing = false;
@@ -305,7 +312,7 @@ static void finish_close(struct vhost_dev *d)
     close(d->fd);
   d->fd = -1;
   if (d->draining) {
-    client_remove(&d->client);
+    dev_leave(d);
     return;
   }
   post_accept(d);
@@ -321,29 +328,25 @@ void vhost_disconnect(struct vhost_dev *d, const char *why)
   d->closing = true;
   shutdown(d->fd, SHUT_RDWR); /* a posted receive comes back at once */
   for (unsigned i = 0; i < d->max_queues; i++)
-    if (d->vqs[i] != NULL)
-      vring_close_fds(d->vqs[i]);
+    queue_stop(d->vqs[i]);
   finish_close(d);
 }
 
-/* A request of VQ completed. */
-void vhost_request_done(struct vring *vq)
+/* A ring's worker answered. */
+void vhost_acked(struct vhost_dev *d)
 {
-  struct vhost_dev *d = vq->dev;
-
+  if (--d->pending > 0)
+    return;
+  close_retired(d);
   if (d->closing) {
     finish_close(d);
     return;
   }
-  if (d->waiting_ring == (int)vq->index && vq->inflight == 0) {
-    /* Every request is on the used ring: publish before telling the
-     * front-end where the ring stands. */
-    vring_publish(vq, vhost_has(d, VIRTIO_RING_F_EVENT_IDX));
-    if (msg_reply_drained(d) < 0)
-      vhost_disconnect(d, "send failed");
-    else
-      post_recv(d);
+  if (d->deferred != DEFERRED_NONE && msg_reply_deferred(d) < 0) {
+    vhost_disconnect(d, "send failed");
+    return;
   }
+  post_recv(d);
 }
 
 /* Collects the fds that came with a receive into D->fds. Returns false if
@@ -417,7 +420,7 @@ static void recv_done(struct completion *comp, int res)
         return;
       }
       if (r == 1)
-        return; /* the reply waits for a ring; so does the next message */
+        return; /* the reply waits for the rings' workers; so does the next message */
     }
   }
   post_recv(d);
@@ -455,7 +458,8 @@ static void accept_done(struct completion *comp, int res)
   if (d->draining) {
     if (res >= 0)
       close(res);
-    finish_close(d);
+    if (d->fd < 0)
+      dev_leave(d);
     return;
   }
   if (res < 0) {
@@ -503,7 +507,7 @@ static void dev_drain(struct client *c)
   if (d->fd >= 0)
     vhost_disconnect(d, "blockd stops");
   else if (!d->accept_posted)
-    finish_close(d);
+    dev_leave(d);
 }
 
 /* Client op: the drain took too long. Requests in flight cannot be
@@ -550,20 +554,40 @@ static void adopt(struct task *t)
     post_accept(d);
 }
 
+/* Hands device D to worker W and its rings to the least loaded workers
+ * (W itself when there is no other, as in a private worker); D starts
+ * accepting. Returns 0, or -1 if out of memory. */
+int vhost_adopt(struct vhost_dev *d, struct worker *w)
+{
+  struct handover *h = malloc(sizeof *h);
+
+  if (h == NULL)
+    return -1;
+  /* The rings first: the device's first task to a ring's worker must
+   * find the ring its client already. */
+  for (unsigned i = 0; i < d->max_queues; i++) {
+    struct worker *rw = workers_pick();
+
+    queue_adopt(d->vqs[i], rw != NULL ? rw : w);
+  }
+  h->d = d;
+  h->w = w;
+  h->task.fn = adopt;
+  worker_post(w, &h->task);
+  return 0;
+}
+
 /* Hands every device to a worker, which starts accepting. */
 void vhost_start(void)
 {
   for (size_t i = 0; i < nr_devices; i++) {
-    struct handover *h = malloc(sizeof *h);
+    struct worker *w = workers_pick();
 
-    if (h == NULL || (h->w = workers_pick()) == NULL) {
+    if (w == NULL || vhost_adopt(devices[i], w) < 0) {
       log_msg("%s: cannot start: out of memory", devices[i]->path);
-      free(h);
-      continue;
+      if (w != NULL)
+        worker_unpick(w);
     }
-    h->d = devices[i];
-    h->task.fn = adopt;
-    worker_post(h->w, &h->task);
   }
 }
 

@@ -29,10 +29,10 @@ struct vhost_mem *mem_new(void)
   return m;
 }
 
-/* Takes a reference. */
+/* Takes a reference (any worker: the rings of a device run on several). */
 void mem_get(struct vhost_mem *m)
 {
-  m->refs++;
+  __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
 }
 
 /* Unmaps region R. */
@@ -46,7 +46,8 @@ static void unmap(struct vhost_region *r)
 /* Drops a reference; the last one unmaps everything. */
 void mem_put(struct vhost_mem *m)
 {
-  if (m == NULL || --m->refs > 0)
+  /* The last one sees every other holder's use of the mappings. */
+  if (m == NULL || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) > 0)
     return;
   for (unsigned i = 0; i < m->nregions; i++)
     unmap(&m->regions[i]);

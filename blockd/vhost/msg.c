@@ -7,6 +7,10 @@
  * reads fixed sizes). With REPLY_ACK, a message with no reply of its own is
  * answered with a u64: 0 for success, 1 for failure. A message that fails
  * without a way to say so ends the connection, with one log line.
+ *
+ * A change that running rings must see is handed to their workers
+ * (queue_sync); the reply, and the next message, wait until each has
+ * answered, so a front-end that hears "done" finds it done.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,7 +29,7 @@ enum outcome {
   DONE,     /* replied, or nothing to reply */
   OK,       /* success, ack if asked */
   FAILED,   /* failure, ack 1 if asked, else disconnect */
-  DEFER,    /* the reply waits for a ring to drain */
+  DEFER,    /* GET_VRING_BASE: the reply waits for its ring to stop */
   FATAL,    /* disconnect */
 };
 
@@ -94,6 +98,14 @@ static enum outcome get_features(struct msg *m)
   return reply_u64(m, blk_features(m->d));
 }
 
+/* Hands the device's settings to every running ring of D. */
+static void sync_running(struct vhost_dev *d)
+{
+  for (unsigned i = 0; i < d->max_queues; i++)
+    if (d->vqs[i]->running)
+      queue_sync(d->vqs[i]);
+}
+
 /* SET_FEATURES: also repeated with the same value, and possibly with bits
  * a legacy driver set that we never offered (QEMU passes them on). */
 static enum outcome set_features(struct msg *m)
@@ -109,8 +121,8 @@ static enum outcome set_features(struct msg *m)
   /* Without protocol features, rings are enabled as they are set up. */
   if (!vhost_has(m->d, VHOST_USER_F_PROTOCOL_FEATURES))
     for (unsigned i = 0; i < m->d->max_queues; i++)
-      if (m->d->vqs[i] != NULL)
-        m->d->vqs[i]->enabled = true;
+      m->d->vqs[i]->enabled = true;
+  sync_running(m->d);
   return OK;
 }
 
@@ -156,8 +168,9 @@ static enum outcome set_owner(struct msg *m)
   return OK;
 }
 
-/* Makes MEM the device's memory: rings are translated anew, and the old
- * table goes once no request uses it any more. */
+/* Makes MEM the device's memory: rings are translated anew (running ones
+ * by their workers), and the old table goes once no ring or request uses
+ * it any more. */
 static enum outcome install_mem(struct msg *m, struct vhost_mem *mem)
 {
   struct vhost_dev *d = m->d;
@@ -167,7 +180,9 @@ static enum outcome install_mem(struct msg *m, struct vhost_mem *mem)
   for (unsigned i = 0; i < d->max_queues; i++) {
     struct vring *vq = d->vqs[i];
 
-    if (vq != NULL && vq->addr_set && vring_translate(vq, mem) < 0 && !vq->broken)
+    if (vq->running)
+      queue_sync(vq);
+    else if (vq->addr_set && vring_translate(vq, mem) < 0 && !vq->broken)
       vring_break(vq, "its rings are outside the new guest memory");
   }
   return OK;
@@ -259,7 +274,7 @@ static enum outcome set_vring_num(struct msg *m)
     return fail(m, FATAL, "SET_VRING_NUM of a bad size or queue");
   if (st.num == 0 || st.num > VHOST_MAX_QUEUE_SIZE || (st.num & (st.num - 1)) != 0)
     return fail(m, FAILED, "a queue size that is not a power of two up to 1024");
-  if (vq->inflight > 0 || vring_ready(vq))
+  if (vq->running)
     return fail(m, FAILED, "SET_VRING_NUM on a running queue");
   vq->num = st.num;
   if (vq->addr_set)
@@ -281,8 +296,8 @@ static enum outcome set_vring_addr(struct msg *m)
     return fail(m, FATAL, "SET_VRING_ADDR of a bad queue");
   if (a.flags & 1)
     return fail(m, FAILED, "dirty logging was not offered");
-  if (vq->inflight > 0)
-    return fail(m, FAILED, "SET_VRING_ADDR on a queue with requests in flight");
+  if (vq->running)
+    return fail(m, FAILED, "SET_VRING_ADDR on a running queue");
   vq->desc_qva = a.desc_user_addr;
   vq->avail_qva = a.avail_user_addr;
   vq->used_qva = a.used_user_addr;
@@ -305,7 +320,7 @@ static enum outcome set_vring_base(struct msg *m)
     return fail(m, FATAL, "SET_VRING_BASE of a bad size or queue");
   if (st.num > 0xffff)
     return fail(m, FAILED, "a ring base over 65535 (packed rings are not offered)");
-  if (vq->inflight > 0 || vring_ready(vq))
+  if (vq->running)
     return fail(m, FAILED, "SET_VRING_BASE on a running queue");
   vq->last_avail = (uint16_t)st.num;
   return OK;
@@ -320,29 +335,33 @@ static enum outcome get_vring_base(struct msg *m)
 
   if (vq == NULL)
     return fail(m, FATAL, "GET_VRING_BASE of a bad size or queue");
-  vring_close_fds(vq); /* stopped: no more kicks, no interrupts */
-  vq->signalled_valid = false;
-  if (vq->inflight > 0) {
-    m->d->waiting_ring = (int)vq->index;
+  if (vq->running) {
+    queue_stop(vq);
+    m->d->deferred_value = vq->index;
     return DEFER;
   }
+  vring_close_fds(vq); /* stopped: no more kicks, no interrupts */
   st.num = vq->last_avail;
   return vhost_send(m->d, m->request, &st, sizeof st) < 0 ? FATAL : DONE;
 }
 
-/* A kick on VQ's eventfd: take what the guest made available. */
-static void kicked(struct watch *wt)
+/* Replaces the fd at *SLOT of ring VQ with FD: the old one is closed now,
+ * or, if the ring runs, once its worker has moved to the new one. */
+static void replace_fd(struct vring *vq, int *slot, int fd)
 {
-  struct kick *k = container_of(wt, struct kick, watch);
+  struct vhost_dev *d = vq->dev;
 
-  if (k->vq != NULL)
-    blk_process(k->vq);
-}
-
-/* Frees a kick watch once its last read came back. */
-static void kick_release(struct watch *wt)
-{
-  free(container_of(wt, struct kick, watch));
+  if (*slot >= 0) {
+    if (vq->running) {
+      /* One fd a message, and the next message waits for the sync. */
+      if (d->retired_fd >= 0)
+        close(d->retired_fd);
+      d->retired_fd = *slot;
+    }
+    else
+      close(*slot);
+  }
+  *slot = fd;
 }
 
 /* SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR: an eventfd for a ring,
@@ -373,37 +392,19 @@ static enum outcome set_vring_fd(struct msg *m)
   case VHOST_USER_SET_VRING_KICK:
     if (nofd)
       return fail(m, FAILED, "a kick without an fd (polling) is not supported");
-    if (vq->kick != NULL) {
-      vq->kick->vq = NULL;
-      worker_unwatch(&vq->kick->watch);
-      vq->kick = NULL;
-    }
-    if (vq->kick_fd >= 0)
-      close(vq->kick_fd);
-    vq->kick_fd = fd;
-    vq->kick = calloc(1, sizeof *vq->kick);
-    if (vq->kick == NULL)
-      return fail(m, FATAL, "out of memory");
-    vq->kick->vq = vq;
-    vq->kick->watch.release = kick_release;
-    worker_watch(d->client.w, &vq->kick->watch, fd, kicked);
-    vq->started = true;
-    /* The guest may have made entries available before we listened. */
-    blk_process(vq);
+    replace_fd(vq, &vq->kick_fd, fd);
+    queue_sync(vq); /* the ring starts on its worker */
     return OK;
   case VHOST_USER_SET_VRING_CALL:
-    if (vq->call_fd >= 0)
-      close(vq->call_fd);
-    vq->call_fd = fd;
-    /* A new interrupt line: the guest may have missed the last one. */
-    vq->signalled_valid = false;
-    return OK;
+    replace_fd(vq, &vq->call_fd, fd);
+    break;
   default:
-    if (vq->err_fd >= 0)
-      close(vq->err_fd);
-    vq->err_fd = fd;
-    return OK;
+    replace_fd(vq, &vq->err_fd, fd);
+    break;
   }
+  if (vq->running)
+    queue_sync(vq);
+  return OK;
 }
 
 /* SET_VRING_ENABLE: enabled rings are processed (if set up), disabled ones
@@ -418,8 +419,9 @@ static enum outcome set_vring_enable(struct msg *m)
   if (st.num > 1)
     return fail(m, FAILED, "SET_VRING_ENABLE with a value other than 0 or 1");
   vq->enabled = st.num == 1;
-  if (vq->enabled)
-    blk_process(vq); /* the guest may have kicked while it was disabled */
+  /* A running ring processes what the guest made available meanwhile. */
+  if (vq->running)
+    queue_sync(vq);
   return OK;
 }
 
@@ -455,6 +457,7 @@ static enum outcome set_config(struct msg *m)
       m->payload[sizeof c] > 1)
     return fail(m, FAILED, "SET_CONFIG of something other than the cache mode");
   m->d->writeback = m->payload[sizeof c] == 1;
+  sync_running(m->d);
   return OK;
 }
 
@@ -507,6 +510,8 @@ int msg_handle(struct vhost_dev *d)
   case DONE:
     return 0;
   case DEFER:
+    d->deferred = DEFERRED_VRING_BASE;
+    d->deferred_request = m.request;
     return 1;
   case OK:
   case FAILED:
@@ -514,10 +519,18 @@ int msg_handle(struct vhost_dev *d)
         (d->protocol_features & (1ULL << VHOST_USER_PROTOCOL_F_REPLY_ACK))) {
       if (o == FAILED)
         debug("%s: message %u failed: %s", d->path, m.request, m.why);
+      if (d->pending > 0) {
+        d->deferred = DEFERRED_ACK;
+        d->deferred_request = m.request;
+        d->deferred_value = o == OK ? 0 : 1;
+        return 1;
+      }
       return reply_u64(&m, o == OK ? 0 : 1) == DONE ? 0 : -1;
     }
-    if (o == OK)
-      return 0;
+    if (o == OK) {
+      d->deferred = DEFERRED_NONE;
+      return d->pending > 0 ? 1 : 0;
+    }
     /* No way to tell the front-end: */
     __attribute__((fallthrough));
   case FATAL:
@@ -527,14 +540,26 @@ int msg_handle(struct vhost_dev *d)
   return -1;
 }
 
-/* Sends the GET_VRING_BASE reply that waited for its ring to drain. */
-int msg_reply_drained(struct vhost_dev *d)
+/* Sends the reply that waited for the rings' workers. */
+int msg_reply_deferred(struct vhost_dev *d)
 {
+  enum vhost_deferred kind = d->deferred;
   struct vhost_vring_state st;
-  struct vring *vq = d->vqs[d->waiting_ring];
+  struct vring *vq;
 
-  st.index = vq->index;
-  st.num = vq->last_avail;
-  d->waiting_ring = -1;
-  return vhost_send(d, VHOST_USER_GET_VRING_BASE, &st, sizeof st);
+  d->deferred = DEFERRED_NONE;
+  switch (kind) {
+  case DEFERRED_ACK:
+    return vhost_send(d, d->deferred_request, &d->deferred_value, sizeof d->deferred_value);
+  case DEFERRED_VRING_BASE:
+    /* Every request it took is on the used ring: tell where it stands. */
+    vq = d->vqs[d->deferred_value];
+    vring_close_fds(vq); /* stopped: no more kicks, no interrupts */
+    st.index = vq->index;
+    st.num = vq->last_avail;
+    return vhost_send(d, d->deferred_request, &st, sizeof st);
+  case DEFERRED_NONE:
+    break;
+  }
+  return 0;
 }

@@ -40,7 +40,7 @@ struct vhost_region {
 };
 /* A set of regions; requests in flight keep the one they were mapped with. */
 struct vhost_mem {
-  unsigned refs;         /* the device's, and one per request in flight */
+  unsigned refs;         /* the device's, each running ring's, each request's (atomic) */
   unsigned nregions;     /* regions used */
   bool unsealed_logged;  /* a region that can shrink was logged */
   struct vhost_region regions[VHOST_MAX_REGIONS];
@@ -75,16 +75,37 @@ struct vring;
 /* A kick eventfd watched for a ring; freed once its watch is released
  * (a replaced or stopped kick's read may still be in the kernel). */
 struct kick {
-  struct watch watch;          /* on the worker's ring */
+  struct watch watch;          /* on the ring's worker */
   struct vring *vq;            /* the ring, NULL once it no longer cares */
 };
+/* A virtqueue. It lives on a worker of its own (queue.c), so the queues of
+ * one device run in parallel; its device's worker runs the conversation.
+ * While the ring is stopped everything here is the device's; between a
+ * start and the end of a stop, the part marked "ring's" belongs to the
+ * ring's worker alone, and the device hands changes over in tasks. */
 struct vring {
   struct vhost_dev *dev;       /* owner */
   unsigned index;              /* queue number */
+  /* The device's: set by messages */
   unsigned num;                /* queue size; 0 until SET_VRING_NUM */
   uint64_t desc_qva, avail_qva, used_qva; /* SET_VRING_ADDR, front-end addresses */
   bool addr_set;               /* SET_VRING_ADDR seen */
-  struct vring_desc *desc;     /* translated through the device's memory; NULL if not */
+  int kick_fd, call_fd, err_fd; /* eventfds, -1 if none */
+  bool enabled;                /* SET_VRING_ENABLE(1), or no protocol features */
+  bool running;                /* started, and its stop not yet finished */
+  bool stop_sent;              /* asked to stop */
+  /* The ring's worker's while it runs (the device's while stopped): */
+  struct worker *w;            /* the ring's worker (fixed) */
+  struct client client;        /* keeps that worker up while the device lives */
+  bool started;                /* running on its worker */
+  bool stopping;               /* taking nothing; stops once drained */
+  struct vhost_mem *mem;       /* guest memory (a reference), NULL when stopped */
+  uint64_t features;           /* the device's virtio features, as last synced */
+  bool writeback;              /* the guest's cache mode, as last synced */
+  bool run_enabled;            /* enabled, as last synced */
+  int run_kick_fd, run_call_fd, run_err_fd; /* the fds in use, as last synced */
+  struct kick *kick;           /* run_kick_fd watched, or NULL */
+  struct vring_desc *desc;     /* translated through the memory; NULL if not */
   struct vring_avail *avail;
   struct vring_used *used;
   uint16_t last_avail;         /* next avail entry to take */
@@ -92,15 +113,14 @@ struct vring {
   uint16_t published;          /* used index the guest can see */
   uint16_t signalled;          /* used index at the last interrupt */
   bool signalled_valid;        /* signalled means something (not right after a start) */
-  int kick_fd, call_fd, err_fd; /* eventfds, -1 if none */
-  struct kick *kick;           /* kick_fd watched on the worker, or NULL */
-  bool started;                /* a kick fd was given since the last stop */
-  bool enabled;                /* SET_VRING_ENABLE(1), or no protocol features */
   bool broken;                 /* the guest broke the ring: no more processing */
   unsigned inflight;           /* requests taken, not yet completed */
   struct blk_req *spare;       /* finished requests, for reuse */
   struct task publish;         /* pass-end task: publish used entries, interrupt */
   bool publish_queued;         /* it is queued */
+  /* Tasks between the two workers (queue.c) */
+  struct task adopt_task, sync_task, stop_task, leave_task; /* to the ring's worker */
+  struct task synced_task, stopped_task; /* back to the device's */
 };
 /* A chain of descriptors taken from a ring, as buffers in our memory. */
 struct vring_chain {
@@ -111,25 +131,48 @@ struct vring_chain {
 };
 /* Makes VQ empty: no addresses, no fds, no requests. */
 void vring_init(struct vring *vq, struct vhost_dev *dev, unsigned index);
+/* Forgets VQ's session (stopped): addresses, fds, state; keeps its worker. */
+void vring_reset(struct vring *vq);
+/* Whether VQ negotiated virtio feature BIT (as last synced). */
+static inline bool vring_has(const struct vring *vq, unsigned bit)
+{
+  return (vq->features >> bit) & 1;
+}
 /* Translates VQ's ring addresses through MEM. Returns 0, or -1 (NULL rings). */
 int vring_translate(struct vring *vq, const struct vhost_mem *mem);
 /* Whether VQ may be processed now. */
 bool vring_ready(const struct vring *vq);
 /* Takes the next available chain into C. Returns 1, 0 if the ring is empty,
  * or -1 if the guest broke the ring (VQ is then broken; logged once). */
-int vring_pop(struct vring *vq, const struct vhost_mem *mem, bool indirect,
-              struct vring_chain *c);
+int vring_pop(struct vring *vq, struct vring_chain *c);
 /* After the ring was found empty: asks the guest for a kick on the next
  * entry (EVENT_IDX). Returns true if entries arrived meanwhile. */
-bool vring_kick_enable(struct vring *vq, bool event_idx);
+bool vring_kick_enable(struct vring *vq);
 /* Records chain HEAD as used, LEN bytes written; publishes at pass end. */
 void vring_push(struct vring *vq, uint16_t head, uint32_t len);
 /* Publishes used entries and interrupts the guest if it asked to be. */
-void vring_publish(struct vring *vq, bool event_idx);
+void vring_publish(struct vring *vq);
 /* Marks VQ broken by the guest, with one log line saying WHY. */
 void vring_break(struct vring *vq, const char *why);
-/* Closes VQ's fds and stops watching its kicks. */
+/* Closes the fds the device holds for stopped ring VQ. */
 void vring_close_fds(struct vring *vq);
+
+/* queue.c: a ring's life on its worker */
+/* Makes VQ a client of worker W until queue_leave (before the device
+ * starts). */
+void queue_adopt(struct vring *vq, struct worker *w);
+/* On the device's worker: VQ's worker takes up the device's settings now
+ * (VQ's fds, enabled, memory, features, cache mode), starting the ring if
+ * it is not running; vhost_acked says when it has. */
+void queue_sync(struct vring *vq);
+/* On the device's worker: running ring VQ stops; vhost_acked says when
+ * every request it took is on the used ring and the ring is the device's. */
+void queue_stop(struct vring *vq);
+/* On the device's worker: VQ's worker lets it go (the device leaves). */
+void queue_leave(struct vring *vq);
+/* On VQ's worker, after a request completed or used entries went out: a
+ * stop that waits for the ring to drain finishes. */
+void queue_settle(struct vring *vq);
 
 /* blk.c: virtio-blk over a vring */
 /* A virtio-blk request in flight. */
@@ -148,7 +191,7 @@ struct blk_req {
 uint64_t blk_features(const struct vhost_dev *d);
 /* Fills CFG for device D. */
 void blk_config(const struct vhost_dev *d, struct virtio_blk_config *cfg);
-/* Takes and starts every available request of VQ. */
+/* Takes and starts every available request of VQ (on its worker). */
 void blk_process(struct vring *vq);
 /* Frees VQ's spare requests. */
 void blk_free_spares(struct vring *vq);
@@ -157,8 +200,15 @@ void blk_free_spares(struct vring *vq);
 /* Handles the message in D's receive buffer (fds in D->fds). Returns 0 to
  * go on, 1 if the reply waits for a ring to drain, -1 to disconnect (logged). */
 int msg_handle(struct vhost_dev *d);
-/* Sends the reply that waited for a drain (GET_VRING_BASE of ring INDEX). */
-int msg_reply_drained(struct vhost_dev *d);
+/* Sends the reply that waited for the rings' workers (vhost_dev.deferred).
+ * Returns 0 or -1 (logged). */
+int msg_reply_deferred(struct vhost_dev *d);
+/* What a reply that waits for the rings' workers is. */
+enum vhost_deferred {
+  DEFERRED_NONE,        /* nothing: just read the next message after */
+  DEFERRED_ACK,         /* REPLY_ACK's u64 */
+  DEFERRED_VRING_BASE,  /* GET_VRING_BASE's state, once its ring stopped */
+};
 
 /* device.c: a vhost-user-blk device, its socket and its connection */
 /* The device and what its front-end negotiated. */
@@ -185,13 +235,17 @@ struct vhost_dev {
   size_t rlen;                 /* bytes of the current message received */
   int fds[VHOST_USER_MAX_FDS]; /* fds received with it */
   unsigned nfds;
-  int waiting_ring;            /* GET_VRING_BASE waits for this ring to drain, or -1 */
+  unsigned pending;            /* tasks sent to rings' workers, not yet answered */
+  enum vhost_deferred deferred; /* the reply that waits for them */
+  uint32_t deferred_request;   /* its message */
+  uint64_t deferred_value;     /* DEFERRED_ACK: 0 or 1; DEFERRED_VRING_BASE: the ring */
+  int retired_fd;              /* an fd a running ring used; closed once synced, or -1 */
   uint64_t features;           /* SET_FEATURES */
   uint64_t protocol_features;  /* SET_PROTOCOL_FEATURES */
   bool writeback;              /* the guest's cache mode (CONFIG_WCE) */
-  bool broken_logged;          /* a ring error was logged for this connection */
+  bool broken_logged;          /* a ring error was logged for this connection (atomic) */
   struct vhost_mem *mem;       /* guest memory, NULL before SET_MEM_TABLE */
-  struct vring *vqs[VHOST_MAX_QUEUES]; /* allocated on first use */
+  struct vring *vqs[VHOST_MAX_QUEUES]; /* max_queues of them, for the device's life */
 };
 /* One --vhost-user-blk, parsed. */
 struct vhost_spec {
@@ -226,9 +280,9 @@ static inline bool vhost_has(const struct vhost_dev *d, unsigned bit)
 /* Sends a reply (REPLY flag, no fds) to REQUEST with LEN bytes of DATA.
  * Returns 0 or -1 (logged). */
 int vhost_send(struct vhost_dev *d, uint32_t request, const void *data, uint32_t len);
-/* A request of VQ completed: if a stop waits for the ring to drain, or the
- * connection closes, that goes on. */
-void vhost_request_done(struct vring *vq);
+/* On the device's worker: a ring's worker did what queue_sync or
+ * queue_stop asked; once none is left, the conversation goes on. */
+void vhost_acked(struct vhost_dev *d);
 /* Drops D's connection: stops the rings, waits for requests in flight,
  * then forgets the session and accepts the next front-end. */
 void vhost_disconnect(struct vhost_dev *d, const char *why);

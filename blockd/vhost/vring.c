@@ -42,7 +42,8 @@ static void publish_task(struct task *t)
   struct vring *vq = container_of(t, struct vring, publish);
 
   vq->publish_queued = false;
-  vring_publish(vq, vhost_has(vq->dev, VIRTIO_RING_F_EVENT_IDX));
+  vring_publish(vq);
+  queue_settle(vq);
 }
 
 /* Makes VQ empty: no addresses, no fds, no requests. */
@@ -52,7 +53,25 @@ void vring_init(struct vring *vq, struct vhost_dev *dev, unsigned index)
   vq->dev = dev;
   vq->index = index;
   vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+  vq->run_kick_fd = vq->run_call_fd = vq->run_err_fd = -1;
   vq->publish.fn = publish_task;
+}
+
+/* Forgets stopped ring VQ's session; keeps its worker and its tasks. */
+void vring_reset(struct vring *vq)
+{
+  vring_close_fds(vq);
+  vq->num = 0;
+  vq->desc_qva = vq->avail_qva = vq->used_qva = 0;
+  vq->addr_set = false;
+  vq->enabled = false;
+  vq->desc = NULL;
+  vq->avail = NULL;
+  vq->used = NULL;
+  vq->last_avail = vq->used_idx = vq->published = vq->signalled = 0;
+  vq->signalled_valid = false;
+  vq->broken = false;
+  vq->features = 0;
 }
 
 /* Translates VQ's ring addresses through MEM. */
@@ -82,19 +101,21 @@ int vring_translate(struct vring *vq, const struct vhost_mem *mem)
 /* Whether VQ may be processed now. */
 bool vring_ready(const struct vring *vq)
 {
-  return vq->started && vq->enabled && !vq->broken && vq->desc != NULL;
+  return vq->started && !vq->stopping && vq->run_enabled && !vq->broken && vq->desc != NULL;
 }
 
 /* Marks VQ broken by the guest, with one log line saying WHY. */
 void vring_break(struct vring *vq, const char *why)
 {
-  if (!vq->broken && !vq->dev->broken_logged) {
+  /* Called on the ring's worker while it runs, else on the device's. */
+  int err_fd = vq->started ? vq->run_err_fd : vq->err_fd;
+
+  /* One line per connection, whichever ring breaks first. */
+  if (!vq->broken && !__atomic_exchange_n(&vq->dev->broken_logged, true, __ATOMIC_RELAXED))
     log_msg("%s: queue %u: %s: the guest broke the ring, which stops", vq->dev->path,
             vq->index, why);
-    vq->dev->broken_logged = true;
-  }
   vq->broken = true;
-  if (vq->err_fd >= 0 && write(vq->err_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+  if (err_fd >= 0 && write(err_fd, &one, sizeof one) < 0 && errno != EAGAIN)
     log_msg("%s: queue %u: error eventfd: %m", vq->dev->path, vq->index);
 }
 
@@ -135,9 +156,10 @@ static const char *add_buffer(struct vring_chain *c, const struct vhost_mem *mem
 
 /* Walks the chain starting at descriptor HEAD of VQ into C. Returns NULL,
  * or why the chain is invalid. */
-static const char *walk(struct vring *vq, const struct vhost_mem *mem, bool indirect,
-                        uint16_t head, struct vring_chain *c)
+static const char *walk(struct vring *vq, uint16_t head, struct vring_chain *c)
 {
+  const struct vhost_mem *mem = vq->mem;
+  bool indirect = vring_has(vq, VIRTIO_RING_F_INDIRECT_DESC);
   const struct vring_desc *table = vq->desc;
   unsigned n = vq->num, i = head, seen = 0;
   bool in_indirect = false;
@@ -183,8 +205,7 @@ static const char *walk(struct vring *vq, const struct vhost_mem *mem, bool indi
 }
 
 /* Takes the next available chain into C. */
-int vring_pop(struct vring *vq, const struct vhost_mem *mem, bool indirect,
-              struct vring_chain *c)
+int vring_pop(struct vring *vq, struct vring_chain *c)
 {
   uint16_t avail_idx, head;
   const char *why;
@@ -199,7 +220,7 @@ int vring_pop(struct vring *vq, const struct vhost_mem *mem, bool indirect,
   head = le16toh(__atomic_load_n(&vq->avail->ring[vq->last_avail % vq->num],
                                  __ATOMIC_RELAXED));
   vq->last_avail++;
-  why = walk(vq, mem, indirect, head, c);
+  why = walk(vq, head, c);
   if (why != NULL) {
     vring_break(vq, why);
     return -1;
@@ -208,9 +229,9 @@ int vring_pop(struct vring *vq, const struct vhost_mem *mem, bool indirect,
 }
 
 /* Asks the guest for a kick on the next entry. */
-bool vring_kick_enable(struct vring *vq, bool event_idx)
+bool vring_kick_enable(struct vring *vq)
 {
-  if (!event_idx)
+  if (!vring_has(vq, VIRTIO_RING_F_EVENT_IDX))
     return false;
   __atomic_store_n(avail_event(vq), htole16(vq->last_avail), __ATOMIC_RELAXED);
   /* The guest reads avail_event after publishing its index: order our
@@ -232,7 +253,7 @@ void vring_push(struct vring *vq, uint16_t head, uint32_t len)
   vq->used_idx++;
   if (!vq->publish_queued) {
     vq->publish_queued = true;
-    worker_at_pass_end(vq->dev->client.w, &vq->publish);
+    worker_at_pass_end(vq->w, &vq->publish);
   }
 }
 
@@ -243,7 +264,7 @@ static bool need_event(uint16_t event, uint16_t new, uint16_t old)
 }
 
 /* Publishes used entries and interrupts the guest if it asked to be. */
-void vring_publish(struct vring *vq, bool event_idx)
+void vring_publish(struct vring *vq)
 {
   uint16_t new = vq->used_idx;
   bool signal;
@@ -255,7 +276,7 @@ void vring_publish(struct vring *vq, bool event_idx)
   vq->published = new;
   /* Our index store before our look at the guest's wishes. */
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  if (event_idx) {
+  if (vring_has(vq, VIRTIO_RING_F_EVENT_IDX)) {
     uint16_t event = le16toh(__atomic_load_n(used_event(vq), __ATOMIC_RELAXED));
 
     /* Counting from the last interrupt covers entries published without
@@ -266,23 +287,20 @@ void vring_publish(struct vring *vq, bool event_idx)
   else
     signal = !(le16toh(__atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED)) &
                VRING_AVAIL_F_NO_INTERRUPT);
-  if (!signal || vq->call_fd < 0)
+  if (!signal || vq->run_call_fd < 0)
     return;
   vq->signalled = new;
   vq->signalled_valid = true;
   /* On the ring: no syscall of its own, submitted with the next batch. */
-  struct io_uring_sqe *sqe = worker_sqe(vq->dev->client.w);
+  struct io_uring_sqe *sqe = worker_sqe(vq->w);
 
-  io_uring_prep_write(sqe, vq->call_fd, &one, sizeof one, 0);
+  io_uring_prep_write(sqe, vq->run_call_fd, &one, sizeof one, 0);
   sqe_set_completion(sqe, &completion_ignore);
 }
 
-/* Closes VQ's fds and stops watching its kicks. */
+/* Closes the fds the device holds for stopped ring VQ. */
 void vring_close_fds(struct vring *vq)
 {
-  if (vq->kick != NULL)
-    worker_unwatch(&vq->kick->watch); /* it frees itself */
-  vq->kick = NULL;
   if (vq->kick_fd >= 0)
     close(vq->kick_fd);
   if (vq->call_fd >= 0)
@@ -290,5 +308,4 @@ void vring_close_fds(struct vring *vq)
   if (vq->err_fd >= 0)
     close(vq->err_fd);
   vq->kick_fd = vq->call_fd = vq->err_fd = -1;
-  vq->started = false;
 }
