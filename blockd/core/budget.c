@@ -16,10 +16,11 @@
  */
 #include "core.h"
 
-/* The bytes one client of W may hold now. */
+/* The bytes one client of W may hold now (clients that take no budget,
+ * such as vhost-user devices and their queues, do not count). */
 static uint64_t share(const struct worker *w)
 {
-  unsigned n = __atomic_load_n(&w->nr_clients, __ATOMIC_RELAXED);
+  unsigned n = w->nr_budgeted;
   uint64_t s = w->mem_limit / (n ? n : 1);
 
   if (s < BUDGET_MIN_SHARE)

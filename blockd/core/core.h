@@ -137,7 +137,9 @@ struct client_ops {
   void (*drain)(struct client *c);
   /* Draining took too long: drop everything and leave. */
   void (*kill)(struct client *c);
-  /* Its turn for the memory budget came (budget_take said BUDGET_QUEUED). */
+  /* Its turn for the memory budget came (budget_take said BUDGET_QUEUED).
+   * NULL for a client that never takes budget: it does not count when the
+   * budget is shared. */
   void (*budget_resume)(struct client *c);
 };
 
@@ -173,6 +175,7 @@ struct worker {
   bool draining;               /* the worker thread has seen stopping */
   unsigned nr_clients;         /* clients owned or on their way, for balancing (atomic) */
   struct client *clients;      /* clients owned */
+  unsigned nr_budgeted;        /* those of them that take budget (with budget_resume) */
   struct buffer_cache buffers; /* payload buffers for reuse */
   struct task *pass_end;       /* to run after this pass's completions */
   struct pool_job *to_pool;    /* jobs for the pool, handed over once per loop pass */

@@ -214,6 +214,8 @@ void client_add(struct worker *w, struct client *c, const struct client_ops *ops
 {
   c->ops = ops;
   c->w = w;
+  if (ops->budget_resume != NULL)
+    w->nr_budgeted++;
   c->prev = NULL;
   c->next = w->clients;
   if (w->clients)
@@ -227,6 +229,8 @@ void client_remove(struct client *c)
   struct worker *w = c->w;
 
   budget_unwait(c);
+  if (c->ops->budget_resume != NULL)
+    w->nr_budgeted--;
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -486,7 +490,7 @@ int worker_run_private(const struct worker_limits *limits, void (*init)(struct w
   if (worker_init(&w) < 0)
     return -1;
   init(&w, arg);
-  if (w.clients != NULL)
+  if (w.clients != NULL || tasks_waiting(&w))
     worker_loop(&w, true);
   worker_fini(&w);
   return 0;

@@ -260,7 +260,9 @@ int vhost_send(struct vhost_dev *d, uint32_t request, const void *data, uint32_t
     n = sendmsg(d->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (n == -1 && errno == EINTR);
   if (n != (ssize_t)(sizeof h + len)) {
-    if (n < 0)
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+      debug("%s: the front-end left before its reply", d->path);
+    else if (n < 0)
       log_msg("%s: send: %m", d->path);
     else
       log_msg("%s: the front-end does not take its replies", d->path);
@@ -517,16 +519,10 @@ static void dev_kill(struct client *c)
   (void)c;
 }
 
-/* Client op: devices use no payload budget (guest memory is the buffer). */
-static void dev_budget_resume(struct client *c)
-{
-  (void)c;
-}
-
+/* Devices use no payload budget (guest memory is the buffer). */
 static const struct client_ops dev_ops = {
   .drain = dev_drain,
   .kill = dev_kill,
-  .budget_resume = dev_budget_resume,
 };
 
 /* A device on its way to a worker. */

@@ -264,6 +264,14 @@ static enum outcome rem_mem_reg(struct msg *m)
   return install_mem(m, mem);
 }
 
+/* Starts ring VQ on its worker once it has a size, addresses and a kick,
+ * whatever order they came in. */
+static void maybe_start(struct vring *vq)
+{
+  if (!vq->running && vq->kick_fd >= 0 && vq->num > 0 && vq->addr_set)
+    queue_sync(vq);
+}
+
 /* SET_VRING_NUM. */
 static enum outcome set_vring_num(struct msg *m)
 {
@@ -279,6 +287,7 @@ static enum outcome set_vring_num(struct msg *m)
   vq->num = st.num;
   if (vq->addr_set)
     vring_translate(vq, m->d->mem);
+  maybe_start(vq);
   return OK;
 }
 
@@ -307,6 +316,7 @@ static enum outcome set_vring_addr(struct msg *m)
   /* The guest's used index is where completions go next. */
   vq->used_idx = vq->published = le16toh(__atomic_load_n(&vq->used->idx, __ATOMIC_ACQUIRE));
   vq->broken = false;
+  maybe_start(vq);
   return OK;
 }
 
@@ -393,8 +403,11 @@ static enum outcome set_vring_fd(struct msg *m)
     if (nofd)
       return fail(m, FAILED, "a kick without an fd (polling) is not supported");
     replace_fd(vq, &vq->kick_fd, fd);
-    queue_sync(vq); /* the ring starts on its worker */
-    return OK;
+    if (!vq->running) {
+      maybe_start(vq);
+      return OK;
+    }
+    break;
   case VHOST_USER_SET_VRING_CALL:
     replace_fd(vq, &vq->call_fd, fd);
     break;

@@ -32,16 +32,10 @@ static void ring_kill(struct client *c)
   (void)c;
 }
 
-/* Client op: rings use no payload budget (guest memory is the buffer). */
-static void ring_budget_resume(struct client *c)
-{
-  (void)c;
-}
-
+/* Rings use no payload budget (guest memory is the buffer). */
 static const struct client_ops ring_ops = {
   .drain = ring_drain,
   .kill = ring_kill,
-  .budget_resume = ring_budget_resume,
 };
 
 /* On the ring's worker: the ring becomes its client. */
@@ -106,7 +100,6 @@ static void sync_run(struct task *t)
 {
   struct vring *vq = container_of(t, struct vring, sync_task);
   struct vhost_dev *d = vq->dev;
-  bool fds_changed = false;
 
   if (!vq->started) {
     debug("%s: queue %u starts on thread %d", d->path, vq->index, (int)gettid());
@@ -117,12 +110,9 @@ static void sync_run(struct task *t)
   vq->features = d->features;
   vq->writeback = d->writeback;
   vq->run_enabled = vq->enabled;
-  if (vq->run_call_fd != vq->call_fd) {
-    /* A new interrupt line: the guest may have missed the last one. */
+  /* A new interrupt line: the guest may have missed the last one. */
+  if (vq->run_call_fd != vq->call_fd)
     vq->signalled_valid = false;
-    fds_changed = true;
-  }
-  fds_changed |= vq->run_err_fd != vq->err_fd;
   vq->run_call_fd = vq->call_fd;
   vq->run_err_fd = vq->err_fd;
   if (vq->run_kick_fd != vq->kick_fd) {
@@ -142,10 +132,10 @@ static void sync_run(struct task *t)
   }
   /* The guest may have made entries available before we listened. */
   blk_process(vq);
-  /* An interrupt queued for a replaced fd goes out before the device may
-   * close it. */
-  if (fds_changed)
-    io_uring_submit(&vq->w->ring);
+  /* Whatever is queued on a replaced fd (an interrupt, a re-armed kick
+   * read) reaches the kernel before the device may close it: io_uring
+   * looks fds up at submission, and the number may be reused. */
+  io_uring_submit(&vq->w->ring);
   worker_post(d->client.w, &vq->synced_task);
 }
 

@@ -4,8 +4,9 @@
  * time connects and drives it with vhost-user messages (msg.c), shares the
  * guest's memory as fds that blockd maps (mem.c), and hands over split
  * virtqueues (vring.c) whose requests blk.c turns into the core's io_req,
- * reading and writing guest memory in place. Everything of a device runs on
- * one worker: its socket, its kick eventfds and its I/O.
+ * reading and writing guest memory in place. A device's socket runs on one
+ * worker; each of its queues (kicks, I/O, interrupts) on a worker of its own
+ * (queue.c).
  */
 #ifndef BLOCKD_VHOST_H
 #define BLOCKD_VHOST_H
@@ -267,10 +268,14 @@ int vhost_open(const struct vhost_spec *specs, size_t n);
 int vhost_bind(void);
 /* Hands every device to a worker, which starts accepting. */
 void vhost_start(void);
+/* Hands device D to worker W (its rings to the least loaded workers, or to
+ * W when there is no pool, as in a private worker); it starts accepting.
+ * Returns 0, or -1 if out of memory. */
+int vhost_adopt(struct vhost_dev *d, struct worker *w);
 /* Unlinks the sockets and frees the devices (after workers_stop). Returns
  * 0, or -1 if a flush failed. */
 int vhost_close(void);
-/* The ring INDEX of D, allocated if need be; NULL if out of range or memory. */
+/* The ring INDEX of D; NULL if out of range. */
 struct vring *vhost_vring(struct vhost_dev *d, unsigned index);
 /* Whether feature BIT was negotiated. */
 static inline bool vhost_has(const struct vhost_dev *d, unsigned bit)
