@@ -10,7 +10,7 @@
 
 static const char usage_text[] =
   "Usage: blockd [OPTION]... [FILE]\n"
-  "Serve sparse disk images over NBD, with all socket and file I/O on io_uring.\n"
+  "Serve sparse disk images over NBD and vhost-user-blk, with all I/O on io_uring.\n"
   "\n"
   "  --unix PATH           listen on a unix socket (created mode 0600)\n"
   "  --listen HOST:PORT    listen on TCP (HOST defaults to 127.0.0.1; ':PORT' works);\n"
