@@ -202,6 +202,10 @@ void workers_stop(void);
 struct worker *workers_pick(void);
 /* Undoes a workers_pick whose client never came. */
 void worker_unpick(struct worker *w);
+/* Counts one more client on W, as workers_pick does for the one it picks. */
+void worker_claim(struct worker *w);
+/* Worker threads running (0 before workers_start, and for a private worker). */
+unsigned workers_count(void);
 /* Runs T on W's thread, soon (any thread). */
 void worker_post(struct worker *w, struct task *t);
 /* Returns an SQE of W's ring, submitting to make room if needed. */

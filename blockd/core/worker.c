@@ -463,6 +463,18 @@ void worker_unpick(struct worker *w)
   __atomic_sub_fetch(&w->nr_clients, 1, __ATOMIC_RELAXED);
 }
 
+/* Counts one more client on W. */
+void worker_claim(struct worker *w)
+{
+  __atomic_add_fetch(&w->nr_clients, 1, __ATOMIC_RELAXED);
+}
+
+/* Worker threads running. */
+unsigned workers_count(void)
+{
+  return nr_workers;
+}
+
 /* Drains every client, then stops and frees the workers. */
 void workers_stop(void)
 {

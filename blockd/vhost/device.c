@@ -560,11 +560,20 @@ int vhost_adopt(struct vhost_dev *d, struct worker *w)
   if (h == NULL)
     return -1;
   /* The rings first: the device's first task to a ring's worker must
-   * find the ring its client already. */
+   * find the ring its client already. With few workers the guest's vCPU
+   * threads already take the cores, and one worker serving all queues of
+   * a device batches their wake-ups: on 2 cores, two queues on two
+   * workers gave 0.68x the IOPS at 1.6x the CPU per I/O of one worker. */
   for (unsigned i = 0; i < d->max_queues; i++) {
-    struct worker *rw = workers_pick();
+    struct worker *rw = NULL;
 
-    queue_adopt(d->vqs[i], rw != NULL ? rw : w);
+    if (workers_count() >= VHOST_SPREAD_MIN_WORKERS)
+      rw = workers_pick();
+    if (rw == NULL) {
+      rw = w;
+      worker_claim(rw);
+    }
+    queue_adopt(d->vqs[i], rw);
   }
   h->d = d;
   h->w = w;

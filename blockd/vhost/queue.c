@@ -1,6 +1,7 @@
 /* queue: a virtqueue's life on a worker of its own, so that the queues of
- * one device (one per guest vCPU, as QEMU and Linux set them up) run on
- * several cores, while the device's worker keeps the conversation.
+ * one device (one per guest vCPU, as QEMU and Linux set them up) can run on
+ * several cores, while the device's worker keeps the conversation. (With
+ * few workers they all share the device's: vhost_adopt picks.)
  *
  * Ownership moves in tasks. A ring belongs to its device's worker while it
  * is stopped. A sync hands it to its worker, which takes up the device's

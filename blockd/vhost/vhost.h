@@ -6,7 +6,7 @@
  * virtqueues (vring.c) whose requests blk.c turns into the core's io_req,
  * reading and writing guest memory in place. A device's socket runs on one
  * worker; each of its queues (kicks, I/O, interrupts) on a worker of its own
- * (queue.c).
+ * (queue.c), which with few workers is the device's.
  */
 #ifndef BLOCKD_VHOST_H
 #define BLOCKD_VHOST_H
@@ -29,6 +29,9 @@
 #define VHOST_MAX_IOV 256
 /* Largest data segment advertised (size_max). */
 #define VHOST_SIZE_MAX (1u << 20)
+/* Workers (--threads) from which a device's queues are spread over them
+ * rather than served by the device's own worker. */
+#define VHOST_SPREAD_MIN_WORKERS 4
 
 /* mem.c: the guest's memory, as the front-end shared it */
 struct vhost_region {
