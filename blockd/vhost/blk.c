@@ -133,6 +133,10 @@ static void complete(struct blk_req *r, uint8_t status)
   vring_push(vq, r->head, r->written);
   vq->inflight--;
   req_recycle(r);
+  /* At the limit blk_process stopped taking: go on, unless it is running
+   * below us (a request it completed at once) or the ring stops. */
+  if (vq->inflight == vq->num - 1 && !vq->processing && !vq->stopping)
+    blk_process(vq);
   queue_settle(vq);
 }
 
@@ -227,6 +231,12 @@ static void start(struct blk_req *r, const struct virtio_blk_outhdr *hdr)
     uint32_t flags;
     bool zero = type == VIRTIO_BLK_T_WRITE_ZEROES;
 
+    /* A read-only device refuses writes of every kind, negotiated or not
+     * (qemu-storage-daemon answers the same). */
+    if (d->fmt->readonly) {
+      complete(r, VIRTIO_BLK_S_IOERR);
+      return;
+    }
     /* One segment (max_*_seg is 1), and only the flag the type allows. */
     if (len != sizeof seg || !gather(rest, n, &seg, sizeof seg) ||
         ((flags = le32toh(seg.flags)) & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) ||
@@ -323,17 +333,22 @@ static int take_one(struct vring *vq)
   return 1;
 }
 
-/* Takes and starts every available request of VQ. */
+/* Takes and starts every available request of VQ, never more in flight
+ * than the ring has entries: a guest that makes heads available again
+ * while they are in flight would otherwise grow blockd's memory at will.
+ * A completion at the limit calls it again. */
 void blk_process(struct vring *vq)
 {
-  while (vring_ready(vq)) {
+  if (vq->processing)
+    return;
+  vq->processing = true;
+  while (vring_ready(vq) && vq->inflight < vq->num) {
     int got = take_one(vq);
 
-    if (got < 0)
-      return;
-    if (got == 0 && !vring_kick_enable(vq))
-      return;
+    if (got < 0 || (got == 0 && !vring_kick_enable(vq)))
+      break;
   }
+  vq->processing = false;
 }
 
 /* Frees VQ's spare requests. */

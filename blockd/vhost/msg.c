@@ -350,7 +350,7 @@ static enum outcome get_vring_base(struct msg *m)
     m->d->deferred_value = vq->index;
     return DEFER;
   }
-  vring_close_fds(vq); /* stopped: no more kicks, no interrupts */
+  vring_close_kick_call(vq); /* stopped: no more kicks, no interrupts */
   st.num = vq->last_avail;
   return vhost_send(m->d, m->request, &st, sizeof st) < 0 ? FATAL : DONE;
 }
@@ -547,7 +547,9 @@ int msg_handle(struct vhost_dev *d)
     /* No way to tell the front-end: */
     __attribute__((fallthrough));
   case FATAL:
-    log_msg("%s: %s: dropping the front-end", d->path, m.why[0] ? m.why : "a bad message");
+    /* Without a reason the reply could not be sent, which vhost_send logged. */
+    if (m.why[0])
+      log_msg("%s: %s: dropping the front-end", d->path, m.why);
     return -1;
   }
   return -1;
@@ -567,7 +569,7 @@ int msg_reply_deferred(struct vhost_dev *d)
   case DEFERRED_VRING_BASE:
     /* Every request it took is on the used ring: tell where it stands. */
     vq = d->vqs[d->deferred_value];
-    vring_close_fds(vq); /* stopped: no more kicks, no interrupts */
+    vring_close_kick_call(vq); /* stopped: no more kicks, no interrupts */
     st.index = vq->index;
     st.num = vq->last_avail;
     return vhost_send(d, d->deferred_request, &st, sizeof st);

@@ -122,6 +122,7 @@ struct vring {
   struct blk_req *spare;       /* finished requests, for reuse */
   struct task publish;         /* pass-end task: publish used entries, interrupt */
   bool publish_queued;         /* it is queued */
+  bool processing;             /* blk_process runs (a request may complete inside it) */
   /* Tasks between the two workers (queue.c) */
   struct task adopt_task, sync_task, stop_task, leave_task; /* to the ring's worker */
   struct task synced_task, stopped_task; /* back to the device's */
@@ -160,6 +161,9 @@ void vring_publish(struct vring *vq);
 void vring_break(struct vring *vq, const char *why);
 /* Closes the fds the device holds for stopped ring VQ. */
 void vring_close_fds(struct vring *vq);
+/* Closes stopped ring VQ's kick and call fds; its error eventfd stays (QEMU
+ * sends it once, when it creates the device, not at each start). */
+void vring_close_kick_call(struct vring *vq);
 
 /* queue.c: a ring's life on its worker */
 /* Makes VQ a client of worker W until queue_leave (before the device

@@ -88,8 +88,12 @@ int vring_translate(struct vring *vq, const struct vhost_mem *mem)
   vq->desc = mem_qva(mem, vq->desc_qva, 16 * n);
   vq->avail = mem_qva(mem, vq->avail_qva, 6 + 2 * n);
   vq->used = mem_qva(mem, vq->used_qva, 6 + 8 * n);
+  /* Aligned as the spec wants, in the front-end's addresses and in ours:
+   * a region's offset in its fd may be odd. */
   if (vq->desc == NULL || vq->avail == NULL || vq->used == NULL ||
-      vq->desc_qva % 16 != 0 || vq->avail_qva % 2 != 0 || vq->used_qva % 4 != 0) {
+      vq->desc_qva % 16 != 0 || vq->avail_qva % 2 != 0 || vq->used_qva % 4 != 0 ||
+      (uintptr_t)vq->desc % 16 != 0 || (uintptr_t)vq->avail % 2 != 0 ||
+      (uintptr_t)vq->used % 4 != 0) {
     vq->desc = NULL;
     vq->avail = NULL;
     vq->used = NULL;
@@ -308,4 +312,14 @@ void vring_close_fds(struct vring *vq)
   if (vq->err_fd >= 0)
     close(vq->err_fd);
   vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+}
+
+/* Closes stopped ring VQ's kick and call fds, keeping its error eventfd. */
+void vring_close_kick_call(struct vring *vq)
+{
+  int err_fd = vq->err_fd;
+
+  vq->err_fd = -1;
+  vring_close_fds(vq);
+  vq->err_fd = err_fd;
 }
