@@ -26,6 +26,7 @@ targets=(
   "fuzz-handshake corpus-handshake 8192"
   "fuzz-overlay-header corpus-overlay 16384 -entropic_scale_per_exec_time=1"
   "fuzz-qcow2-open corpus-qcow2 65536"
+  "fuzz-vhost corpus-vhost 4096 -close_fd_mask=2"
 )
 if [ -n "${CAMPAIGN_OUT:-}" ]; then
   out=$CAMPAIGN_OUT keep=1
