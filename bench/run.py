@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CLK_TCK, SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
+from servers import (ALT, CEILING, CLK_TCK, SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
                      proc_thread_ticks, server_argv, server_missing, server_version,
                      thread_cpu_split)
 
@@ -93,7 +93,7 @@ def run_host(args, jobs, targets, tmp):
             # (or right after another's writes).
             k = rnd % len(servers)
             for srv in servers[k:] + servers[:k]:
-                if job.refill:
+                if job.refill and srv.name != CEILING:
                     # Trims must punch data, not the holes an earlier round left.
                     fill_image(srv.image, args.size_bytes, refill=True)
                 # Write back what the previous job dirtied, so its writeback
@@ -303,7 +303,12 @@ def main(argv):
         # Every file is filled before any server starts, so no server is
         # running while another's file is written.
         log("filling %d files of %d MiB in %s" % (len(names), args.size_bytes // MIB, tmp))
-        fill_images([os.path.join(tmp, n + ".img") for n in names], args.size_bytes)
+        # The ceiling reads no file: its own stays a hole of the same size.
+        fill_images([os.path.join(tmp, n + ".img") for n in names if n != CEILING],
+                    args.size_bytes)
+        if CEILING in names:
+            with open(os.path.join(tmp, CEILING + ".img"), "wb") as f:
+                f.truncate(args.size_bytes)
         for name in names:
             image = os.path.join(tmp, name + ".img")
             srv = None

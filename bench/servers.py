@@ -11,7 +11,11 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
-SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin"]
+SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin", "ceiling"]
+# The protocol ceiling: nbdkit's null plugin does no I/O at all (reads are
+# zeros, writes are dropped), so what it reaches is what the NBD client and
+# the socket can take.
+CEILING = "ceiling"
 # Guest mode only: the same servers as vhost-user-blk back-ends.
 VHOST_NAMES = ["blockd-vhost", "qsd-vhost"]
 # Another blockd binary (--blockd-alt), to measure a change side by side.
@@ -53,6 +57,9 @@ def server_argv(name, paths, sock, pidfile, image):
     if name == "nbdkit-plugin":
         return ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
                 "--pidfile", pidfile, paths["plugin"], "file=" + image]
+    if name == CEILING:
+        return ["nbdkit", "--foreground", "--exit-with-parent", "--unix", sock,
+                "--pidfile", pidfile, "null", "size=%d" % os.path.getsize(image)]
     if name == "qsd":
         # --nbd-server must come before --export (qemu 7.2 refuses otherwise).
         return ["qemu-storage-daemon",
@@ -77,7 +84,7 @@ def server_missing(name, paths):
         p = paths["plugin"]
         return None if os.path.exists(p) else "nbdkit plugin not built (%s)" % p
     prog = {"nbdkit-file": "nbdkit", "qsd": "qemu-storage-daemon",
-            "qsd-vhost": "qemu-storage-daemon"}[name]
+            "qsd-vhost": "qemu-storage-daemon", CEILING: "nbdkit"}[name]
     return None if shutil.which(prog) else prog + " not installed"
 
 
@@ -86,7 +93,7 @@ def server_version(name, paths):
     prog = {"blockd": paths["blockd"], "blockd-alt": paths.get("blockd_alt"),
             "blockd-vhost": paths["blockd"], "nbdkit-file": "nbdkit",
             "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon",
-            "qsd-vhost": "qemu-storage-daemon"}.get(name)
+            "qsd-vhost": "qemu-storage-daemon", CEILING: "nbdkit"}.get(name)
     if prog is None:
         return ""
     try:
