@@ -443,8 +443,8 @@ static void post_recv(struct vhost_dev *d)
   memset(&d->msg, 0, sizeof d->msg);
   d->msg.msg_iov = &d->msg_iov;
   d->msg.msg_iovlen = 1;
-  d->msg.msg_control = d->cmsg.buf;
-  d->msg.msg_controllen = sizeof d->cmsg.buf;
+  d->msg.msg_control = d->cmsg;
+  d->msg.msg_controllen = sizeof d->cmsg;
   sqe = worker_sqe(d->client.w);
   io_uring_prep_recvmsg(sqe, d->fd, &d->msg, MSG_CMSG_CLOEXEC);
   sqe_set_completion(sqe, &d->recv_comp);

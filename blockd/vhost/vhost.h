@@ -235,10 +235,9 @@ struct vhost_dev {
   bool draining;               /* the server stops: go once idle */
   struct msghdr msg;           /* the posted receive */
   struct iovec msg_iov;
-  union {                      /* ancillary data: the fds of a message */
-    char buf[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
-    struct cmsghdr align;
-  } cmsg;
+  /* Ancillary data: the fds of a message. (Aligned by hand: a union with
+   * struct cmsghdr, whose last member is flexible, is not valid C here.) */
+  _Alignas(struct cmsghdr) char cmsg[CMSG_SPACE(VHOST_USER_MAX_FDS * sizeof(int))];
   unsigned char rbuf[sizeof(struct vhost_user_header) + VHOST_USER_MAX_PAYLOAD];
   size_t rlen;                 /* bytes of the current message received */
   int fds[VHOST_USER_MAX_FDS]; /* fds received with it */
