@@ -474,6 +474,49 @@ def case_ch_session(b):
                         fe.get_vring_base(q)
 
 
+def case_fc_session(b):
+    """Firecracker's order and choices (its vhost-user block device): SET_OWNER
+    first, only CONFIG asked of the protocol features (so no REPLY_ACK),
+    GET_CONFIG 60 with flags 1, one queue of 256 without INDIRECT_DESC,
+    BASE = the avail index in memory, ENABLE; no GET_VRING_BASE ever: the VM
+    just closes the socket, and the next one sees the data."""
+    fc_features = (1 << V.F_VERSION_1) | (1 << V.F_EVENT_IDX) | (1 << V.F_PROTOCOL_FEATURES) | \
+        (1 << V.F_RO) | (1 << V.F_FLUSH)
+    with V.GuestMemory([(0, 8 * MiB, 0)], shared=True) as mem:
+        for vm in range(2):
+            with new_fe(b) as fe:
+                fe.set_owner(ack=False)
+                f = fe.get_features()
+                check(f & (1 << V.F_PROTOCOL_FEATURES) and f & (1 << V.F_FLUSH),
+                      "features 0x%x lack PROTOCOL_FEATURES or FLUSH" % f)
+                check(not f & (1 << V.F_RO), "a writable disk offered RO")
+                pf = fe.get_protocol_features()
+                check(pf & (1 << V.P_CONFIG), "CONFIG not offered")
+                fe.set_protocol_features(pf & (1 << V.P_CONFIG), ack=False)
+                fe.send(V.GET_CONFIG, struct.pack("<III", 0, 60, 1) + bytes(60))
+                cfg = fe.reply(V.GET_CONFIG, 72)
+                check(struct.unpack_from("<III", cfg) == (0, 60, 1), "GET_CONFIG header echoed")
+                check(struct.unpack_from("<Q", cfg, 12)[0] == SIZE // 512, "capacity")
+                fe.set_features(f & fc_features, ack=False)
+                fe.set_mem_table(mem, ack=False)
+                vq = V.Virtqueue(mem, 0, 256, event_idx=True)
+                fe.vqs[0] = vq
+                fe.set_vring_num(0, 256, ack=False)
+                fe.set_vring_addr(0, *vq.addrs(), ack=False)
+                fe.set_vring_base(0, vq.avail_idx, ack=False)
+                fe.set_vring_fd(V.SET_VRING_CALL, 0, vq.call_fd, ack=False)
+                fe.set_vring_fd(V.SET_VRING_KICK, 0, vq.kick_fd, ack=False)
+                fe.set_vring_enable(0, True, ack=False)
+                d = pattern(8192, 90 + vm)
+                if vm == 1:
+                    check(fe.read(0, 2400, 8192) == pattern(8192, 90),
+                          "the second VM does not see the first one's data")
+                fe.write(0, 2400, d)
+                fe.flush(0)
+                check(fe.read(0, 2400, 8192) == d, "FC VM %d" % vm)
+            # The socket closed with the ring running, as Firecracker exits.
+
+
 def case_sigterm(b):
     """SIGTERM with a front-end connected and writes in flight: blockd finishes
     them, exits 0, and the completed writes are in the file."""
@@ -519,6 +562,7 @@ def run():
                          ("one front-end at a time", case_one_at_a_time),
                          ("a QEMU 7.2 session with a guest reset", case_qemu_session),
                          ("a Cloud Hypervisor session, reset and reconnect", case_ch_session),
+                         ("two Firecracker VMs, one after the other", case_fc_session),
                          ("SIGTERM with writes in flight", case_sigterm)]:
             b = cases.run(b, name, fn, stops=fn is case_sigterm)
         if b.proc.poll() is None:
