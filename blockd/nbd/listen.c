@@ -375,10 +375,17 @@ static void *accept_loop(void *arg)
             break;
       }
       else {
-        /* A waiting client spoke (or hung up): out of the set for good;
-         * its negotiation reads what it said. */
+        /* A waiting client spoke: out of the set for good; its negotiation
+         * reads what it said. One that only hung up is closed here: a
+         * flood of connect-and-close must not cost a thread each. */
         struct waiting *w = p;
+        char byte;
+        ssize_t got = recv(w->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
 
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+          drop_waiting(w);
+          continue;
+        }
         epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
         w->spoke = true;
       }
