@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import threading
+import time
 
 import nbd
 
@@ -31,11 +32,19 @@ PER_RUN = NSLOTS // KILLS
 
 
 def restart(tmp, *args):
-    """A new Blockd in TMP; a SIGKILLed one leaves its socket behind."""
+    """A new Blockd in TMP; a SIGKILLed one leaves its socket behind, and
+    its io_uring may hold the image's lock a little after the process is
+    reaped (the kernel drops a dead ring's files asynchronously)."""
     sock = os.path.join(tmp, "nbd.sock")
-    if os.path.exists(sock):
-        os.unlink(sock)
-    return Blockd(*args, tmp=tmp)
+    for attempt in range(50):
+        if os.path.exists(sock):
+            os.unlink(sock)
+        try:
+            return Blockd(*args, tmp=tmp)
+        except RuntimeError as e:
+            if "locked by another process" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 def range_of(s):
