@@ -287,6 +287,13 @@ enum io_op {
   IO_ZERO,    /* flags: FMT_FUA, FMT_MAY_TRIM, FMT_FAST_ZERO */
   IO_CACHE,   /* prefetch */
   IO_EXTENTS, /* extent_fn gets the range's extents (on a pool thread) */
+  IO_SPLICE,  /* the range into pipe_fd, page references instead of copies;
+               * err EAGAIN: it does not map onto one file range, needs
+               * more pipe pages than the pipe holds, or the file ends
+               * inside it (read it into memory instead; if moved is not 0
+               * the pipe holds part of the range); zero set: it reads as zeroes and
+               * nothing went into the pipe. On any other error the pipe may
+               * hold part of the range. */
 };
 
 /* One request of any front end, from submission to its done callback. */
@@ -303,9 +310,13 @@ struct io_req {
   unsigned iovcnt;             /* entries in iov */
   fmt_extent_fn extent_fn;     /* IO_EXTENTS: called per extent, on a pool thread */
   void *extent_opaque;         /* its argument */
+  int pipe_fd;                 /* IO_SPLICE: the pipe's write end, empty */
+  unsigned pipe_size;          /* IO_SPLICE: its capacity in bytes (F_GETPIPE_SZ) */
   void (*done)(struct io_req *r); /* on the worker's thread, with err set */
   /* The result: */
   int err;                     /* 0, or the host errno */
+  bool zero;                   /* IO_SPLICE: the range reads as zeroes: a hole, or
+                                * nothing mapped (nothing spliced) */
   /* The core's: */
   struct completion comp;      /* the ring operation in flight */
   struct pool_job job;         /* the pool's run of it */

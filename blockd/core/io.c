@@ -7,6 +7,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -40,6 +41,26 @@ static void iov_zero(struct io_req *r)
 }
 
 /* Submits the next step of R's ring operation. */
+/* Whether bytes [OFFSET, OFFSET + LENGTH) of FD are all in one hole: such
+ * a read is answered without touching the file (no page cache filled with
+ * zeroes, a 12-byte reply). A file system without SEEK_DATA says no. */
+static bool file_range_is_hole(int fd, uint64_t offset, uint64_t length)
+{
+  off_t data = lseek(fd, (off_t)offset, SEEK_DATA);
+
+  if (data == -1)
+    return errno == ENXIO; /* no data from OFFSET to the end of the file */
+  return (uint64_t)data >= offset + length;
+}
+
+/* Page cache pages that bytes [OFFSET, OFFSET + LENGTH) of a file touch. */
+static uint64_t splice_pages(uint64_t offset, uint64_t length)
+{
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+  return (offset % page + length + page - 1) / page;
+}
+
 static void submit_ring(struct io_req *r)
 {
   struct io_uring_sqe *sqe = worker_sqe(r->w);
@@ -78,6 +99,11 @@ static void submit_ring(struct io_req *r)
   case IO_CACHE:
     io_uring_prep_fadvise(sqe, r->m.fd, r->m.offset, r->length, POSIX_FADV_WILLNEED);
     break;
+  case IO_SPLICE:
+    /* Page cache pages go into the pipe by reference: no copy. */
+    io_uring_prep_splice(sqe, r->m.fd, (int64_t)off, r->pipe_fd, -1,
+                         (unsigned)(r->length - r->moved), SPLICE_F_MOVE);
+    break;
   case IO_EXTENTS:
     abort();
   }
@@ -113,6 +139,8 @@ static void run_sync(struct pool_job *job)
   case IO_EXTENTS:
     e = fmt_extents(f, r->length, r->offset, r->extent_fn, r->extent_opaque);
     break;
+  case IO_SPLICE:
+    abort(); /* never sent to the pool */
   }
   r->err = e < 0 ? -e : 0;
 }
@@ -161,20 +189,23 @@ static void ring_done(struct completion *c, int res)
     finish(r, -res);
     return;
   }
-  if (r->op == IO_READ || r->op == IO_WRITE) {
+  if (r->op == IO_READ || r->op == IO_WRITE || r->op == IO_SPLICE) {
     if (res == 0) {
       if (r->op == IO_READ) {
         iov_zero(r); /* past EOF */
         finish(r, 0);
       }
+      else if (r->op == IO_SPLICE)
+        finish(r, EAGAIN); /* the file ends inside the range: the copy reads zeroes there */
       else
-        finish(r, EIO);
+        finish(r, EIO); /* a write that moved nothing */
       return;
     }
     r->moved += (uint64_t)res;
     if (r->moved < r->length) {
       /* Short transfer: adjust and requeue. */
-      iov_advance(r, (uint64_t)res);
+      if (r->op != IO_SPLICE)
+        iov_advance(r, (uint64_t)res);
       submit_ring(r);
       return;
     }
@@ -189,9 +220,28 @@ void io_submit(struct io_req *r)
   enum fmt_map_dir dir;
 
   r->err = 0;
+  r->zero = false;
   r->moved = 0;
   r->comp.fn = ring_done;
   switch (r->op) {
+  case IO_SPLICE:
+    if (!fmt_map(f, FMT_MAP_READ, r->offset, r->length, &r->m)) {
+      finish(r, EAGAIN);
+      return;
+    }
+    if (r->m.fd < 0 || file_range_is_hole(r->m.fd, r->m.offset, r->length)) {
+      r->zero = true;
+      finish(r, 0);
+      return;
+    }
+    /* One pipe slot per page touched: a splice that does not fit would
+     * wait forever for a reader that only comes once it completes. */
+    if (splice_pages(r->m.offset, r->length) > r->pipe_size / (uint64_t)sysconf(_SC_PAGESIZE)) {
+      finish(r, EAGAIN);
+      return;
+    }
+    submit_ring(r);
+    return;
   case IO_READ:  dir = FMT_MAP_READ; break;
   case IO_CACHE: dir = FMT_MAP_READ; break;
   case IO_WRITE: dir = FMT_MAP_WRITE; break;
