@@ -3,6 +3,7 @@
  * possibly out of order. All of it runs on the connection's worker. */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,51 @@ static uint32_t held_bytes(const struct nbd_request *h, int err)
   return h->type == NBD_CMD_WRITE || (h->type == NBD_CMD_READ && err == 0) ? h->count : 0;
 }
 
+/* Closes pipe P's ends; it is made again when next wanted. */
+static void pipe_close(struct nbd_pipe *p)
+{
+  if (p->r >= 0)
+    close(p->r);
+  if (p->w >= 0)
+    close(p->w);
+  p->r = p->w = -1;
+}
+
+/* A free pipe of C that holds PIPE_BYTES, made if need be; NULL if none. */
+static struct nbd_pipe *pipe_get(struct nbd_conn *c)
+{
+  for (int i = 0; i < CONN_PIPES; i++) {
+    struct nbd_pipe *p = &c->pipes[i];
+    int fds[2];
+
+    if (p->busy || p->broken)
+      continue;
+    if (p->r < 0) {
+      if (pipe2(fds, O_CLOEXEC) == -1)
+        return NULL; /* out of descriptors: copy instead, for now */
+      p->r = fds[0];
+      p->w = fds[1];
+      /* Room for a whole read, which needs one more page when it does not
+       * start on a page boundary (the kernel rounds up to a power of two
+       * pages); the default 64 KiB would cut it up. Beyond the system's
+       * pipe limits, this connection copies instead. */
+      int size = fcntl(p->w, F_SETPIPE_SZ, PIPE_BYTES + 4096);
+
+      if (size < 0)
+        size = fcntl(p->w, F_SETPIPE_SZ, PIPE_BYTES);
+      if (size < PIPE_BYTES) {
+        pipe_close(p);
+        p->broken = true;
+        continue;
+      }
+      p->size = (unsigned)size;
+    }
+    p->busy = true;
+    return p;
+  }
+  return NULL;
+}
+
 /* Frees C once nothing refers to it any more. */
 static void conn_maybe_free(struct nbd_conn *c)
 {
@@ -40,6 +86,8 @@ static void conn_maybe_free(struct nbd_conn *c)
   client_remove(&c->client);
   close(c->fd);
   limits_conn_put();
+  for (int i = 0; i < CONN_PIPES; i++)
+    pipe_close(&c->pipes[i]);
   free(c->rbuf);
   free(c);
 }
@@ -50,9 +98,15 @@ static void request_free(struct nbd_req *req)
   struct nbd_conn *c = req->conn;
 
   c->nr_requests--;
-  if (req->buf) {
-    budget_put(&c->client, req->h.count);
+  budget_put(&c->client, req->held);
+  if (req->buf)
     buffer_free(&c->client.w->buffers, req->buf, req->h.count);
+  if (req->pipe) {
+    /* A reply cut short (or never made) may have left data in it: never
+     * reuse that. */
+    if (req->reply_len == 0 || req->sent < req->reply_len)
+      pipe_close(req->pipe);
+    req->pipe->busy = false;
   }
   free(req->extents);
   free(req);
@@ -134,7 +188,7 @@ static void conn_reply(struct nbd_req *req)
     return;
   }
   /* An all-zero read costs a 12-byte chunk instead of its data. */
-  if (req->h.type == NBD_CMD_READ && req->err == 0 && c->p.structured &&
+  if (req->h.type == NBD_CMD_READ && req->err == 0 && c->p.structured && req->buf != NULL &&
       req->h.count >= HOLE_REPLY_MIN && fmt_is_zero(req->buf, req->h.count))
     req->hole = true;
   reply_encode(req, c->p.structured);
@@ -149,11 +203,53 @@ static void conn_reply(struct nbd_req *req)
   post_send(c);
 }
 
+static void dispatch(struct nbd_req *req);
+
+/* A spliced read finished: its pipe holds the data, or the range reads as
+ * zeroes, or it must be read into memory after all. */
+static void splice_done(struct nbd_req *req)
+{
+  struct nbd_conn *c = req->conn;
+  struct io_req *io = &req->io;
+
+  if (io->err == 0 && !io->zero) {
+    conn_reply(req);
+    return;
+  }
+  /* The pipe is of no use to this request any more. */
+  if (io->moved > 0 || (io->err != 0 && io->err != EAGAIN))
+    pipe_close(req->pipe); /* it may hold part of the range */
+  req->pipe->busy = false;
+  req->pipe = NULL;
+  if (io->zero) {
+    req->hole = true;
+    conn_reply(req);
+    return;
+  }
+  if (io->err != EAGAIN) {
+    req->err = io->err;
+    conn_reply(req);
+    return;
+  }
+  /* Not one file range (an overlay's base, qcow2): through memory. */
+  req->buf = buffer_alloc(&c->client.w->buffers, req->h.count);
+  if (req->buf == NULL) {
+    req->err = ENOMEM;
+    conn_reply(req);
+    return;
+  }
+  dispatch(req);
+}
+
 /* The core finished REQ's operation. */
 static void io_done(struct io_req *io)
 {
   struct nbd_req *req = container_of(io, struct nbd_req, io);
 
+  if (io->op == IO_SPLICE) {
+    splice_done(req);
+    return;
+  }
   req->err = io->err;
   /* The engine reported no extent at all for the range. */
   if (req->h.type == NBD_CMD_BLOCK_STATUS && req->err == 0 && req->nr_extents == 0)
@@ -207,6 +303,13 @@ static void dispatch(struct nbd_req *req)
   io->done = io_done;
   switch (h->type) {
   case NBD_CMD_READ:
+    if (req->pipe != NULL) {
+      io->op = IO_SPLICE;
+      io->pipe_fd = req->pipe->w;
+      io->pipe_size = req->pipe->size;
+      break;
+    }
+    __attribute__((fallthrough));
   case NBD_CMD_WRITE:
     io->op = h->type == NBD_CMD_READ ? IO_READ : IO_WRITE;
     req->data = (struct iovec){ .iov_base = req->buf, .iov_len = h->count };
@@ -261,7 +364,12 @@ static struct nbd_req *request_new(struct nbd_conn *c, const struct nbd_request 
   struct nbd_req *req = calloc(1, sizeof *req);
   uint32_t held = held_bytes(h, err);
 
-  if (req != NULL && held > 0) {
+  /* A large read goes through a pipe if one is free. Its budget is taken
+   * all the same: the pipe pins as many page cache pages until sent. */
+  if (req != NULL && h->type == NBD_CMD_READ && err == 0 && c->p.structured &&
+      h->count >= SPLICE_MIN && h->count <= PIPE_BYTES)
+    req->pipe = pipe_get(c);
+  if (req != NULL && held > 0 && req->pipe == NULL) {
     req->buf = buffer_alloc(&c->client.w->buffers, h->count);
     if (req->buf == NULL) {
       free(req);
@@ -272,6 +380,7 @@ static struct nbd_req *request_new(struct nbd_conn *c, const struct nbd_request 
     budget_put(&c->client, held);
     return NULL;
   }
+  req->held = held;
   req->conn = c;
   req->h = *h;
   req->err = err;
@@ -419,15 +528,28 @@ static void recv_done(struct completion *comp, int res)
   parse(c);
 }
 
-/* Posts one sendmsg with up to SEND_BATCH queued replies. */
+/* Posts one sendmsg with up to SEND_BATCH queued replies, up to and
+ * including the header of a spliced read; once that header is out, a
+ * splice of its data from the pipe to the socket. */
 static void post_send(struct nbd_conn *c)
 {
+  struct nbd_req *head = c->sq_head;
   struct io_uring_sqe *sqe;
   unsigned n = 0, iovs = 0;
+  bool more = false;
 
-  if (c->send_posted || c->sq_head == NULL || c->dead)
+  if (c->send_posted || head == NULL || c->dead)
     return;
-  for (struct nbd_req *req = c->sq_head; req && n < SEND_BATCH; req = req->next, n++) {
+  if (head->pipe != NULL && head->sent >= head->iov[0].iov_len) {
+    sqe = worker_sqe(c->client.w);
+    io_uring_prep_splice(sqe, head->pipe->r, -1, c->fd, -1,
+                         (unsigned)(head->reply_len - head->sent), SPLICE_F_MOVE);
+    sqe_set_completion(sqe, &c->send_comp);
+    c->send_posted = true;
+    c->send_spliced = true;
+    return;
+  }
+  for (struct nbd_req *req = head; req && n < SEND_BATCH && !more; req = req->next, n++) {
     size_t skip = req->sent;
 
     for (int i = 0; i < req->niov; i++) {
@@ -440,14 +562,17 @@ static void post_send(struct nbd_conn *c)
       iovs++;
       skip = 0;
     }
+    /* A spliced read's data must follow its header before anything else. */
+    more = req->pipe != NULL;
   }
   memset(&c->msg, 0, sizeof c->msg);
   c->msg.msg_iov = c->siov;
   c->msg.msg_iovlen = iovs;
   sqe = worker_sqe(c->client.w);
-  io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+  io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
   sqe_set_completion(sqe, &c->send_comp);
   c->send_posted = true;
+  c->send_spliced = false;
 }
 
 /* Handles the completion of the posted send: frees what was sent. May free C. */
@@ -459,6 +584,13 @@ static void send_done(struct completion *comp, int res)
   c->send_posted = false;
   if (res == -EINTR || res == -EAGAIN)
     res = 0;
+  else if (res == 0 && c->send_spliced) {
+    /* The pipe came up empty though the reply says more follows. */
+    log_msg("export '%s': spliced read came up short: dropping the connection",
+            c->p.exp->name);
+    conn_abort(c);
+    return;
+  }
   else if (res < 0) {
     if (res != -EPIPE && res != -ECONNRESET) {
       errno = -res;
@@ -583,6 +715,8 @@ int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p)
   }
   c->fd = fd;
   c->p = *p;
+  for (int i = 0; i < CONN_PIPES; i++)
+    c->pipes[i].r = c->pipes[i].w = -1;
   c->recv_comp.fn = recv_done;
   c->send_comp.fn = send_done;
   c->recv_at = c->send_at = w->now;

@@ -73,12 +73,29 @@ void negotiate_evict_oldest(void);
 void negotiate_stop(void);
 
 /* conn.c, reply.c: the transmission phase */
+/* Reads from this size up to PIPE_BYTES go from the file to the socket
+ * through a pipe, by page reference, never through blockd's memory (with
+ * structured replies: an error found midway cannot be taken back in a
+ * simple reply's stream, and a chunk can be cut short with an error). */
+#define SPLICE_MIN (64 * 1024)
+#define PIPE_BYTES (1024 * 1024)
+/* Pipes a connection keeps for that. */
+#define CONN_PIPES 8
+/* A pipe a spliced read goes through. */
+struct nbd_pipe {
+  int r, w;                    /* its ends, -1 until made */
+  unsigned size;               /* its capacity in bytes */
+  bool busy;                   /* a request holds it */
+  bool broken;                 /* could not be made or sized: never again */
+};
 /* One request, from header to reply. */
 struct nbd_req {
   struct io_req io;            /* what the core runs */
   struct nbd_conn *conn;       /* connection it came on */
   struct nbd_request h;        /* header, host byte order */
   char *buf;                   /* write payload, or read data */
+  uint32_t held;               /* budget bytes taken for it */
+  struct nbd_pipe *pipe;       /* a spliced read's data, or NULL */
   struct iovec data;           /* buf as io's one buffer */
   uint64_t received;           /* payload bytes received so far (writes) */
   int err;                     /* host errno of the result, 0 on success */
@@ -86,7 +103,8 @@ struct nbd_req {
   struct nbd_block_descriptor *extents; /* block status result, wire order */
   uint32_t nr_extents;         /* descriptors in extents */
   struct nbd_req *next;        /* send queue link */
-  size_t reply_len;            /* bytes of the reply: header + payload */
+  size_t reply_len;            /* bytes of the reply: header + payload (a spliced
+                                * read's payload comes from the pipe, not iov) */
   size_t sent;                 /* bytes of the reply already sent */
   struct iovec iov[2];         /* reply: header, payload */
   int niov;                    /* iovecs used: 1 or 2 */
@@ -119,6 +137,8 @@ struct nbd_conn {
   struct iovec siov[2 * SEND_BATCH]; /* iovecs of the posted send */
   struct msghdr msg;           /* the posted send */
   unsigned nr_requests;        /* requests alive (parsed, not yet freed) */
+  struct nbd_pipe pipes[CONN_PIPES]; /* for spliced reads */
+  bool send_spliced;           /* the posted send is a splice from a pipe */
   time_t recv_at;              /* when a receive last brought bytes (worker clock) */
   time_t send_at;              /* when replies last moved, or began to wait */
 };

@@ -46,6 +46,14 @@ void reply_encode(struct nbd_req *req, bool structured)
       sr->type = htobe16(NBD_REPLY_TYPE_OFFSET_DATA);
       memcpy(payload, &off, sizeof off);
       len = sizeof off;
+      if (req->pipe != NULL) {
+        /* The data follows from the pipe (conn.c's send). */
+        req->iov[0].iov_len = sizeof *sr + len;
+        sr->length = htobe32(len + h->count);
+        req->reply_len = req->iov[0].iov_len + h->count;
+        req->sent = 0;
+        return;
+      }
       req->iov[1].iov_base = req->buf;
       req->iov[1].iov_len = h->count;
       req->niov = 2;
