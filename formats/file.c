@@ -159,29 +159,13 @@ bool file_async_buffered_writes(int fd)
   }
 }
 
-int file_lock(int fd, bool exclusive)
-{
-  struct flock fl = {
-    .l_type = exclusive ? F_WRLCK : F_RDLCK,
-    .l_whence = SEEK_SET,
-    .l_start = 0,
-    .l_len = 0,
-  };
-
-  /* OFD locks belong to the open file description, so two opens in one
-   * process conflict too, and closing another fd never drops them. */
-  if (fcntl(fd, F_OFD_SETLK, &fl) == -1)
-    return -errno;
-  return 0;
-}
-
 /* Opens PATH to become a new image: created, or with FMT_CREATE_FORCE an
  * existing file that nothing else holds (it is then truncated). Returns the
  * fd, locked for writing, or -1 with a message in ERR. *CREATED tells
  * whether the file is new (to remove it on a later failure). */
 int fmt_create_file(const char *path, unsigned flags, bool *created, char *err, size_t errlen)
 {
-  int fd, r;
+  int fd;
 
   *created = false;
   fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
@@ -202,12 +186,8 @@ int fmt_create_file(const char *path, unsigned flags, bool *created, char *err, 
     return -1;
   }
   /* Never truncate an image a server or another tool has open. */
-  r = file_lock(fd, true);
-  if (r < 0) {
-    if (r == -EAGAIN || r == -EACCES)
-      snprintf(err, errlen, "%s: in use by another process (locked): not overwritten", path);
-    else
-      snprintf(err, errlen, "%s: lock: %s", path, strerror(-r));
+  if (lock_create(fd, path, err, errlen) < 0) {
+    snprintf(err + strlen(err), errlen - strlen(err), ": not overwritten");
     close(fd);
     if (*created)
       unlink(path);

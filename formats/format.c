@@ -111,19 +111,36 @@ const struct fmt_ops *fmt_detect_fd(int fd, const char *path, char *err, size_t 
   return &fmt_raw_ops;
 }
 
-struct fmt *fmt_open_fd(int fd, const char *path, const struct fmt_ops *ops, bool readonly,
-                        char *err, size_t errlen)
+struct fmt *fmt_open_fd(int fd, const char *path, const char *base_of, const struct fmt_ops *ops,
+                        enum fmt_access access, char *err, size_t errlen)
 {
-  return ops->open(fd, path, readonly, err, errlen);
+  struct lock *l;
+  struct fmt *f;
+
+  if (ops->pwrite == NULL && access == FMT_WRITE)
+    access = FMT_READ;
+  /* Locked before the engine checks anything, so what it checks stays true. */
+  if (lock_image(fd, path, base_of, access, &l, err, errlen) < 0) {
+    close(fd);
+    return NULL;
+  }
+  f = ops->open(fd, path, access, err, errlen);
+  if (f == NULL)
+    lock_forget(l);
+  else
+    f->lock = l;
+  return f;
 }
 
 struct fmt *fmt_open_raw_fd(int fd, const char *path, char *err, size_t errlen)
 {
-  return fmt_raw_ops.open(fd, path, false, err, errlen);
+  /* FD comes from fmt_create_file, locked already and more strictly. */
+  return fmt_raw_ops.open(fd, path, FMT_WRITE, err, errlen);
 }
 
-struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err,
-                     size_t errlen)
+/* fmt_open and fmt_open_shared: opens PATH as FORMAT for ACCESS. */
+static struct fmt *open_path(const char *path, const char *format, enum fmt_access access,
+                             char *err, size_t errlen)
 {
   const struct fmt_ops *ops = NULL;
   int fd;
@@ -135,7 +152,7 @@ struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *
       return NULL;
     }
   }
-  fd = open_image(path, readonly || (ops != NULL && ops->pwrite == NULL), err, errlen);
+  fd = open_image(path, access != FMT_WRITE || (ops != NULL && ops->pwrite == NULL), err, errlen);
   if (fd < 0)
     return NULL;
   if (ops == NULL) {
@@ -145,7 +162,18 @@ struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *
       return NULL;
     }
   }
-  return fmt_open_fd(fd, path, ops, readonly, err, errlen);
+  return fmt_open_fd(fd, path, NULL, ops, access, err, errlen);
+}
+
+struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err,
+                     size_t errlen)
+{
+  return open_path(path, format, readonly ? FMT_READ : FMT_WRITE, err, errlen);
+}
+
+struct fmt *fmt_open_shared(const char *path, const char *format, char *err, size_t errlen)
+{
+  return open_path(path, format, FMT_SHARED, err, errlen);
 }
 
 int fmt_sync_result(struct fmt *f, int r)
@@ -212,8 +240,13 @@ int fmt_guard_head(struct fmt *f, fmt_range_fn fn, const void *buf, uint64_t len
 
 void fmt_close(struct fmt *f)
 {
-  if (f != NULL)
-    f->ops->close(f);
+  struct lock *l;
+
+  if (f == NULL)
+    return;
+  l = f->lock;
+  f->ops->close(f);
+  lock_forget(l);
 }
 
 int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path, uint64_t size,

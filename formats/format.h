@@ -27,6 +27,7 @@
 #include <sys/uio.h>
 
 struct fmt_ops;
+struct lock;
 
 /* Flags for fmt_pwrite, fmt_trim and fmt_zero. */
 #define FMT_FUA       (1u << 0) /* durable before returning */
@@ -71,6 +72,7 @@ struct fmt {
   uint32_t block_max;
   /* Kept by the formats library, not for callers: */
   int fd;                    /* the image's own file, for identity checks (the engine owns it) */
+  struct lock *lock;         /* its entry among the process's locked files (lock.c) */
   pthread_mutex_t head_lock; /* serializes writes of the first FMT_HEAD_BYTES */
   bool head_refused;         /* a forged header was refused (logged once) */
   int sync_error;            /* errno of the first failed sync, 0 if none (atomic) */
@@ -90,6 +92,10 @@ const char *fmt_names(void);
  * have written a qcow2 header into its raw disk). NULL with a one-line
  * message in ERR on failure. */
 struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *err, size_t errlen);
+/* Opens PATH as fmt_open does, read-only and taking no lock, bases too, as
+ * qemu-img -U does: another process may be writing it, so what is read may
+ * be changing. For looking at an image in use (blockd-img info). */
+struct fmt *fmt_open_shared(const char *path, const char *format, char *err, size_t errlen);
 /* Closes F (NULL is fine). Does not flush: call fmt_flush first if it matters. */
 void fmt_close(struct fmt *f);
 /* The format's name: "raw", "qcow2" or "overlay". */
@@ -148,6 +154,17 @@ int fmt_create_file(const char *path, unsigned flags, bool *created, char *err, 
 /* Opens the raw image PATH, already open as FD (taken over), for writing:
  * how a tool writes a new raw image through the engine's guards. */
 struct fmt *fmt_open_raw_fd(int fd, const char *path, char *err, size_t errlen);
+
+/* lock.c: images are locked as QEMU locks them, so each sees what the
+ * other does: a writer refuses other writers and readers that refuse
+ * writers; a reader refuses writers; bases are readers. */
+/* Checks, without locking anything, that PATH (open as FD) could now be
+ * opened READONLY or for writing beside what other processes hold. Returns
+ * 0, or -1 with a one-line message in ERR. */
+int lock_check(int fd, const char *path, bool readonly, char *err, size_t errlen);
+/* Whether another open of F's file holds it for writing (QEMU's "write"
+ * permission): then what is read of F may be changing. */
+bool lock_writer_elsewhere(const struct fmt *f);
 
 /* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,serial=ID], as blockd --export (after
  * NAME=) and blockd-launch --disk take it; ",," in FILE stands for ','. */

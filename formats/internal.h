@@ -6,6 +6,13 @@
 #include "cleanup.h"
 #include "format.h"
 
+/* How an image is opened, which decides the locks it takes (lock.c). */
+enum fmt_access {
+  FMT_WRITE,  /* read and write; nobody else may write or resize meanwhile */
+  FMT_READ,   /* read only; nobody may write or resize meanwhile */
+  FMT_SHARED, /* read only, no lock: anything may change it meanwhile */
+};
+
 /* One storage engine. Every synchronous operation is thread-safe and
  * returns 0 or -errno; io.c has checked the range and the mode and applied
  * the fallbacks before an engine is called. */
@@ -18,11 +25,14 @@ struct fmt_ops {
   bool (*probe)(const void *head, size_t len);
 
   /* Opens the image PATH, already open as FD (a regular file or block
-   * device, blocking, read-write unless READONLY) and owned by the engine
-   * from here on, also on failure. Every check is made on FD, never on the
-   * name again. On failure returns NULL and writes a one-line message naming
-   * the file and the cause into ERR (no trailing newline). */
-  struct fmt *(*open)(int fd, const char *path, bool readonly, char *err, size_t errlen);
+   * device, blocking, read-write if ACCESS is FMT_WRITE), locked for ACCESS
+   * by fmt_open_fd, and owned by the engine from here on, also on failure.
+   * Files the engine opens itself (bases, backing files) it opens and locks
+   * with the same ACCESS, FMT_WRITE made FMT_READ. Every check is made on
+   * FD, never on the name again. On failure returns NULL and writes a
+   * one-line message naming the file and the cause into ERR (no trailing
+   * newline). */
+  struct fmt *(*open)(int fd, const char *path, enum fmt_access access, char *err, size_t errlen);
 
   /* Closes and frees. Does not flush: call ->flush first if it matters. */
   void (*close)(struct fmt *f);
@@ -69,9 +79,11 @@ const struct fmt_ops *fmt_lookup(const char *name);
  * a guest could have written it into its raw disk. Returns NULL and a message
  * in ERR if FD cannot be read or looks like qcow2. */
 const struct fmt_ops *fmt_detect_fd(int fd, const char *path, char *err, size_t errlen);
-/* Opens the image PATH, already open as FD (given to the engine), as OPS. */
-struct fmt *fmt_open_fd(int fd, const char *path, const struct fmt_ops *ops, bool readonly,
-                        char *err, size_t errlen);
+/* Locks PATH, already open as FD (given to the engine), for ACCESS
+ * (FMT_READ if OPS cannot write) and opens it as OPS. BASE_OF names the
+ * image whose base PATH is, NULL for an image the user named. */
+struct fmt *fmt_open_fd(int fd, const char *path, const char *base_of, const struct fmt_ops *ops,
+                        enum fmt_access access, char *err, size_t errlen);
 /* Fills the common fields of a freshly allocated image. Returns 0 or -errno. */
 int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path, uint64_t size,
              bool readonly);
@@ -123,10 +135,21 @@ int64_t file_allocated(int fd);
 /* Whether FD's file system takes buffered writes from io_uring without
  * punting them to a serialising worker (see file.c). */
 bool file_async_buffered_writes(int fd);
-/* Takes an OFD lock on the whole file behind FD: exclusive for a writer,
- * shared for a reader. Returns 0, -EAGAIN if another open holds a
- * conflicting lock, or another -errno. */
-int file_lock(int fd, bool exclusive);
+
+/* lock.c: image locks in QEMU's protocol, and the process's own list */
+/* Locks NAME, open as FD, for ACCESS (nothing for FMT_SHARED), unless an
+ * open of this process (given twice) or another process conflicts. BASE_OF
+ * names the image whose base NAME is, NULL for one the user named. Returns
+ * 0 with *OUT to give lock_forget (NULL for FMT_SHARED), or -1 with a
+ * message in ERR. */
+int lock_image(int fd, const char *name, const char *base_of, enum fmt_access access,
+               struct lock **out, char *err, size_t errlen);
+/* Takes the file out of the process's list (NULL is fine). The kernel drops
+ * the locks themselves when the file is closed. */
+void lock_forget(struct lock *l);
+/* Locks PATH, open as FD, to be overwritten: refused while any other open
+ * holds a lock on it. Returns 0, or -1 with a message in ERR. */
+int lock_create(int fd, const char *path, char *err, size_t errlen);
 
 /* bitmap.c: the overlay's owned-cluster map (lock-free reads, ordered sync) */
 struct bitmap {

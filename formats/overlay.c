@@ -25,7 +25,7 @@
 
 struct overlay {
   struct fmt fmt;              /* common fields, first */
-  int fd;                      /* the overlay file, locked (OFD lock) */
+  int fd;                      /* the overlay file, locked (lock.c) */
   struct fmt *base;            /* read-only base image */
   unsigned cluster_bits;       /* log2 of the cluster size */
   uint64_t clusters;           /* clusters in the virtual disk */
@@ -96,9 +96,10 @@ static void reclaim(struct overlay *o)
   }
 }
 
-static struct fmt *overlay_open(int fd, const char *path, bool readonly, char *err,
+static struct fmt *overlay_open(int fd, const char *path, enum fmt_access access, char *err,
                                 size_t errlen)
 {
+  bool readonly = access != FMT_WRITE;
   struct overlay *o;
   struct overlay_header h;
   const struct fmt_ops *base_ops;
@@ -119,15 +120,6 @@ static struct fmt *overlay_open(int fd, const char *path, bool readonly, char *e
 
   if (fstat(o->fd, &st) == -1 || !S_ISREG(st.st_mode)) {
     snprintf(err, errlen, "%s: not a regular file", path);
-    goto err;
-  }
-  r = file_lock(o->fd, !readonly);
-  if (r == -EAGAIN || r == -EACCES) {
-    snprintf(err, errlen, "%s: locked by another process", path);
-    goto err;
-  }
-  if (r < 0) {
-    snprintf(err, errlen, "%s: lock: %s", path, strerror(-r));
     goto err;
   }
   o->ring_writes = file_async_buffered_writes(o->fd);
@@ -157,7 +149,9 @@ static struct fmt *overlay_open(int fd, const char *path, bool readonly, char *e
     goto err;
   }
   open_depth++;
-  o->base = fmt_open_fd(bfd, o->base_path, base_ops, true, berr, sizeof berr);
+  /* A base is read, and locked so that nobody writes it meanwhile. */
+  o->base = fmt_open_fd(bfd, o->base_path, path, base_ops,
+                        access == FMT_SHARED ? FMT_SHARED : FMT_READ, berr, sizeof berr);
   open_depth--;
   if (o->base == NULL) {
     snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);

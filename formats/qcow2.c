@@ -50,6 +50,7 @@ struct level {
   uint64_t size;         /* its virtual size */
   uint64_t *l1;          /* L1 table, host order */
   uint32_t l1_size;      /* entries in l1 */
+  struct lock *lock;     /* a backing file's lock (lock.c); the image's own is its fmt's */
 };
 
 struct qcow2 {
@@ -179,6 +180,7 @@ static void level_close(struct level *lv)
 {
   if (lv->fd >= 0)
     close(lv->fd);
+  lock_forget(lv->lock);
   free(lv->l1);
 }
 
@@ -397,14 +399,18 @@ static void qcow2_close(struct fmt *f)
   free(q);
 }
 
-static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err, size_t errlen)
+static struct fmt *qcow2_open(int fd, const char *path, enum fmt_access access, char *err,
+                              size_t errlen)
 {
   struct qcow2 *q;
   char name[QCOW2_MAX_BACKING_NAME + 1], cur[PATH_MAX], next[PATH_MAX], berr[PATH_MAX + 256];
+  struct lock *lock = NULL;
   int r;
 
-  /* Read-only whatever was asked: a qcow2 is a base, never written. */
-  (void)readonly;
+  /* Read-only whatever was asked: a qcow2 is a base, never written. Its
+   * backing files are locked as it is. */
+  if (access == FMT_WRITE)
+    access = FMT_READ;
   q = calloc(1, sizeof *q);
   if (q == NULL) {
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
@@ -414,6 +420,7 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
   snprintf(cur, sizeof cur, "%s", path);
   for (;;) {
     q->nfiles++;
+    q->levels[q->nfiles - 1].lock = lock;
     if (level_open(&q->levels[q->nfiles - 1], fd, cur, name, sizeof name, err, errlen) < 0)
       goto err;
     if (q->nfiles == 1)
@@ -430,6 +437,11 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
       snprintf(err, errlen, "%s: cannot open backing file: %s", cur, berr);
       goto err;
     }
+    if (lock_image(fd, next, cur, access, &lock, berr, sizeof berr) < 0) {
+      snprintf(err, errlen, "%s: cannot open backing file: %s", cur, berr);
+      close(fd);
+      goto err;
+    }
     {
       char magic[4];
 
@@ -438,6 +450,7 @@ static struct fmt *qcow2_open(int fd, const char *path, bool readonly, char *err
         snprintf(err, errlen, "%s: backing file %s is not a qcow2 image (not supported)", cur,
                  next);
         close(fd);
+        lock_forget(lock);
         goto err;
       }
     }

@@ -16,8 +16,10 @@ struct raw {
   bool ring_writes; /* map writes for io_uring (file_async_buffered_writes) */
 };
 
-static struct fmt *raw_open(int fd, const char *path, bool readonly, char *err, size_t errlen)
+static struct fmt *raw_open(int fd, const char *path, enum fmt_access access, char *err,
+                            size_t errlen)
 {
+  bool readonly = access != FMT_WRITE;
   struct raw *r;
   struct stat st;
   char head[8];
@@ -37,16 +39,6 @@ static struct fmt *raw_open(int fd, const char *path, bool readonly, char *err, 
       memcmp(head, OVERLAY_MAGIC, sizeof head) == 0) {
     snprintf(err, errlen, "%s: is a blockd overlay: serve it with format=overlay (its container"
                           " as a raw disk only read-only)", path);
-    goto err;
-  }
-  /* One writer, or any number of readers (overlays sharing a base). */
-  e = file_lock(fd, !readonly);
-  if (e == -EAGAIN || e == -EACCES) {
-    snprintf(err, errlen, "%s: locked by another process", path);
-    goto err;
-  }
-  if (e < 0) {
-    snprintf(err, errlen, "%s: lock: %s", path, strerror(-e));
     goto err;
   }
   r = calloc(1, sizeof *r);
