@@ -61,7 +61,9 @@ static void usage(FILE *stream)
           "                                 -F: BASE's format; -c: cluster size, 4K to\n"
           "                                 16M (default 64K)\n"
           "  info [-f FORMAT] [--json] FILE show format, virtual size, allocated bytes,\n"
-          "                                 owned clusters and the base chain\n"
+          "                                 owned clusters, the base chain, and whether\n"
+          "                                 another process has FILE open (it takes no\n"
+          "                                 lock, so works on an image in use)\n"
           "  convert [--force] [-f FORMAT] SRC DST\n"
           "                                 write SRC flattened into a new sparse raw DST,\n"
           "                                 keeping zeroes as holes; a progress bar is\n"
@@ -146,6 +148,11 @@ static void json_string(const char *s)
   putchar('"');
 }
 
+/* lock_in_use's answers, as info --json names them. */
+static const char *const use_names[] = {
+  [LOCK_UNUSED] = "no", [LOCK_IN_USE] = "read", [LOCK_WRITTEN] = "write",
+};
+
 /* Prints one image of a chain as a JSON object, its base nested inside. */
 static void info_json(struct fmt *f, int depth)
 {
@@ -161,6 +168,8 @@ static void info_json(struct fmt *f, int depth)
   json_string(fmt_name(f));
   printf(",\n%*s\"virtual-size\": %" PRIu64, depth * 2 + 2, "", f->size);
   printf(",\n%*s\"allocated-bytes\": %" PRId64, depth * 2 + 2, "", allocated_bytes(f->path));
+  if (depth == 0)
+    printf(",\n  \"in-use\": \"%s\"", use_names[lock_in_use(f)]);
   if (backing != NULL) {
     printf(",\n%*s\"backing-filename\": ", depth * 2 + 2, "");
     json_string(backing);
@@ -196,6 +205,13 @@ static void info_text(struct fmt *f)
                                                      sizeof b2), alloc);
   if (backing != NULL)
     printf("backing file: %s\n", backing);
+  switch (lock_in_use(f)) {
+  case LOCK_UNUSED: break;
+  case LOCK_IN_USE: printf("in use: open read-only by another process\n"); break;
+  case LOCK_WRITTEN:
+    printf("in use: open for writing by another process (these figures may be changing)\n");
+    break;
+  }
   if (overlay_get_info(f, &oi) == 0) {
     printf("overlay version: %u\n", oi.version);
     printf("cluster size: %u\n", oi.cluster_size);
@@ -237,7 +253,9 @@ static int cmd_info(int argc, char **argv)
   }
   if (argc - optind != 1)
     die(EXIT_USAGE, "info: expected one FILE");
-  f = fmt_open(argv[optind], format, true, err, sizeof err);
+  /* Locks nothing, so that a served image can be looked at, as qemu-img
+   * info -U does. */
+  f = fmt_open_shared(argv[optind], format, err, sizeof err);
   if (f == NULL)
     die(EXIT_FAILURE, "%s", err);
   if (json) {

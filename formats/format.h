@@ -162,9 +162,13 @@ struct fmt *fmt_open_raw_fd(int fd, const char *path, char *err, size_t errlen);
  * opened READONLY or for writing beside what other processes hold. Returns
  * 0, or -1 with a one-line message in ERR. */
 int lock_check(int fd, const char *path, bool readonly, char *err, size_t errlen);
-/* Whether another open of F's file holds it for writing (QEMU's "write"
- * permission): then what is read of F may be changing. */
-bool lock_writer_elsewhere(const struct fmt *f);
+/* How other opens of F's file use it, as their locks say. */
+enum lock_use {
+  LOCK_UNUSED,  /* no lock: nobody, or only readers that take none (qemu-img -U) */
+  LOCK_IN_USE,  /* locked, not for writing: a reader, such as an overlay's server */
+  LOCK_WRITTEN, /* held for writing (QEMU's "write" permission): what is read may be changing */
+};
+enum lock_use lock_in_use(const struct fmt *f);
 
 /* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,serial=ID], as blockd --export (after
  * NAME=) and blockd-launch --disk take it; ",," in FILE stands for ','. */

@@ -245,7 +245,14 @@ int lock_check(int fd, const char *path, bool readonly, char *err, size_t errlen
   return test(fd, path, readonly ? perms_read : perms_write, err, errlen);
 }
 
-bool lock_writer_elsewhere(const struct fmt *f)
+enum lock_use lock_in_use(const struct fmt *f)
 {
-  return test_byte(f->fd, LOCK_PERM_BASE + 1 /* PERM_WRITE */) > 0;
+  /* A writer holds byte 100 + 1; any reader byte 100 (qemu-img -U and
+   * FMT_SHARED opens hold nothing and are not seen). */
+  if (test_byte(f->fd, LOCK_PERM_BASE + 1) > 0)
+    return LOCK_WRITTEN;
+  for (int bit = 0; bit < PERM_BITS; bit++)
+    if (test_byte(f->fd, LOCK_PERM_BASE + bit) > 0 || test_byte(f->fd, LOCK_REFUSED_BASE + bit) > 0)
+      return LOCK_IN_USE;
+  return LOCK_UNUSED;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two blockd processes cannot open one overlay for writing; a base in use
-# cannot be opened for writing; a changed or missing base is refused with a
-# message naming the file.
+# cannot be opened for writing; blockd-img info reads a served image and says
+# it is in use; a changed or missing base is refused with a message naming
+# the file.
 . "$SRCDIR/tests/lib.sh"
 IMG=${BLOCKD_IMG:?BLOCKD_IMG not set}
 [ -x "$BLOCKD" ] || skip "blockd not built"
@@ -29,8 +30,20 @@ second_blockd mid.ovl | grep -q 'mid.ovl: locked by another process' || fail "wr
 "$BLOCKD" --unix "$TMP/third.sock" --pidfile "$TMP/third.pid" other.ovl 2>third.err &
 track $!
 wait_for_file "$TMP/third.pid"
+# info takes no lock: it reads a served overlay and its bases, and says who
+# has them open.
+"$IMG" info ws.ovl >info.out 2>info.err || fail "info on a served overlay: $(cat info.err)"
+grep -qx "in use: open for writing by another process (these figures may be changing)" info.out ||
+  fail "info does not say the overlay is written: $(cat info.out)"
+grep -qx "base chain: ws.ovl (overlay) -> mid.ovl (overlay) -> base.img (raw)" info.out ||
+  fail "info on a served overlay: $(cat info.out)"
+"$IMG" info mid.ovl | grep -qx "in use: open read-only by another process" ||
+  fail "info does not say the base is read"
+"$IMG" info --json ws.ovl | grep -q '^  "in-use": "write",$' || fail "info --json: no in-use"
 stop_blockd
-"$IMG" info ws.ovl >/dev/null || fail "info after blockd stopped"
+"$IMG" info ws.ovl >info.out || fail "info after blockd stopped"
+! grep -q "in use" info.out || fail "in use after blockd stopped: $(cat info.out)"
+"$IMG" info --json ws.ovl | grep -q '^  "in-use": "no",$' || fail "info --json: in use after blockd stopped"
 
 # A changed base: same size, one byte different.
 printf 'X' | dd of=base.img bs=1 seek=4096 conv=notrunc status=none

@@ -151,6 +151,7 @@ static void test_lock_bytes(void **state)
   f = fmt_open_shared(raw_path, NULL, err, sizeof err);
   assert_non_null(f);
   assert_int_equal(held_bytes(raw_path), 0);
+  assert_int_equal(lock_in_use(f), LOCK_UNUSED);
   fmt_close(f);
 
   /* An overlay's base is a reader, whatever the overlay is. */
@@ -187,7 +188,7 @@ static void test_lock_foreign(void **state)
   open_refused(raw_path, true, "ws.img: locked by another process that writes it");
   f = fmt_open_shared(raw_path, NULL, err, sizeof err);
   assert_non_null(f);
-  assert_true(lock_writer_elsewhere(f));
+  assert_int_equal(lock_in_use(f), LOCK_WRITTEN);
   fmt_close(f);
   close(fd);
 
@@ -205,7 +206,7 @@ static void test_lock_foreign(void **state)
    * byte 100: a writer and a reader may open beside it. */
   fd = foreign_lock(raw_path, 100);
   f = open_ok(raw_path, false);
-  assert_false(lock_writer_elsewhere(f));
+  assert_int_equal(lock_in_use(f), LOCK_IN_USE);
   fmt_close(f);
   fmt_close(open_ok(raw_path, true));
   close(fd);
@@ -217,12 +218,12 @@ static void test_lock_foreign(void **state)
   assert_int_equal(held_bytes(raw_path), 0);
 }
 
-/* lock_check tests without taking. */
+/* lock_check tests without taking; lock_in_use sees a reader. */
 static void test_lock_check(void **state)
 {
   (void)state;
   char err[1024];
-  struct fmt *f = open_ok(raw_path, true);
+  struct fmt *f = open_ok(raw_path, true), *g;
   int fd = open(raw_path, O_RDONLY);
 
   assert_true(fd >= 0);
@@ -230,6 +231,10 @@ static void test_lock_check(void **state)
   assert_int_equal(lock_check(fd, raw_path, false, err, sizeof err), -1);
   assert_non_null(strstr(err, "ws.img: locked by another process that refuses writers"));
   assert_int_equal(held_bytes(raw_path), HOLDS(CONSISTENT_READ) | REFUSES(WRITE | RESIZE));
+  g = fmt_open_shared(raw_path, NULL, err, sizeof err);
+  assert_non_null(g);
+  assert_int_equal(lock_in_use(g), LOCK_IN_USE);
+  fmt_close(g);
   fmt_close(f);
   assert_int_equal(lock_check(fd, raw_path, false, err, sizeof err), 0);
   close(fd);
