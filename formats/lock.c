@@ -200,6 +200,8 @@ int lock_image(int fd, const char *name, const char *base_of, enum fmt_access ac
   if (o != NULL && o->base_of != NULL)
     snprintf(err, errlen, "%s: given twice (same file as %s, the base of %s)", name, o->name,
              o->base_of);
+  else if (o != NULL && strcmp(o->name, name) == 0)
+    snprintf(err, errlen, "%s: given twice", name);
   else if (o != NULL)
     snprintf(err, errlen, "%s: given twice (same file as %s)", name, o->name);
   else

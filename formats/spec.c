@@ -37,8 +37,8 @@ static char *take_path(const char *text, const char **end)
 /* Names the options ALLOWED takes, for messages. */
 static const char *valid_names(unsigned allowed)
 {
-  return (allowed & SPEC_SERIAL) ? "readonly, format=raw|qcow2|overlay, serial=ID"
-                                 : "readonly, format=raw|qcow2|overlay";
+  return (allowed & SPEC_SERIAL) ? "readonly (or ro), format=raw|qcow2|overlay, serial=ID"
+                                 : "readonly (or ro), format=raw|qcow2|overlay";
 }
 
 int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err, size_t errlen)

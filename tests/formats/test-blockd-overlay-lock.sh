@@ -41,6 +41,13 @@ grep -qx "base chain: ws.ovl (overlay) -> mid.ovl (overlay) -> base.img (raw)" i
   fail "info does not say the base is read"
 "$IMG" info --json ws.ovl | grep -q '^  "in-use": "write",$' || fail "info --json: no in-use"
 stop_blockd
+# One file given twice to one blockd, under any name, is said to be so.
+second_blockd --export a=ws.ovl --export b=./ws.ovl | grep -qx "blockd: ./ws.ovl: given twice (same file as ws.ovl)" ||
+  fail "two exports of one file: $(cat second.err)"
+second_blockd --export a=ws.ovl --vhost-user-blk "$TMP/v.sock=ws.ovl,ro" | grep -qx "blockd: ws.ovl: given twice" ||
+  fail "an export and a vhost-user device of one file: $(cat second.err)"
+second_blockd --export w=ws.ovl --export m=mid.ovl | grep -qx "blockd: mid.ovl: given twice (same file as mid.ovl, the base of ws.ovl)" ||
+  fail "a base exported writable: $(cat second.err)"
 "$IMG" info ws.ovl >info.out || fail "info after blockd stopped"
 ! grep -q "in use" info.out || fail "in use after blockd stopped: $(cat info.out)"
 "$IMG" info --json ws.ovl | grep -q '^  "in-use": "no",$' || fail "info --json: in use after blockd stopped"

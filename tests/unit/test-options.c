@@ -126,7 +126,7 @@ static void test_options_usage_errors(void **state)
     { { "--threads", "x", "f" }, "--threads 'x'" },
     { { "--export", "noequals" }, "expected NAME=FILE" },
     { { "--export", "a=" }, "missing FILE" },
-    { { "--export", "a=f,what" }, "unknown option 'what' (valid: readonly, format=" },
+    { { "--export", "a=f,what" }, "unknown option 'what' (valid: readonly (or ro), format=" },
     { { "--export", "a=f,serial=x" }, "unknown option 'serial=x'" },
     { { "--export", "a=f,format=vmdk" }, "unknown format 'vmdk'" },
     { { "--export", "a=f", "--export", "a=g" }, "given twice" },
