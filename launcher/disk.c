@@ -67,7 +67,7 @@ int disk_check(struct disk *d)
 
   CLEANUP_CLOSE int fd = -1;
   struct stat st;
-  struct flock fl = { .l_whence = SEEK_SET };
+  char err[1024];
 
   fd = open(d->path, (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) {
@@ -90,20 +90,15 @@ int disk_check(struct disk *d)
   }
   free(d->path);
   d->path = abs;
-  /* A writer conflicts with any lock, a reader only with a writer's. */
-  fl.l_type = d->readonly ? F_RDLCK : F_WRLCK;
-  if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
-    if (fl.l_pid > 0)
-      launch_error("%s: in use by another process (pid %d holds a lock)", d->path,
-                   (int)fl.l_pid);
-    else
-      launch_error("%s: in use by another blockd or QEMU (locked)", d->path);
+  /* blockd would refuse it at start: say so before anything starts. */
+  if (lock_check(fd, d->path, d->readonly, err, sizeof err) < 0) {
+    launch_error("%s", err);
     return -1;
   }
-  /* blockd locks overlays but not raw files, so the launcher holds a flock
-   * of its own for the whole launch: a second launcher on the same disk is
-   * refused. flock and fcntl locks are independent on Linux, so this never
-   * gets in the way of blockd's own lock. */
+  /* blockd takes its locks only once it starts, so the launcher holds a
+   * flock of its own for the whole launch: a second launcher on the same
+   * disk is refused at once. flock and OFD locks are independent on Linux,
+   * so this never gets in the way of blockd's or QEMU's. */
   if (flock(fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
     if (errno == EWOULDBLOCK)
       launch_error("%s: in use by another blockd-launch (locked)", d->path);

@@ -261,6 +261,17 @@ static int parse_options(int argc, char *argv[], struct launch *l)
   return -1;
 }
 
+/* Whether A and B name one file: the same name, or links to one inode. */
+static bool same_file(const char *a, const char *b)
+{
+  struct stat sa, sb;
+
+  if (strcmp(a, b) == 0)
+    return true;
+  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 /* Checks the files named on the command line before anything starts. */
 static int check_inputs(struct launch *l)
 {
@@ -274,15 +285,19 @@ static int check_inputs(struct launch *l)
     launch_error("--qmp %s: exists and is not a socket", l->qmp);
     return -1;
   }
-  for (size_t i = 0; i < l->ndisks; i++) {
+  /* Before disk_check makes the paths absolute, to name them as given. */
+  for (size_t i = 0; i < l->ndisks; i++)
     for (size_t j = 0; j < i; j++)
-      if (strcmp(l->disks[i].path, l->disks[j].path) == 0) {
-        launch_error("%s: given twice", l->disks[i].path);
+      if (same_file(l->disks[i].path, l->disks[j].path)) {
+        if (strcmp(l->disks[i].path, l->disks[j].path) == 0)
+          launch_error("%s: given twice", l->disks[i].path);
+        else
+          launch_error("%s: given twice (same file as %s)", l->disks[i].path, l->disks[j].path);
         return -1;
       }
+  for (size_t i = 0; i < l->ndisks; i++)
     if (disk_check(&l->disks[i]) < 0)
       return -1;
-  }
   return 0;
 }
 

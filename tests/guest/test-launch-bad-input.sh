@@ -35,18 +35,38 @@ refuse "unexpected argument 'extra'" "${K[@]}" --disk "$TMP/disk.raw" extra
 refuse "serial must be" "${K[@]}" --disk "$TMP/disk.raw,serial=this-serial-is-far-too-long"
 refuse "unknown option 'bogus'" "${K[@]}" --disk "$TMP/disk.raw,bogus"
 refuse "given twice" "${K[@]}" --disk "$TMP/disk.raw" --disk "$TMP/disk.raw"
+refuse "$TMP/./disk.raw: given twice \(same file as $TMP/disk.raw\)" "${K[@]}" \
+  --disk "$TMP/disk.raw" --disk "$TMP/./disk.raw,ro"
+refuse "unknown option 'rw' \(valid: readonly \(or ro\), format=raw\|qcow2\|overlay, serial=ID\)" "${K[@]}" \
+  --disk "$TMP/disk.raw,rw"
+# ro and readonly are one option, as for blockd --export.
+for ro in ro readonly; do
+  "$BLOCKD_LAUNCH" --dry-run "${K[@]}" --disk "$TMP/disk.raw,$ro" >"$TMP/out" 2>"$TMP/err" ||
+    fail "--disk ...,$ro: $(cat "$TMP/err")"
+  grep -q -- "--export disk0=$TMP/disk.raw,readonly" "$TMP/out" || fail "--disk ...,$ro: $(cat "$TMP/out")"
+done
 refuse "--qmp $TMP/disk.raw: exists and is not a socket" "${K[@]}" --disk "$TMP/disk.raw" \
   --qmp "$TMP/disk.raw"
 # blockd itself refuses the disk (exit 2): its one line is the message.
 refuse "blockd: $TMP/disk.raw: not a qcow2 image" "${K[@]}" --disk "$TMP/disk.raw,format=qcow2"
 
-# A disk another blockd holds: blockd locks overlays (raw files it does not).
-if [ -x "${BLOCKD_IMG:-}" ] && "$BLOCKD_IMG" create -b "$TMP/disk.raw" "$TMP/ws.ovl" >/dev/null 2>&1; then
-  start_blockd "$TMP/ws.ovl"
-  refuse "$TMP/ws.ovl: in use by another blockd" "${K[@]}" --disk "$TMP/ws.ovl"
-  stop_blockd
+# A disk another blockd holds for writing, or QEMU: blockd-launch says so
+# before starting anything (blockd would refuse it too).
+start_blockd "$TMP/disk.raw"
+refuse "$TMP/disk.raw: locked by another process that writes it" "${K[@]}" --disk "$TMP/disk.raw"
+refuse "$TMP/disk.raw: locked by another process that writes it" "${K[@]}" --disk "$TMP/disk.raw,ro"
+stop_blockd
+if command -v qemu-storage-daemon >/dev/null; then
+  qemu-storage-daemon --blockdev "driver=file,filename=$TMP/disk.raw,node-name=d" \
+    --nbd-server "addr.type=unix,addr.path=$TMP/qsd.sock" \
+    --export type=nbd,id=e,node-name=d,writable=on --daemonize --pidfile "$TMP/qsd.pid" ||
+    fail "qemu-storage-daemon did not start"
+  track "$(cat "$TMP/qsd.pid")"
+  refuse "$TMP/disk.raw: locked by another process that writes it" "${K[@]}" --disk "$TMP/disk.raw"
+  kill -TERM "$(cat "$TMP/qsd.pid")"
+  for _ in $(seq 50); do kill -0 "$(cat "$TMP/qsd.pid")" 2>/dev/null || break; sleep 0.1; done
 else
-  echo "NOTE: no overlay format here; the 'locked by another blockd' case is not run"
+  echo "NOTE: no qemu-storage-daemon: the 'held by QEMU' case is not run"
 fi
 # Runtime errors: exit 1, one line, nothing left behind.
 fails_to_start() {
