@@ -113,9 +113,13 @@ static int test_byte(int fd, int off)
  * naming NAME in ERR. */
 static int test(int fd, const char *name, struct perms p, char *err, size_t errlen)
 {
+  /* A writer is the holder most worth naming, a reader the least. */
+  static const int order[PERM_BITS] = { 1, 3, 2, 0 };
   int r;
 
-  for (int bit = 0; bit < PERM_BITS; bit++) {
+  for (int i = 0; i < PERM_BITS; i++) {
+    int bit = order[i];
+
     if (!(p.refused & (1u << bit)))
       continue;
     r = test_byte(fd, LOCK_PERM_BASE + bit);
