@@ -13,8 +13,9 @@
  * blockd took before, covers all those bytes, so QEMU read it as "refuses
  * everything" and could not even read a base.
  *
- * What blockd takes is what QEMU takes for a raw image on a virtio-blk
- * device, or as a backing file:
+ * What blockd takes is what QEMU takes for a backing file, and for a
+ * writable virtio-blk disk (which holds bytes 100, 101 and 201) plus a
+ * refusal of resizing, because blockd reads an image's size once, at open:
  *
  *   open                         holds                  refuses others
  *   FMT_WRITE (served writable)  consistent read, write  write, resize
