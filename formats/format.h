@@ -170,15 +170,18 @@ enum lock_use {
 };
 enum lock_use lock_in_use(const struct fmt *f);
 
-/* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,serial=ID], as blockd --export (after
- * NAME=) and blockd-launch --disk take it; ",," in FILE stands for ','. */
+/* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,serial=ID][,queues=N], as
+ * blockd --export and --vhost-user-blk (after NAME= or SOCKET=) and blockd-launch --disk take it;
+ * ",," in FILE stands for ','. */
 struct img_spec {
   char *path;    /* the file */
   char *format;  /* format=, or NULL */
   bool readonly; /* readonly (or ro) */
   char *serial;  /* serial=, or NULL (only with SPEC_SERIAL) */
+  long queues;   /* queues=, at most 1000000, or -1 if not given (only with SPEC_QUEUES) */
 };
 #define SPEC_SERIAL 1u /* serial=ID is allowed */
+#define SPEC_QUEUES 2u /* queues=N is allowed; its range is the caller's to check */
 /* Parses TEXT into S, taking the options ALLOWED permits. Returns 0, or -1
  * with a one-line message in ERR (quoting TEXT, listing the valid options). */
 int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err, size_t errlen);

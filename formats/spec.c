@@ -34,11 +34,30 @@ static char *take_path(const char *text, const char **end)
   return out;
 }
 
-/* Names the options ALLOWED takes, for messages. */
-static const char *valid_names(unsigned allowed)
+/* Writes the names of the options ALLOWED takes into BUF, for messages. */
+static const char *valid_names(unsigned allowed, char *buf, size_t len)
 {
-  return (allowed & SPEC_SERIAL) ? "readonly (or ro), format=raw|qcow2|overlay, serial=ID"
-                                 : "readonly (or ro), format=raw|qcow2|overlay";
+  snprintf(buf, len, "readonly (or ro), format=raw|qcow2|overlay%s%s",
+           (allowed & SPEC_SERIAL) ? ", serial=ID" : "", (allowed & SPEC_QUEUES) ? ", queues=N" : "");
+  return buf;
+}
+
+/* Reads N of queues=N, the LEN bytes at TEXT, saturating at 1000000 (the
+ * caller checks the range). Returns it, or -1 if it is not a number. */
+static long take_count(const char *text, size_t len)
+{
+  long n = 0;
+
+  if (len == 0)
+    return -1;
+  for (size_t i = 0; i < len; i++) {
+    if (text[i] < '0' || text[i] > '9')
+      return -1;
+    n = n * 10 + (text[i] - '0');
+    if (n > 1000000)
+      n = 1000000;
+  }
+  return n;
 }
 
 int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err, size_t errlen)
@@ -46,6 +65,7 @@ int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err
   const char *p;
 
   memset(s, 0, sizeof *s);
+  s->queues = -1;
   s->path = take_path(text, &p);
   if (s->path == NULL) {
     snprintf(err, errlen, "%s", strerror(ENOMEM));
@@ -66,9 +86,18 @@ int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err
       dst = &s->format;
     else if (len > 7 && strncmp(opt, "serial=", 7) == 0 && (allowed & SPEC_SERIAL))
       dst = &s->serial;
+    else if (len >= 7 && strncmp(opt, "queues=", 7) == 0 && (allowed & SPEC_QUEUES)) {
+      s->queues = take_count(opt + 7, len - 7);
+      if (s->queues < 0) {
+        snprintf(err, errlen, "'%s': queues=%.*s is not a number", text, (int)(len - 7), opt + 7);
+        goto err;
+      }
+    }
     else {
+      char names[128];
+
       snprintf(err, errlen, "'%s': unknown option '%.*s' (valid: %s)", text, (int)len, opt,
-               valid_names(allowed));
+               valid_names(allowed, names, sizeof names));
       goto err;
     }
     if (dst != NULL) {

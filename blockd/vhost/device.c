@@ -36,44 +36,24 @@ int vhost_spec_parse(const char *arg, struct vhost_spec *s, char *err, size_t er
   const char *eq = strchr(arg, '=');
   struct img_spec img;
   char msg[1024];
-  char *copy, *q;
 
   memset(s, 0, sizeof *s);
-  s->queues = VHOST_DEFAULT_QUEUES;
   if (eq == NULL || eq == arg || eq[1] == '\0') {
     snprintf(err, errlen, "--vhost-user-blk '%s': expected SOCKET=FILE", arg);
     return -1;
   }
-  /* queues=N is ours; the rest is the image spec blockd and the launcher share. */
-  copy = strdup(eq + 1);
-  if (copy == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  for (q = strstr(copy, ",queues="); q != NULL; q = strstr(q + 1, ",queues=")) {
-    char *end, *next;
-    long n;
-
-    if (q > copy && q[-1] == ',')
-      continue; /* ",,queues=" is part of the file name */
-    n = strtol(q + 8, &end, 10);
-    if (end == q + 8 || (*end != '\0' && *end != ',') || n < 1 || n > VHOST_MAX_QUEUES) {
-      snprintf(err, errlen, "--vhost-user-blk '%s': queues must be 1 to %d", arg,
-               VHOST_MAX_QUEUES);
-      free(copy);
-      return -1;
-    }
-    s->queues = (unsigned)n;
-    next = end;
-    memmove(q, next, strlen(next) + 1);
-    q--;
-  }
-  if (spec_parse(copy, SPEC_SERIAL, &img, msg, sizeof msg) < 0) {
+  /* The image spec blockd's exports and the launcher's disks share, with
+   * queues=N, which only a vhost-user device takes. */
+  if (spec_parse(eq + 1, SPEC_SERIAL | SPEC_QUEUES, &img, msg, sizeof msg) < 0) {
     snprintf(err, errlen, "--vhost-user-blk %s", msg);
-    free(copy);
     return -1;
   }
-  free(copy);
+  if (img.queues == 0 || img.queues > VHOST_MAX_QUEUES) {
+    snprintf(err, errlen, "--vhost-user-blk '%s': queues must be 1 to %d", arg, VHOST_MAX_QUEUES);
+    spec_free(&img);
+    return -1;
+  }
+  s->queues = img.queues < 0 ? VHOST_DEFAULT_QUEUES : (unsigned)img.queues;
   s->path = strndup(arg, (size_t)(eq - arg));
   s->file = img.path;
   s->format = img.format;

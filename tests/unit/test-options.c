@@ -84,6 +84,27 @@ static void test_options_export_commas(void **state)
   options_free(&o);
 }
 
+/* --vhost-user-blk takes the same spec as --export, and queues=N. */
+static void test_options_vhost_spec(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "--vhost-user-blk", "v.sock=d,,queues=2.img,queues=3,ro,serial=s1",
+                         "--vhost-user-blk", "w.sock=e.img,readonly", NULL };
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_int_equal(o.nr_vhosts, 2);
+  assert_string_equal(o.vhosts[0].path, "v.sock");
+  assert_string_equal(o.vhosts[0].file, "d,queues=2.img");
+  assert_int_equal(o.vhosts[0].queues, 3);
+  assert_true(o.vhosts[0].readonly);
+  assert_string_equal(o.vhosts[0].serial, "s1");
+  assert_int_equal(o.vhosts[1].queues, VHOST_DEFAULT_QUEUES);
+  assert_true(o.vhosts[1].readonly);
+  options_free(&o);
+}
+
 static void test_options_readonly_applies_to_all(void **state)
 {
   struct options o;
@@ -130,6 +151,13 @@ static void test_options_usage_errors(void **state)
     { { "--export", "a=f,serial=x" }, "unknown option 'serial=x'" },
     { { "--export", "a=f,format=vmdk" }, "unknown format 'vmdk'" },
     { { "--export", "a=f", "--export", "a=g" }, "given twice" },
+    { { "--export", "a=f,queues=2" }, "unknown option 'queues=2'" },
+    { { "--vhost-user-blk", "v.sock=f,what" },
+      "unknown option 'what' (valid: readonly (or ro), format=raw|qcow2|overlay, serial=ID, queues=N)" },
+    { { "--vhost-user-blk", "v.sock=f,queues=0" }, "queues must be 1 to 64" },
+    { { "--vhost-user-blk", "v.sock=f,queues=99999999999" }, "queues must be 1 to 64" },
+    { { "--vhost-user-blk", "v.sock=f,queues=-2" }, "queues=-2 is not a number" },
+    { { "--vhost-user-blk", "v.sock=f,queues=" }, "queues= is not a number" },
     { { "--listen", "nohost" }, "expected HOST:PORT" },
     { { "--listen", "h:99999", "f" }, "bad port" },
     { { "--unix", "s", "--listen", ":1", "f" }, "cannot be used together" },
@@ -159,6 +187,7 @@ int main(void)
     cmocka_unit_test(test_options_lone_file),
     cmocka_unit_test(test_options_exports),
     cmocka_unit_test(test_options_export_commas),
+    cmocka_unit_test(test_options_vhost_spec),
     cmocka_unit_test(test_options_readonly_applies_to_all),
     cmocka_unit_test(test_options_default_listen),
     cmocka_unit_test(test_options_usage_errors),
