@@ -1,9 +1,11 @@
 /* --accel: KVM where it really runs guests, TCG otherwise. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kvm.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +27,38 @@ int accel_parse(const char *s, enum accel *a)
     *a = ACCEL_TCG;
   else
     return -EINVAL;
+  return 0;
+}
+
+/* Checks, for --accel kvm, that KVM can run a VM here: /dev/kvm opens for
+ * reading and writing, speaks the stable API, and creates a VM. Prints a
+ * one-line message and returns -1 if not. */
+int accel_check(enum accel a)
+{
+  CLEANUP_CLOSE int fd = -1, vm = -1;
+  int version;
+
+  if (a != ACCEL_KVM)
+    return 0;
+  fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    launch_error("--accel kvm: /dev/kvm: %m");
+    return -1;
+  }
+  version = ioctl(fd, KVM_GET_API_VERSION, 0);
+  if (version < 0) {
+    launch_error("--accel kvm: /dev/kvm: not KVM: %m");
+    return -1;
+  }
+  if (version != KVM_API_VERSION) {
+    launch_error("--accel kvm: /dev/kvm: API version %d, not %d", version, KVM_API_VERSION);
+    return -1;
+  }
+  vm = ioctl(fd, KVM_CREATE_VM, 0);
+  if (vm < 0) {
+    launch_error("--accel kvm: /dev/kvm: cannot create a VM: %m");
+    return -1;
+  }
   return 0;
 }
 

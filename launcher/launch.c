@@ -68,8 +68,9 @@ static void usage(FILE *fp)
 "  --transport T    how disks reach QEMU: nbd (QEMU's NBD client and\n"
 "                   virtio-blk, the default) or vhost-user (vhost-user-blk,\n"
 "                   guest RAM shared with blockd as a memfd; no hugepages)\n"
-"  --accel A        kvm, tcg, or auto: KVM if a probe boots the kernel\n"
-"                   under it, else TCG with a notice (default auto)\n"
+"  --accel A        kvm (refused unless /dev/kvm creates a VM), tcg, or auto:\n"
+"                   KVM if a probe boots the kernel under it, else TCG with\n"
+"                   a notice (default auto)\n"
 "  --qmp PATH       also serve QMP on the unix socket PATH\n"
 "  --allow-base-dir DIR  overlay bases may also live beneath DIR (repeatable;\n"
 "                   by default only beneath each overlay's own directory)\n"
@@ -277,6 +278,8 @@ static int check_inputs(struct launch *l)
 {
   struct stat st;
 
+  if (accel_check(l->accel) < 0)
+    return -1;
   if (check_kernel(l->kernel) < 0)
     return -1;
   if (l->initrd != NULL && check_readable("--initrd", l->initrd) < 0)

@@ -102,6 +102,7 @@ void rundir_sweep(void);
 
 /* accel.c */
 int accel_parse(const char *s, enum accel *a);
+int accel_check(enum accel a);
 const char *accel_name(enum accel a);
 enum accel accel_resolve(const struct launch *l);
 

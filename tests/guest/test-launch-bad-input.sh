@@ -29,6 +29,12 @@ refuse "--memory 12Q" "${K[@]}" --disk "$TMP/disk.raw" --memory 12Q
 refuse "--memory 1k" "${K[@]}" --disk "$TMP/disk.raw" --memory 1k
 refuse "--cpus 0" "${K[@]}" --disk "$TMP/disk.raw" --cpus 0
 refuse "--accel xen" "${K[@]}" --disk "$TMP/disk.raw" --accel xen
+# --accel kvm is refused up front where KVM cannot run a VM.
+if [ ! -e /dev/kvm ]; then
+  refuse "--accel kvm: /dev/kvm: No such file" "${K[@]}" --disk "$TMP/disk.raw" --accel kvm
+else
+  echo "NOTE: /dev/kvm exists here; the '--accel kvm without /dev/kvm' case is not run"
+fi
 refuse "unknown option '--frobnicate'" "${K[@]}" --disk "$TMP/disk.raw" --frobnicate
 refuse "needs an argument" "${K[@]}" --disk
 refuse "unexpected argument 'extra'" "${K[@]}" --disk "$TMP/disk.raw" extra
