@@ -54,7 +54,7 @@ static void usage(FILE *fp)
 "socket, and QEMU attaches it as virtio-blk with discard end to end (guest TRIM\n"
 "punches holes in the host file). A virtio-balloon with free page reporting\n"
 "hands guest memory the guest frees back to the host. The serial console is\n"
-"on stdin/stdout (Ctrl-A x quits QEMU); messages go to stderr.\n"
+"on stdin/stdout; messages go to stderr.\n"
 "\n"
 "  --kernel FILE    guest kernel (bzImage)\n"
 "  --initrd FILE    initramfs\n"
@@ -86,14 +86,22 @@ static void usage(FILE *fp)
 "program, else blockd on PATH), QEMU (default qemu-system-x86_64),\n"
 "XDG_RUNTIME_DIR (where the private runtime directory goes; else /tmp).\n"
 "\n"
-"SIGINT/SIGTERM press the guest's power button (QMP system_powerdown); after\n"
-"the grace period QEMU is told to quit, then killed. A second signal skips the\n"
+"Keys at the console: everything typed goes to the guest, Ctrl-C included\n"
+"(QEMU puts the terminal in raw mode: Ctrl-C interrupts the guest's program,\n"
+"not this one). Ctrl-A x quits QEMU at once, without a guest power-off\n"
+"(exit status 7); Ctrl-A c switches between the console and QEMU's monitor;\n"
+"Ctrl-A h lists the others.\n"
+"\n"
+"Signals (from another terminal, e.g. kill -INT PID): SIGINT, SIGTERM or\n"
+"SIGHUP press the guest's power button (QMP system_powerdown); after the\n"
+"grace period QEMU is told to quit, then killed. A second signal skips the\n"
 "grace period. blockd is drained and stopped once QEMU has exited.\n"
 "\n"
 "Exit status: 0 the guest powered off; 1 runtime error; 2 bad usage or input\n"
 "(nothing started); 3 the guest did not power off in time and was stopped;\n"
 "4 QEMU exited or was killed without a guest power-off; 5 blockd died while the\n"
-"guest ran; 6 the guest rebooted or panicked.\n",
+"guest ran; 6 the guest rebooted or panicked; 7 the user quit QEMU (Ctrl-A x,\n"
+"or quit in the monitor or on --qmp).\n",
           GRACE_DEFAULT);
 }
 

@@ -19,6 +19,7 @@ enum {
   EXIT_QEMU_DIED = 4,       /* QEMU exited on its own without a guest power off */
   EXIT_BLOCKD_DIED = 5,     /* blockd died first; QEMU was stopped */
   EXIT_GUEST_RESET = 6,     /* the guest rebooted or panicked (-no-reboot ends the launch) */
+  EXIT_USER_QUIT = 7,       /* the user quit QEMU (Ctrl-A x, monitor or --qmp quit) */
 };
 
 /* Accelerator choice from --accel. */

@@ -43,6 +43,7 @@ struct sv {
   int blockd_status; /* blockd's wait status */
   bool blockd_first; /* blockd died while QEMU ran */
   bool requested;    /* a signal asked us to stop */
+  bool quit_sent;    /* we told QEMU to quit (QMP quit or SIGTERM) */
   char reason[64];   /* SHUTDOWN event reason, "" if none seen */
 };
 
@@ -76,6 +77,7 @@ static void escalate(struct sv *s)
     break;
   case POWERING_DOWN:
     qemu_ask(s, "quit");
+    s->quit_sent = true;
     s->phase = QUITTING;
     s->deadline = now_ms() + QUIT_MS;
     break;
@@ -176,6 +178,14 @@ static int verdict(struct sv *s)
   else if (strcmp(s->reason, "guest-reset") == 0 || strcmp(s->reason, "guest-panic") == 0) {
     launch_error("guest ended by %s", s->reason);
     ret = EXIT_GUEST_RESET;
+  }
+  else if ((strcmp(s->reason, "host-qmp-quit") == 0 && !s->quit_sent) ||
+           strcmp(s->reason, "host-ui") == 0) {
+    /* Not our quit: Ctrl-A x on the console (QEMU's mux turns it into a
+     * QMP quit), quit in the monitor, or a quit on the user's --qmp. */
+    launch_error("QEMU quit at the user's request (Ctrl-A x, or quit in the monitor or on "
+                 "--qmp); the guest did not power off");
+    ret = EXIT_USER_QUIT;
   }
   else if (s->phase >= QUITTING && s->requested) {
     launch_error("guest did not power off within %u s; QEMU %s", s->l->grace,
