@@ -45,6 +45,7 @@ static void usage(FILE *fp)
   fprintf(fp,
 "Usage: blockd-launch --kernel FILE [--initrd FILE] [--append TEXT]\n"
 "                     --disk FILE[,readonly][,serial=ID][,format=FMT]...\n"
+"                     [--net user[,hostfwd=RULE]...[,restrict=on|off]]\n"
 "                     [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg]\n"
 "                     [--transport nbd|vhost-user]\n"
 "                     [--qmp PATH] [--grace SECONDS] [--allow-base-dir DIR]...\n"
@@ -63,6 +64,14 @@ static void usage(FILE *fp)
 "  --disk SPEC      a disk image: raw, qcow2 (read-only) or blockd overlay;\n"
 "                   readonly: read-only export and device; serial=ID: the\n"
 "                   virtio serial (default diskN); format=raw|qcow2|overlay\n"
+"  --net user[,hostfwd=RULE]...[,restrict=on|off]\n"
+"                   a virtio-net NIC on QEMU's user-mode network (the guest\n"
+"                   gets 10.0.2.15 by DHCP; default: no network). RULE is\n"
+"                   QEMU's [tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT,\n"
+"                   except that an empty HOSTADDR is 127.0.0.1, not every\n"
+"                   address: hostfwd=tcp::2222-:22 forwards localhost:2222\n"
+"                   to the guest's port 22. restrict=on: the guest reaches\n"
+"                   neither the host nor beyond; forwarded ports still work\n"
 "  --memory SIZE    guest RAM, e.g. 1G, 768M (default 1G)\n"
 "  --cpus N         virtual CPUs (default 2)\n"
 "  --transport T    how disks reach QEMU: nbd (QEMU's NBD client and\n"
@@ -156,7 +165,8 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
 static int parse_options(int argc, char *argv[], struct launch *l)
 {
   enum { OPT_KERNEL = 256, OPT_INITRD, OPT_APPEND, OPT_DISK, OPT_MEMORY, OPT_CPUS,
-         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN, OPT_ALLOW_BASE_DIR, OPT_TRANSPORT };
+         OPT_ACCEL, OPT_QMP, OPT_GRACE, OPT_DRY_RUN, OPT_ALLOW_BASE_DIR, OPT_TRANSPORT,
+         OPT_NET };
   static const struct option longopts[] = {
     { "kernel", required_argument, NULL, OPT_KERNEL },
     { "initrd", required_argument, NULL, OPT_INITRD },
@@ -170,6 +180,7 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "allow-base-dir", required_argument, NULL, OPT_ALLOW_BASE_DIR },
     { "transport", required_argument, NULL, OPT_TRANSPORT },
+    { "net", required_argument, NULL, OPT_NET },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -188,6 +199,10 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     case 'v': verbose = true; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("blockd-launch %s\n", BLOCKD_VERSION); return 0;
+    case OPT_NET:
+      if (net_parse(optarg, &l->net) < 0)
+        return EXIT_USAGE;
+      break;
     case OPT_TRANSPORT:
       if (strcmp(optarg, "nbd") == 0)
         l->transport = TRANSPORT_NBD;
@@ -309,7 +324,7 @@ static int check_inputs(struct launch *l)
   for (size_t i = 0; i < l->ndisks; i++)
     if (disk_check(&l->disks[i]) < 0)
       return -1;
-  return 0;
+  return net_check(&l->net);
 }
 
 /* Frees what parse_options and main allocated. */
@@ -320,6 +335,7 @@ static void launch_free(struct launch *l)
   free(l->disks);
   free(l->blockd);
   free(l->allow_base_dirs);
+  net_free(&l->net);
 }
 
 /* Everything after the checks: command lines, then blockd, then QEMU, then

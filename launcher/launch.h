@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <netinet/in.h>
 #include <sys/types.h>
 
 #include "cleanup.h"
@@ -44,6 +45,23 @@ struct disk {
   int lock_fd;      /* holds a flock on the image for the launch, or -1 */
 };
 
+/* One hostfwd= rule of --net user. */
+struct hostfwd {
+  bool udp;              /* udp, else tcp */
+  struct in_addr host;   /* host address QEMU listens on: 127.0.0.1 unless given */
+  uint16_t host_port;    /* host port */
+  struct in_addr guest;  /* guest address; INADDR_ANY: the guest's DHCP address */
+  uint16_t guest_port;   /* guest port */
+};
+
+/* --net: QEMU's user-mode network behind a virtio-net-pci NIC, or none. */
+struct net {
+  bool user;              /* --net user given; false: no NIC at all */
+  bool restricted;        /* restrict=on: the guest reaches nothing, only forwards reach it */
+  struct hostfwd *fwds;   /* hostfwd= rules, in order */
+  size_t nfwds;           /* number of rules */
+};
+
 /* Everything the command line says, plus what main() works out. */
 struct launch {
   const char *kernel;   /* --kernel */
@@ -56,6 +74,7 @@ struct launch {
   enum accel accel;     /* --accel; resolved to KVM or TCG before starting */
   enum transport transport; /* --transport */
   const char *qmp;      /* --qmp: an extra QMP socket for the user, may be NULL */
+  struct net net;       /* --net */
   bool dry_run;         /* --dry-run: print the command lines, start nothing */
   char *blockd;         /* blockd executable */
   const char *qemu;     /* qemu-system-x86_64 executable ($QEMU or PATH) */
@@ -93,6 +112,12 @@ void argv_print(const struct argv *a, FILE *fp);
 int disk_parse(const char *spec, size_t index, struct disk *d);
 int disk_check(struct disk *d);
 void disk_free(struct disk *d);
+
+/* net.c */
+int net_parse(const char *spec, struct net *n);
+int net_check(const struct net *n);
+char *net_netdev(const struct net *n);
+void net_free(struct net *n);
 
 /* rundir.c */
 char *rundir_template(void);

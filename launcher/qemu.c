@@ -1,6 +1,6 @@
 /* The QEMU command line: NBD-backed virtio-blk with discard end to end, a
- * free-page-reporting balloon, plain anonymous guest RAM, QMP, and the serial
- * console on stdout. */
+ * free-page-reporting balloon, plain anonymous guest RAM, QMP, the serial
+ * console on stdout, and user-mode networking when asked. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -121,6 +121,18 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
     r |= argv_add(a, "-device");
     r |= argv_addf(a, "virtio-blk-pci,drive=disk%zu,serial=%s%s", i, d->serial,
                    d->readonly ? "" : ",discard=on,write-zeroes=on");
+  }
+  if (l->net.user) {
+    CLEANUP_FREE char *netdev = net_netdev(&l->net);
+
+    if (netdev == NULL)
+      return -ENOMEM;
+    /* romfile= leaves out iPXE: nothing boots from the network, and SeaBIOS
+     * need not run the ROM. */
+    r |= argv_add(a, "-netdev");
+    r |= argv_add(a, netdev);
+    r |= argv_add(a, "-device");
+    r |= argv_add(a, "virtio-net-pci,netdev=net0,romfile=");
   }
   /* Free page reporting: the guest tells QEMU about free 2 MiB+ blocks and
    * QEMU drops them from its RSS. */

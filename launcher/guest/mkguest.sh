@@ -49,9 +49,10 @@ if [ -x "$out/../zeroout" ]; then
 fi
 
 # Modules in dependency order, each once; built-in ones need nothing.
-# acpi button + evdev let the guest see QMP system_powerdown.
+# acpi button + evdev let the guest see QMP system_powerdown; virtio_net is
+# the NIC of blockd-launch --net.
 : > "$root/lib/modules/order"
-for m in virtio_pci virtio_blk virtio_balloon ext4 button evdev; do
+for m in virtio_pci virtio_blk virtio_balloon virtio_net ext4 button evdev; do
   modprobe --show-depends -S "$KVER" "$m" 2>/dev/null | while read -r kind path _; do
     [ "$kind" = insmod ] || continue
     name=$(basename "$path")

@@ -42,6 +42,11 @@ launch() {
   exec 9> "$TMP/console.in"
 }
 
+# free_port: a TCP port on 127.0.0.1 that nothing listens on just now.
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # wait_console PATTERN [SECONDS]: waits for an extended regex on the console.
 wait_console() {
   local pat=$1 t=${2:-120}

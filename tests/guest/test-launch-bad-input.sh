@@ -35,6 +35,35 @@ if [ ! -e /dev/kvm ]; then
 else
   echo "NOTE: /dev/kvm exists here; the '--accel kvm without /dev/kvm' case is not run"
 fi
+# --net: only user-mode networking, with well-formed forwards.
+N=("${K[@]}" --disk "$TMP/disk.raw" --net)
+refuse "--net tap: only user-mode networking" "${N[@]}" tap
+refuse "--net : only user-mode networking" "${N[@]}" ""
+refuse "--net: 'guestfwd=tcp:10.0.2.100:80-cmd:sh' is not supported" "${N[@]}" \
+  "user,guestfwd=tcp:10.0.2.100:80-cmd:sh"
+refuse "--net hostfwd=tcp:2222:22: not .tcp.udp.:.HOSTADDR.:HOSTPORT-" "${N[@]}" "user,hostfwd=tcp:2222:22"
+refuse "hostfwd=: not " "${N[@]}" "user,hostfwd="
+refuse "protocol 'sctp' is not tcp or udp" "${N[@]}" "user,hostfwd=sctp::2222-:22"
+refuse "host port '0' is not a number from 1 to 65535" "${N[@]}" "user,hostfwd=tcp::0-:22"
+refuse "host port '65536' is not" "${N[@]}" "user,hostfwd=tcp::65536-:22"
+refuse "guest port '22x' is not" "${N[@]}" "user,hostfwd=tcp::2222-:22x"
+refuse "guest port '' is not" "${N[@]}" "user,hostfwd=tcp::2222-:"
+refuse "host address 'localhost' is not an IPv4 address" "${N[@]}" "user,hostfwd=tcp:localhost:2222-:22"
+refuse "guest address must be a guest's in 10.0.2.0/24" "${N[@]}" "user,hostfwd=tcp::2222-10.0.2.2:22"
+refuse "guest address must be a guest's in 10.0.2.0/24" "${N[@]}" "user,hostfwd=tcp::2222-192.168.1.5:22"
+refuse "that host port is forwarded twice" "${N[@]}" "user,hostfwd=tcp::2222-:22,hostfwd=tcp::2222-:80"
+refuse "--net: 'restrict=yes' is not supported" "${N[@]}" "user,restrict=yes"
+refuse "--net given twice" "${N[@]}" user --net user
+# A host port something already listens on is refused before QEMU would be.
+"$PY" -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); sys.stdout.close(); time.sleep(60)' > "$TMP/port" &
+busy=$!
+track "$busy"
+for _ in $(seq 50); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+port=$(cat "$TMP/port")
+refuse "cannot forward tcp 127.0.0.1:$port: Address already in use" "${N[@]}" "user,hostfwd=tcp::$port-:22"
+kill "$busy"
 refuse "unknown option '--frobnicate'" "${K[@]}" --disk "$TMP/disk.raw" --frobnicate
 refuse "needs an argument" "${K[@]}" --disk
 refuse "unexpected argument 'extra'" "${K[@]}" --disk "$TMP/disk.raw" extra
