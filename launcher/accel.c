@@ -1,11 +1,15 @@
 /* --accel: KVM where it really runs guests, TCG otherwise. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,16 +81,51 @@ static int64_t now_ms(void)
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Boots L's kernel under KVM for at most PROBE_MS and returns true if it
+/* Returns the kernel to probe KVM with when the launch has none (the
+ * firmware boots a disk): /boot/vmlinuz-RELEASE of the running kernel, else
+ * the /boot/vmlinuz-* with the highest version. malloc'd; NULL if none. */
+static char *probe_kernel(void)
+{
+  struct utsname u;
+  char *best = NULL, *path = NULL;
+  struct dirent *e;
+  DIR *dir;
+
+  if (uname(&u) == 0 && asprintf(&path, "/boot/vmlinuz-%s", u.release) >= 0) {
+    if (access(path, R_OK) == 0)
+      return path;
+    free(path);
+  }
+  dir = opendir("/boot");
+  if (dir == NULL)
+    return NULL;
+  while ((e = readdir(dir)) != NULL)
+    if (strncmp(e->d_name, "vmlinuz-", 8) == 0 &&
+        (best == NULL || strverscmp(e->d_name, best) > 0)) {
+      free(best);
+      best = strdup(e->d_name);
+    }
+  closedir(dir);
+  if (best == NULL || asprintf(&path, "/boot/%s", best) < 0)
+    path = NULL;
+  free(best);
+  if (path != NULL && access(path, R_OK) != 0) {
+    free(path);
+    path = NULL;
+  }
+  return path;
+}
+
+/* Boots KERNEL under KVM for at most PROBE_MS and returns true if it
  * printed its banner. /dev/kvm can open and even run real-mode code on hosts
  * (nested or sandboxed) where a kernel then hangs entering long mode, so
- * nothing short of the real kernel says KVM works. */
-static bool kvm_boots(const struct launch *l)
+ * nothing short of a real kernel says KVM works. */
+static bool kvm_boots(const struct launch *l, const char *kernel)
 {
   char *const argv[] = {
     (char *)l->qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35",
     "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-    "-no-reboot", "-m", "128", "-kernel", (char *)l->kernel,
+    "-no-reboot", "-m", "128", "-kernel", (char *)kernel,
     "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1", NULL,
   };
   CLEANUP_CLOSE int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -130,10 +169,13 @@ static bool kvm_boots(const struct launch *l)
 }
 
 /* Returns the accelerator to run with: KVM or TCG. For --accel auto, KVM is
- * used only if /dev/kvm opens and the kernel boots under it; otherwise TCG
- * with a one-line notice. */
+ * used only if /dev/kvm opens and the kernel (--kernel, else one from /boot:
+ * SeaBIOS alone never leaves real and 32-bit mode, where broken hosts still
+ * work) boots under it; otherwise TCG with a one-line notice. */
 enum accel accel_resolve(const struct launch *l)
 {
+  CLEANUP_FREE char *found = NULL;
+  const char *kernel = l->kernel;
   int fd;
 
   if (l->accel != ACCEL_AUTO)
@@ -144,10 +186,15 @@ enum accel accel_resolve(const struct launch *l)
     return ACCEL_TCG;
   }
   close(fd);
-  if (!kvm_boots(l)) {
+  if (kernel == NULL && (kernel = found = probe_kernel()) == NULL) {
+    launch_error("notice: no kernel in /boot to check that KVM works with, using TCG "
+                 "(--accel kvm uses KVM unchecked)");
+    return ACCEL_TCG;
+  }
+  if (!kvm_boots(l, kernel)) {
     launch_error("notice: KVM does not boot the kernel on this host, using TCG");
     return ACCEL_TCG;
   }
-  debug("KVM probe booted the kernel");
+  debug("KVM probe booted %s", kernel);
   return ACCEL_KVM;
 }

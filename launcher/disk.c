@@ -2,6 +2,7 @@
  * that must pass before anything is started. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -108,6 +109,38 @@ int disk_check(struct disk *d)
   }
   d->lock_fd = fd;
   fd = -1;
+  return 0;
+}
+
+/* Checks that D, the disk the firmware boots, starts with a boot sector:
+ * SeaBIOS boots a disk only if bytes 510-511 are 55 AA, and otherwise
+ * waits for one forever. Read through blockd's own engines, so an overlay is
+ * seen as the guest sees it. Prints a one-line message and returns -1 if
+ * not. */
+int disk_check_boot(const struct disk *d)
+{
+  unsigned char sector[512] = { 0 };
+  struct fmt *f;
+  char err[1024];
+  int r = 0;
+
+  f = fmt_open(d->path, d->format, true, err, sizeof err);
+  if (f == NULL) {
+    launch_error("%s", err);
+    return -1;
+  }
+  if (f->size >= sizeof sector)  /* a smaller disk has no boot sector */
+    r = fmt_pread(f, sector, sizeof sector, 0);
+  fmt_close(f);
+  if (r < 0) {
+    launch_error("%s: reading its boot sector: %s", d->path, strerror(-r));
+    return -1;
+  }
+  if (sector[510] != 0x55 || sector[511] != 0xaa) {
+    launch_error("%s: no boot sector (bytes 510-511 are not 55 AA): without --kernel the "
+                 "first --disk must be bootable", d->path);
+    return -1;
+  }
   return 0;
 }
 

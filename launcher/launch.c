@@ -43,7 +43,7 @@ void launch_error(const char *fmt, ...)
 static void usage(FILE *fp)
 {
   fprintf(fp,
-"Usage: blockd-launch --kernel FILE [--initrd FILE] [--append TEXT]\n"
+"Usage: blockd-launch [--kernel FILE [--initrd FILE] [--append TEXT]]\n"
 "                     --disk FILE[,readonly][,serial=ID][,format=FMT]...\n"
 "                     [--net user[,hostfwd=RULE]...[,restrict=on|off]]\n"
 "                     [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg]\n"
@@ -54,13 +54,15 @@ static void usage(FILE *fp)
 "Starts a workspace VM: a private blockd serves each --disk over NBD on a unix\n"
 "socket, and QEMU attaches it as virtio-blk with discard end to end (guest TRIM\n"
 "punches holes in the host file). A virtio-balloon with free page reporting\n"
-"hands guest memory the guest frees back to the host. The serial console is\n"
-"on stdin/stdout; messages go to stderr.\n"
+"hands guest memory the guest frees back to the host. QEMU boots --kernel, or\n"
+"without it the firmware (SeaBIOS) boots the first --disk's own boot loader.\n"
+"The serial console is on stdin/stdout; messages go to stderr.\n"
 "\n"
-"  --kernel FILE    guest kernel (bzImage)\n"
-"  --initrd FILE    initramfs\n"
-"  --append TEXT    kernel command line (default \"console=ttyS0\": the\n"
-"                   serial console is the one on stdio)\n"
+"  --kernel FILE    guest kernel (bzImage); without it the first --disk must\n"
+"                   start with a BIOS boot sector (MBR)\n"
+"  --initrd FILE    initramfs (only with --kernel)\n"
+"  --append TEXT    kernel command line (only with --kernel; default\n"
+"                   \"console=ttyS0\": the serial console is the one on stdio)\n"
 "  --disk SPEC      a disk image: raw, qcow2 (read-only) or blockd overlay;\n"
 "                   readonly: read-only export and device; serial=ID: the\n"
 "                   virtio serial (default diskN); format=raw|qcow2|overlay\n"
@@ -78,8 +80,8 @@ static void usage(FILE *fp)
 "                   virtio-blk, the default) or vhost-user (vhost-user-blk,\n"
 "                   guest RAM shared with blockd as a memfd; no hugepages)\n"
 "  --accel A        kvm (refused unless /dev/kvm creates a VM), tcg, or auto:\n"
-"                   KVM if a probe boots the kernel under it, else TCG with\n"
-"                   a notice (default auto)\n"
+"                   KVM if a probe boots a kernel (--kernel, else one from\n"
+"                   /boot) under it, else TCG with a notice (default auto)\n"
 "  --qmp PATH       also serve QMP on the unix socket PATH\n"
 "  --allow-base-dir DIR  overlay bases may also live beneath DIR (repeatable;\n"
 "                   by default only beneath each overlay's own directory)\n"
@@ -109,8 +111,8 @@ static void usage(FILE *fp)
 "Exit status: 0 the guest powered off; 1 runtime error; 2 bad usage or input\n"
 "(nothing started); 3 the guest did not power off in time and was stopped;\n"
 "4 QEMU exited or was killed without a guest power-off; 5 blockd died while the\n"
-"guest ran; 6 the guest rebooted or panicked; 7 the user quit QEMU (Ctrl-A x,\n"
-"or quit in the monitor or on --qmp).\n",
+"guest ran; 6 the guest rebooted or panicked, or the firmware found nothing to\n"
+"boot; 7 the user quit QEMU (Ctrl-A x, or quit in the monitor or on --qmp).\n",
           GRACE_DEFAULT);
 }
 
@@ -274,10 +276,13 @@ static int parse_options(int argc, char *argv[], struct launch *l)
     launch_error("unexpected argument '%s' (see --help)", argv[optind]);
     return EXIT_USAGE;
   }
-  if (l->kernel == NULL) {
-    launch_error("no --kernel given (see --help)");
+  if (l->kernel == NULL && (l->initrd != NULL || l->append != NULL)) {
+    launch_error("%s needs --kernel (without one the firmware boots the first --disk)",
+                 l->initrd != NULL ? "--initrd" : "--append");
     return EXIT_USAGE;
   }
+  if (l->kernel != NULL && l->append == NULL)
+    l->append = "console=ttyS0";
   if (l->ndisks == 0) {
     launch_error("no --disk given (see --help)");
     return EXIT_USAGE;
@@ -303,7 +308,7 @@ static int check_inputs(struct launch *l)
 
   if (accel_check(l->accel) < 0)
     return -1;
-  if (check_kernel(l->kernel) < 0)
+  if (l->kernel != NULL && check_kernel(l->kernel) < 0)
     return -1;
   if (l->initrd != NULL && check_readable("--initrd", l->initrd) < 0)
     return -1;
@@ -324,6 +329,20 @@ static int check_inputs(struct launch *l)
   for (size_t i = 0; i < l->ndisks; i++)
     if (disk_check(&l->disks[i]) < 0)
       return -1;
+  if (l->kernel == NULL) {
+    /* The boot sector is read through blockd's engines, which find an
+     * overlay's base only where blockd would. */
+    for (size_t i = 0; i < l->nr_allow_base_dirs; i++) {
+      int r = basepath_allow(l->allow_base_dirs[i]);
+
+      if (r < 0) {
+        launch_error("--allow-base-dir %s: %s", l->allow_base_dirs[i], strerror(-r));
+        return -1;
+      }
+    }
+    if (disk_check_boot(&l->disks[0]) < 0)
+      return -1;
+  }
   return net_check(&l->net);
 }
 
@@ -349,6 +368,10 @@ static int run(struct launch *l)
   sigset_t mask;
 
   l->accel = accel_resolve(l);
+  if (l->kernel == NULL && l->transport == TRANSPORT_VHOST_USER && l->accel == ACCEL_TCG)
+    launch_error("notice: under TCG, QEMU does not see blockd write guest memory over "
+                 "vhost-user, so a boot loader that loads code over code it ran (an MBR that "
+                 "chain-loads its partition) hangs; --transport nbd boots any disk");
   if (l->dry_run)
     l->rundir = rundir_template();
   else {
@@ -418,7 +441,6 @@ int main(int argc, char *argv[])
     .cpus = 2,
     .accel = ACCEL_AUTO,
     .grace = GRACE_DEFAULT,
-    .append = "console=ttyS0",
     .rundir_fd = -1,
   };
   int status;

@@ -64,9 +64,9 @@ struct net {
 
 /* Everything the command line says, plus what main() works out. */
 struct launch {
-  const char *kernel;   /* --kernel */
-  const char *initrd;   /* --initrd, may be NULL */
-  const char *append;   /* --append; "console=ttyS0" unless given; may be NULL */
+  const char *kernel;   /* --kernel; NULL: the firmware boots the first disk */
+  const char *initrd;   /* --initrd, may be NULL; only with a kernel */
+  const char *append;   /* --append; "console=ttyS0" with a kernel unless given */
   struct disk *disks;   /* --disk, in order: export diskN is disks[N] */
   size_t ndisks;        /* number of disks */
   uint64_t memory;      /* --memory in bytes */
@@ -111,6 +111,7 @@ void argv_print(const struct argv *a, FILE *fp);
 /* disk.c */
 int disk_parse(const char *spec, size_t index, struct disk *d);
 int disk_check(struct disk *d);
+int disk_check_boot(const struct disk *d);
 void disk_free(struct disk *d);
 
 /* net.c */

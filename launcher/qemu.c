@@ -1,6 +1,7 @@
 /* The QEMU command line: NBD-backed virtio-blk with discard end to end, a
  * free-page-reporting balloon, plain anonymous guest RAM, QMP, the serial
- * console on stdout, and user-mode networking when asked. */
+ * console on stdout, a kernel or the firmware booting the first disk, and
+ * user-mode networking when asked. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -80,15 +81,25 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
     r |= argv_add(a, "chardev=userqmp,mode=control");
   }
 
-  r |= argv_add(a, "-kernel");
-  r |= argv_add(a, l->kernel);
-  if (l->initrd != NULL) {
-    r |= argv_add(a, "-initrd");
-    r |= argv_add(a, l->initrd);
+  if (l->kernel != NULL) {
+    r |= argv_add(a, "-kernel");
+    r |= argv_add(a, l->kernel);
+    if (l->initrd != NULL) {
+      r |= argv_add(a, "-initrd");
+      r |= argv_add(a, l->initrd);
+    }
+    if (l->append != NULL) {
+      r |= argv_add(a, "-append");
+      r |= argv_add(a, l->append);
+    }
   }
-  if (l->append != NULL) {
-    r |= argv_add(a, "-append");
-    r |= argv_add(a, l->append);
+  else {
+    /* SeaBIOS boots the disk with bootindex=0 and nothing else (strict=on).
+     * Should it find nothing to boot, it would wait and retry for ever;
+     * reboot-timeout=0 makes it reboot at once, which -no-reboot turns into
+     * the end of the launch. */
+    r |= argv_add(a, "-boot");
+    r |= argv_add(a, "strict=on,reboot-timeout=0");
   }
 
   for (size_t i = 0; i < l->ndisks && l->transport == TRANSPORT_VHOST_USER; i++) {
@@ -105,7 +116,8 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
     r |= argv_add(a, "-chardev");
     r |= argv_addf(a, "socket,id=vhost%zu,path=%s", i, sock);
     r |= argv_add(a, "-device");
-    r |= argv_addf(a, "vhost-user-blk-pci,chardev=vhost%zu,num-queues=%u", i, l->cpus);
+    r |= argv_addf(a, "vhost-user-blk-pci,chardev=vhost%zu,num-queues=%u%s", i, l->cpus,
+                   i == 0 && l->kernel == NULL ? ",bootindex=0" : "");
   }
   for (size_t i = 0; i < l->ndisks && l->transport == TRANSPORT_NBD; i++) {
     const struct disk *d = &l->disks[i];
@@ -119,8 +131,9 @@ int qemu_cmdline(const struct launch *l, struct argv *a)
                    d->readonly ? "read-only=on"
                                : "discard=unmap,detect-zeroes=unmap");
     r |= argv_add(a, "-device");
-    r |= argv_addf(a, "virtio-blk-pci,drive=disk%zu,serial=%s%s", i, d->serial,
-                   d->readonly ? "" : ",discard=on,write-zeroes=on");
+    r |= argv_addf(a, "virtio-blk-pci,drive=disk%zu,serial=%s%s%s", i, d->serial,
+                   d->readonly ? "" : ",discard=on,write-zeroes=on",
+                   i == 0 && l->kernel == NULL ? ",bootindex=0" : "");
   }
   if (l->net.user) {
     CLEANUP_FREE char *netdev = net_netdev(&l->net);

@@ -176,7 +176,9 @@ static int verdict(struct sv *s)
     ret = EXIT_GUEST_OFF;
   }
   else if (strcmp(s->reason, "guest-reset") == 0 || strcmp(s->reason, "guest-panic") == 0) {
-    launch_error("guest ended by %s", s->reason);
+    launch_error("guest ended by %s%s", s->reason,
+                 s->l->kernel == NULL && strcmp(s->reason, "guest-reset") == 0
+                   ? " (a reboot, or the firmware found nothing it could boot)" : "");
     ret = EXIT_GUEST_RESET;
   }
   else if ((strcmp(s->reason, "host-qmp-quit") == 0 && !s->quit_sent) ||

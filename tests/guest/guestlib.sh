@@ -23,23 +23,62 @@ TRANSPORT=${BLOCKD_TRANSPORT:-nbd}
 echo "transport: $TRANSPORT"
 LAUNCH_ERR=$TMP/launch.err
 
-# launch SCRIPT ARGS...: boots the guest running SCRIPT (shell text) with
-# blockd-launch ARGS in the background; its stdin is a fifo that guest_send
-# writes to. Sets LAUNCH_PID.
-launch() {
-  local script=$1; shift
-  local b64
-  b64=$(printf '%s\n' "$script" | base64 -w0)
+# guest_cmdline SCRIPT: the tiny guest's kernel command line that runs SCRIPT.
+guest_cmdline() {
+  echo "console=ttyS0 quiet panic=-1 blockd.run=$(printf '%s\n' "$1" | base64 -w0)"
+}
+
+# launch_bare ARGS...: runs blockd-launch ARGS (under TCG, on $TRANSPORT) in
+# the background; its stdin is a fifo that guest_send writes to. Sets
+# LAUNCH_PID.
+launch_bare() {
   rm -f "$TMP/console.in"
   mkfifo "$TMP/console.in"
   : > "$CONSOLE"
-  "$BLOCKD_LAUNCH" --accel tcg --kernel "$GUEST/vmlinuz" --initrd "$GUEST/initrd.img" \
-    --transport "$TRANSPORT" --append "console=ttyS0 quiet panic=-1 blockd.run=$b64" "$@" \
+  "$BLOCKD_LAUNCH" --accel tcg --transport "$TRANSPORT" "$@" \
     < "$TMP/console.in" > "$CONSOLE" 2> "$LAUNCH_ERR" &
   LAUNCH_PID=$!
   track "$LAUNCH_PID"
   # Hold the fifo open for writing so the console never sees EOF.
   exec 9> "$TMP/console.in"
+}
+
+# launch SCRIPT ARGS...: boots the guest running SCRIPT (shell text) with
+# blockd-launch ARGS in the background (see launch_bare).
+launch() {
+  local script=$1; shift
+  launch_bare --kernel "$GUEST/vmlinuz" --initrd "$GUEST/initrd.img" \
+    --append "$(guest_cmdline "$script")" "$@"
+}
+
+# make_boot_disk FILE LAYOUT CMDLINE: writes a 32 MiB disk image that SeaBIOS
+# boots into the tiny guest with kernel command line CMDLINE, through
+# syslinux on FAT: LAYOUT mbr is an MBR partition table (syslinux's MBR code)
+# with one FAT partition from 1 MiB, as disk images usually are; fat is a FAT
+# file system on the whole disk, whose first sector is syslinux's own boot
+# sector. No loop devices, no root: sfdisk and mtools work on the file.
+make_boot_disk() {
+  local img=$1 layout=$2 cmdline=$3 at=$1
+  require sfdisk mformat mcopy syslinux
+  [ -r /usr/lib/syslinux/mbr/mbr.bin ] || skip "syslinux-common not installed"
+  rm -f "$img"
+  truncate -s 32M "$img"
+  case $layout in
+    mbr)
+      echo 'start=2048, type=e, bootable' | sfdisk -q "$img"
+      dd if=/usr/lib/syslinux/mbr/mbr.bin of="$img" bs=440 count=1 conv=notrunc status=none
+      at="$img@@1M"
+      mformat -i "$at" -T $((31 * 2048)) -h 64 -s 32 -H 2048 ::
+      syslinux --offset $((1 << 20)) --install "$img" ;;
+    fat)
+      mformat -i "$at" -T $((32 * 2048)) -h 64 -s 32 ::
+      syslinux --install "$img" ;;
+    *) fail "make_boot_disk: no layout $layout" ;;
+  esac
+  printf 'DEFAULT guest\nPROMPT 0\nTIMEOUT 0\nLABEL guest\n  KERNEL vmlinuz\n  INITRD initrd.img\n  APPEND %s\n' \
+    "$cmdline" > "$TMP/syslinux.cfg"
+  mcopy -i "$at" "$GUEST/vmlinuz" "$GUEST/initrd.img" ::
+  mcopy -i "$at" "$TMP/syslinux.cfg" ::syslinux.cfg
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on just now.

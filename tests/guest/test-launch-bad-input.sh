@@ -24,7 +24,10 @@ refuse "--kernel $TMP/disk.raw: not a Linux kernel" --kernel "$TMP/disk.raw" --d
 refuse "--initrd $TMP/no-initrd: No such file" "${K[@]}" --initrd "$TMP/no-initrd" --disk "$TMP/disk.raw"
 refuse "$TMP/no-disk: No such file" "${K[@]}" --disk "$TMP/no-disk"
 refuse "no --disk" "${K[@]}"
-refuse "no --kernel" --disk "$TMP/disk.raw"
+# Without --kernel the firmware boots the first disk: it must have a boot sector.
+refuse "$TMP/disk.raw: no boot sector" --accel tcg --disk "$TMP/disk.raw"
+refuse "--initrd needs --kernel" --accel tcg --initrd "$GUEST/initrd.img" --disk "$TMP/disk.raw"
+refuse "--append needs --kernel" --accel tcg --append quiet --disk "$TMP/disk.raw"
 refuse "--memory 12Q" "${K[@]}" --disk "$TMP/disk.raw" --memory 12Q
 refuse "--memory 1k" "${K[@]}" --disk "$TMP/disk.raw" --memory 1k
 refuse "--cpus 0" "${K[@]}" --disk "$TMP/disk.raw" --cpus 0

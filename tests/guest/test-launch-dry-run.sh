@@ -31,21 +31,30 @@ if grep -Eiq 'huge|mem-path|memory-backend|mem-prealloc' "$TMP/out"; then
   fail "hugepage or file-backed memory option in: $qemu"
 fi
 [ -s "$TMP/err" ] && fail "unexpected messages: $(cat "$TMP/err")"
-grep -qF -- -netdev <<<"$qemu" && fail "-netdev without --net in: $qemu"
+for s in -netdev bootindex "-boot "; do
+  grep -qF -- "$s" <<<"$qemu" && fail "'$s' without --net or with --kernel in: $qemu"
+done
 assert_nothing_left
 [ -e "$TMP/user-qmp.sock" ] && fail "--dry-run created the QMP socket"
 
-# --net: a virtio-net NIC on the user network, forwards on 127.0.0.1 unless
+# Without --kernel: the firmware boots disk0 and nothing else, and --net
+# gives a virtio-net NIC on the user network, forwards on 127.0.0.1 unless
 # an address is given.
+printf '\x55\xaa' | dd of="$TMP/a.raw" bs=1 seek=510 conv=notrunc status=none
 p1=$(free_port) p2=$(free_port)
-"$BLOCKD_LAUNCH" --dry-run --accel tcg --kernel "$GUEST/vmlinuz" --disk "$TMP/a.raw" \
+"$BLOCKD_LAUNCH" --dry-run --accel tcg --disk "$TMP/a.raw" --disk "$TMP/b.raw" \
   --net "user,hostfwd=tcp::$p1-:22,hostfwd=udp:0.0.0.0:$p2-10.0.2.15:53,restrict=on" \
-  > "$TMP/out" 2> "$TMP/err" || { cat "$TMP/err" >&2; fail "--dry-run with --net exited $?"; }
+  > "$TMP/out" 2> "$TMP/err" || { cat "$TMP/err" >&2; fail "--dry-run without --kernel exited $?"; }
 cat "$TMP/out"
 qemu=$(sed -n 2p "$TMP/out")
-for s in "-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$p1-:22,hostfwd=udp:0.0.0.0:$p2-10.0.2.15:53 " \
+for s in "-boot strict=on,reboot-timeout=0" \
+         "virtio-blk-pci,drive=disk0,serial=disk0,discard=on,write-zeroes=on,bootindex=0 " \
+         "-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$p1-:22,hostfwd=udp:0.0.0.0:$p2-10.0.2.15:53 " \
          "-device virtio-net-pci,netdev=net0,romfile="; do
   has "$qemu" "$s"
+done
+for s in -kernel -initrd -append "drive=disk1,serial=disk1,discard=on,write-zeroes=on,bootindex"; do
+  grep -qF -- "$s" <<<"$qemu" && fail "'$s' in: $qemu"
 done
 [ -s "$TMP/err" ] && fail "unexpected messages: $(cat "$TMP/err")"
 assert_nothing_left
