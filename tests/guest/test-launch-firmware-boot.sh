@@ -22,10 +22,24 @@ cat "$LAUNCH_ERR"
 grep -q "the firmware found nothing it could boot" "$LAUNCH_ERR" || fail "no message about the firmware"
 assert_nothing_left
 
+# A service on the host's loopback: slirp maps 10.0.2.2 to 127.0.0.1, so the
+# guest reaches it unless restrict=on. NBD runs unrestricted, vhost-user
+# with restrict=on: each checks what the README promises.
+"$PY" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.sendall(b"host-loopback\n"); c.close()' > "$TMP/lo-port" &
+track $!
+for _ in $(seq 50); do [ -s "$TMP/lo-port" ] && break; sleep 0.1; done
+lo_port=$(cat "$TMP/lo-port")
+[ -n "$lo_port" ] || fail "no host loopback listener"
+if [ "$TRANSPORT" = vhost-user ]; then restrict=on; else restrict=off; fi
+
 host_token=host-$RANDOM$RANDOM
 script='ip link set lo up
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
+echo "HOSTLO $(nc -w 3 10.0.2.2 '"$lo_port"' </dev/null)"
 token=guest-$(cat /proc/sys/kernel/random/uuid)
 echo "TOKEN $token"
 echo LISTENING
@@ -42,7 +56,8 @@ make_boot_disk "$TMP/boot.img" "$layout" "$(guest_cmdline "$script")"
 echo "boot disk: $layout layout, $(du -k "$TMP/boot.img" | cut -f1) KiB allocated"
 
 port=$(free_port)
-launch_bare --disk "$TMP/boot.img" --net "user,hostfwd=tcp::$port-:22" --memory 512M --cpus 1
+launch_bare --disk "$TMP/boot.img" --net "user,hostfwd=tcp::$port-:22,restrict=$restrict" \
+  --memory 512M --cpus 1
 wait_console '^LISTENING' 90
 guest_token=$(sed -n 's/^TOKEN \(guest-[0-9a-f-]*\).*/\1/p' "$CONSOLE")
 [ -n "$guest_token" ] || { show_logs; fail "no token on the console"; }
@@ -80,6 +95,12 @@ cat "$CONSOLE"
 [ "$LAUNCH_RC" -eq 0 ] || { show_logs; fail "blockd-launch exited $LAUNCH_RC"; }
 [ "$got" = "$guest_token" ] || fail "the host got '$got' through the forward, not the guest's '$guest_token'"
 grep -q "^GOT $host_token" "$CONSOLE" || fail "the guest did not get the host's token"
+if [ "$restrict" = on ]; then
+  grep -q "^HOSTLO" "$CONSOLE" || fail "the guest did not try the host's loopback"
+  grep -q "^HOSTLO host-loopback" "$CONSOLE" && fail "restrict=on, yet the guest reached the host's loopback"
+else
+  grep -q "^HOSTLO host-loopback" "$CONSOLE" || fail "the guest did not reach the host's loopback as 10.0.2.2"
+fi
 # Over vhost-user under TCG the launcher says why an MBR would hang; nothing else.
 if grep -v '^blockd-launch: notice: under TCG, QEMU does not see blockd write guest memory' \
      "$LAUNCH_ERR" | grep -q .; then
