@@ -112,7 +112,9 @@ static int send_reply(struct hs *h, uint32_t option, uint32_t reply, const void 
 /* Sends an error reply whose payload is a human-readable message. */
 static int send_error(struct hs *h, uint32_t option, uint32_t reply, const char *msg)
 {
-  debug("option %" PRIu32 ": %s", option, msg);
+  char name[NBD_OPT_NAME_MAX];
+
+  debug("%s: %s", nbd_opt_name(option, name, sizeof name), msg);
   return send_reply(h, option, reply, msg, strlen(msg));
 }
 
@@ -401,6 +403,7 @@ int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
 
   for (int i = 0; i < MAX_OPTIONS; i++) {
     struct nbd_new_option opt;
+    char name[NBD_OPT_NAME_MAX];
     struct cursor c;
     uint32_t option, len;
     int r;
@@ -414,14 +417,15 @@ int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
     option = be32toh(opt.option);
     len = be32toh(opt.optlen);
     if (len > NBD_MAX_OPTION_LEN) {
-      log_msg("option %" PRIu32 " of %" PRIu32 " bytes is too large: closing", option, len);
+      log_msg("%s of %" PRIu32 " bytes is too large: closing",
+              nbd_opt_name(option, name, sizeof name), len);
       return -1;
     }
     if (recv_full(&h, data, len) < 0)
       goto io_error;
     c.p = data;
     c.left = len;
-    debug("option %" PRIu32 ", %" PRIu32 " bytes", option, len);
+    debug("%s, %" PRIu32 " bytes", nbd_opt_name(option, name, sizeof name), len);
 
     switch (option) {
     case NBD_OPT_EXPORT_NAME:

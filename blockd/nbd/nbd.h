@@ -36,6 +36,10 @@ int request_validate(const struct export *exp, const struct nbd_request *req, bo
                      bool meta);
 /* Converts a host errno into the NBD error sent on the wire. */
 uint32_t nbd_errno(int err);
+/* Name of NBD option OPTION for messages ("NBD_OPT_GO"); an option blockd
+ * does not know is written into BUF (NBD_OPT_NAME_MAX bytes) as its number. */
+#define NBD_OPT_NAME_MAX 32
+const char *nbd_opt_name(uint32_t option, char *buf, size_t len);
 /* Name of an NBD command, for messages. */
 const char *nbd_cmd_name(uint16_t type);
 

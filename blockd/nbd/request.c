@@ -129,6 +129,26 @@ uint32_t nbd_errno(int err)
   }
 }
 
+/* Name of NBD option OPTION for messages ("NBD_OPT_GO"); an option blockd
+ * does not know is written into BUF as its number. */
+const char *nbd_opt_name(uint32_t option, char *buf, size_t len)
+{
+  switch (option) {
+  case NBD_OPT_EXPORT_NAME:       return "NBD_OPT_EXPORT_NAME";
+  case NBD_OPT_ABORT:             return "NBD_OPT_ABORT";
+  case NBD_OPT_LIST:              return "NBD_OPT_LIST";
+  case NBD_OPT_STARTTLS:          return "NBD_OPT_STARTTLS";
+  case NBD_OPT_INFO:              return "NBD_OPT_INFO";
+  case NBD_OPT_GO:                return "NBD_OPT_GO";
+  case NBD_OPT_STRUCTURED_REPLY:  return "NBD_OPT_STRUCTURED_REPLY";
+  case NBD_OPT_LIST_META_CONTEXT: return "NBD_OPT_LIST_META_CONTEXT";
+  case NBD_OPT_SET_META_CONTEXT:  return "NBD_OPT_SET_META_CONTEXT";
+  default:
+    snprintf(buf, len, "unknown option %" PRIu32, option);
+    return buf;
+  }
+}
+
 /* Name of an NBD command, for messages. */
 const char *nbd_cmd_name(uint16_t type)
 {

@@ -118,6 +118,19 @@ static void test_request_nbd_errno(void **state)
   assert_int_equal(nbd_errno(EBADF), NBD_EIO);
 }
 
+/* Options are logged by name; an unknown one by its number. */
+static void test_request_opt_name(void **state)
+{
+  char buf[NBD_OPT_NAME_MAX];
+
+  (void)state;
+  assert_string_equal(nbd_opt_name(NBD_OPT_GO, buf, sizeof buf), "NBD_OPT_GO");
+  assert_string_equal(nbd_opt_name(NBD_OPT_SET_META_CONTEXT, buf, sizeof buf),
+                      "NBD_OPT_SET_META_CONTEXT");
+  assert_string_equal(nbd_opt_name(NBD_OPT_STARTTLS, buf, sizeof buf), "NBD_OPT_STARTTLS");
+  assert_string_equal(nbd_opt_name(4294967295u, buf, sizeof buf), "unknown option 4294967295");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -128,6 +141,7 @@ int main(void)
     cmocka_unit_test(test_request_block_status_needs_negotiation),
     cmocka_unit_test(test_request_framing),
     cmocka_unit_test(test_request_nbd_errno),
+    cmocka_unit_test(test_request_opt_name),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
