@@ -33,6 +33,7 @@ struct options {
   unsigned stall_timeout;       /* --stall-timeout seconds */
   unsigned idle_timeout;        /* --idle-timeout seconds, 0: none */
   bool verbose;                 /* -v */
+  bool print_uri;               /* --print-uri */
   struct export_spec *exports;  /* exports in command-line order */
   size_t nr_exports;            /* entries in exports */
   struct vhost_spec *vhosts;    /* --vhost-user-blk devices, in order */

@@ -14,6 +14,8 @@
 
 /* Blocking pool threads: enough to overlap a few slow engine calls. */
 #define POOL_THREADS 4
+/* Exports named one by one in the line printed at start; then "N more". */
+#define ANNOUNCE_EXPORTS 4
 
 /* Checks, before anything is bound, that the pidfile PATH can be written
  * later: its directory exists and is writable. Returns 0 or -1 after logging. */
@@ -81,6 +83,74 @@ static int open_exports(const struct options *o)
   return 0;
 }
 
+/* The export --print-uri names: the default one, else the first. */
+static const struct export *uri_export(void)
+{
+  const struct export *e = export_find("", 0);
+
+  return e != NULL ? e : exports_get(0);
+}
+
+/* --print-uri: prints the NBD URI of that export on the first listening
+ * socket on stdout. Returns 0 or -1 after logging. */
+static int print_uri(void)
+{
+  CLEANUP_FREE char *uri = uri_make(listen_get(0), uri_export()->name);
+
+  if (uri == NULL)
+    return -1;
+  if (printf("%s\n", uri) < 0 || fflush(stdout) == EOF) {
+    log_msg("--print-uri: stdout: %m");
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes " (FORMAT, MODE)" of image F to OUT. */
+static void put_image(FILE *out, const struct fmt *f)
+{
+  fprintf(out, " (%s, %s)", fmt_name(f), f->readonly ? "read-only" : "read-write");
+}
+
+/* Says in one line on stderr what is served and where: the exports with
+ * their format and mode and the NBD sockets, the vhost-user-blk devices. */
+static void announce(void)
+{
+  CLEANUP_FREE char *line = NULL;
+  size_t size, nr = exports_count(), nr_vhost = vhost_count();
+  FILE *out = open_memstream(&line, &size);
+
+  if (out == NULL)
+    return;
+  fputs("serving", out);
+  if (nr > 0)
+    fputs(nr == 1 ? " export" : " exports", out);
+  for (size_t i = 0; i < nr && i < ANNOUNCE_EXPORTS; i++) {
+    const struct export *e = exports_get(i);
+    char esc[LOG_ESCAPE_MAX];
+
+    fprintf(out, "%s '%s'", i ? "," : "", log_escape(e->name, strlen(e->name), esc, sizeof esc));
+    put_image(out, e->fmt);
+  }
+  if (nr > ANNOUNCE_EXPORTS)
+    fprintf(out, " and %zu more", nr - ANNOUNCE_EXPORTS);
+  for (size_t i = 0; i < listen_count(); i++) {
+    CLEANUP_FREE char *where = uri_where(listen_get(i));
+
+    fprintf(out, "%s%s", i ? ", " : " on ", where ? where : "?");
+  }
+  for (size_t i = 0; i < nr_vhost; i++) {
+    const struct fmt *f;
+    const char *path;
+
+    vhost_get(i, &path, &f);
+    fprintf(out, "%s%s", i ? ", " : nr ? "; vhost-user-blk " : " vhost-user-blk ", path);
+    put_image(out, f);
+  }
+  if (fclose(out) == 0)
+    log_msg("%s", line);
+}
+
 /* Parses the command line, serves until SIGTERM/SIGINT, then drains. */
 int main(int argc, char **argv)
 {
@@ -141,6 +211,9 @@ int main(int argc, char **argv)
   if (vhost_bind() < 0)
     goto fail_listen;
   vhost_start();
+  if (o.print_uri && print_uri() < 0)
+    goto fail_listen;
+  announce();
   if (o.pidfile && write_pidfile(o.pidfile) < 0)
     goto fail_listen;
   debug("serving %zu export(s) with %u worker(s)", exports_count(), o.threads);

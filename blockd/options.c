@@ -16,6 +16,8 @@ static const char usage_text[] =
   "  --listen HOST:PORT    listen on TCP (HOST defaults to 127.0.0.1; ':PORT' works);\n"
   "                        may be repeated (e.g. 127.0.0.1:P and [::1]:P)\n"
   "  --pidfile FILE        write the process id once the socket accepts connections\n"
+  "  --print-uri           print the NBD URI of the default (or first) export on\n"
+  "                        stdout once the socket accepts connections\n"
   "  --readonly            serve every export read-only\n"
   "  --threads N           worker threads, each with its own io_uring (default: CPUs)\n"
   "  --max-connections N   clients at once, negotiating or served (default 256);\n"
@@ -49,12 +51,14 @@ static const char usage_text[] =
   "never guessed (a guest can write its header into a raw disk). Without --unix or\n"
   "--listen, blockd listens on the unix socket $XDG_RUNTIME_DIR/blockd.sock\n"
   "(root: /run/blockd.sock). TCP clients are not authenticated.\n"
+  "blockd prints one line on stderr when it starts serving (more with -v).\n"
   "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush, exit 0.\n"
   "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
 
 enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
        OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT,
-       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_HELP, OPT_VERSION };
+       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_PRINT_URI, OPT_HELP,
+       OPT_VERSION };
 
 static const struct option long_options[] = {
   { "unix", required_argument, NULL, OPT_UNIX },
@@ -72,6 +76,7 @@ static const struct option long_options[] = {
   { "blk-file", required_argument, NULL, OPT_BLK_FILE },
   { "read-only", no_argument, NULL, OPT_READONLY },
   { "print-capabilities", no_argument, NULL, OPT_PRINT_CAPABILITIES },
+  { "print-uri", no_argument, NULL, OPT_PRINT_URI },
   { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, OPT_HELP },
@@ -322,6 +327,9 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
     case OPT_BLK_FILE:
       blk_file = optarg;
       break;
+    case OPT_PRINT_URI:
+      o->print_uri = true;
+      break;
     case OPT_PRINT_CAPABILITIES:
       /* docs/interop/vhost-user.rst, "Backend program conventions". */
       printf("{\n  \"type\": \"block\",\n  \"features\": [\n    \"read-only\",\n"
@@ -383,6 +391,10 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
   }
   if (o->unix_path && o->nr_listens > 0) {
     snprintf(err, errlen, "--unix and --listen cannot be used together");
+    return OPTIONS_USAGE;
+  }
+  if (o->print_uri && o->nr_exports == 0) {
+    snprintf(err, errlen, "--print-uri: no NBD export (only --vhost-user-blk devices)");
     return OPTIONS_USAGE;
   }
   if (o->unix_path == NULL && o->nr_listens == 0 && o->nr_exports > 0) {

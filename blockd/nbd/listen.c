@@ -168,6 +168,18 @@ int listen_open(const char *path, const struct listen_spec *tcp, size_t nr)
   return 0;
 }
 
+/* Number of listening sockets. */
+size_t listen_count(void)
+{
+  return nr_socks;
+}
+
+/* The I-th listening socket, in the order bound or passed; -1 past the end. */
+int listen_get(size_t i)
+{
+  return i < nr_socks ? socks[i] : -1;
+}
+
 /* Wakes the accept loop: a negotiation ended (on its thread). */
 static void wake_acceptor(void)
 {

@@ -165,10 +165,22 @@ struct listen_spec {
 /* Binds the listening socket(s): the unix socket PATH, or every address of
  * the NR (host, port) pairs. Returns 0 or -1 after logging. */
 int listen_open(const char *path, const struct listen_spec *tcp, size_t nr);
+/* Number of listening sockets, and the I-th one (-1 past the end). */
+size_t listen_count(void);
+int listen_get(size_t i);
 /* Starts the thread that accepts connections and runs their handshakes. */
 int listen_start(void);
 /* Stops accepting, closes the sockets, unlinks the unix socket. */
 void listen_stop(void);
 
+/* uri.c */
+/* The NBD URI (NetworkBlockDevice/nbd doc/uri.md) of export NAME on the
+ * listening socket FD, from the address it is bound to:
+ * nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME, percent-encoded;
+ * a wildcard address becomes the loopback one. Malloc'd, or NULL (logged). */
+char *uri_make(int fd, const char *name);
+/* Where the listening socket FD is, for messages: "unix socket PATH" or
+ * "HOST:PORT". Malloc'd, or NULL (logged). */
+char *uri_where(int fd);
 
 #endif

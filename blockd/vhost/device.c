@@ -210,6 +210,22 @@ int vhost_bind(void)
   return 0;
 }
 
+/* Number of devices. */
+size_t vhost_count(void)
+{
+  return nr_devices;
+}
+
+/* The socket path and image of device I (false past the end). */
+bool vhost_get(size_t i, const char **path, const struct fmt **f)
+{
+  if (i >= nr_devices)
+    return false;
+  *path = devices[i]->path;
+  *f = devices[i]->fmt;
+  return true;
+}
+
 /* Answers the virtio-blk serial. */
 const char *vhost_serial(const struct vhost_dev *d)
 {

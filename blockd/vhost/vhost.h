@@ -278,6 +278,10 @@ void vhost_start(void);
  * W when there is no pool, as in a private worker); it starts accepting.
  * Returns 0, or -1 if out of memory. */
 int vhost_adopt(struct vhost_dev *d, struct worker *w);
+/* Number of devices, and the socket path and image of device I (false
+ * past the end), for messages. */
+size_t vhost_count(void);
+bool vhost_get(size_t i, const char **path, const struct fmt **f);
 /* Unlinks the sockets and frees the devices (after workers_stop). Returns
  * 0, or -1 if a flush failed. */
 int vhost_close(void);
