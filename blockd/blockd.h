@@ -22,7 +22,8 @@ struct export_spec {
 
 /* The parsed command line. */
 struct options {
-  char *unix_path;              /* --unix, the default socket, or NULL with --listen */
+  char *unix_path;              /* --unix, the default socket, or NULL with --listen
+                                   or sockets passed by socket activation */
   struct listen_spec listens[OPTIONS_MAX_LISTENS]; /* --listen, in order */
   size_t nr_listens;            /* entries in listens */
   char *pidfile;                /* --pidfile, or NULL */
@@ -46,10 +47,21 @@ enum options_result {
   OPTIONS_EXIT = 1,  /* --help or --version printed: exit 0 */
   OPTIONS_USAGE = 2, /* ERR holds a one-line message: exit 2 */
 };
-/* Parses ARGV into O. Returns an options_result. */
-enum options_result options_parse(struct options *o, int argc, char **argv, char *err,
-                                  size_t errlen);
+/* Parses ARGV into O; NR_PASSED listening sockets came by socket
+ * activation (then no socket may be named). Returns an options_result. */
+enum options_result options_parse(struct options *o, int argc, char **argv, size_t nr_passed,
+                                  char *err, size_t errlen);
 /* Frees what options_parse allocated. */
 void options_free(struct options *o);
+
+/* activation.c */
+/* Takes the listening sockets passed with LISTEN_FDS and LISTEN_PID
+ * (systemd's socket activation, sd_listen_fds(3)) into FDS, which has room
+ * for MAX, made close-on-exec and non-blocking. Returns how many (0 when
+ * none were passed to this process), or -1 with ERR set when the variables
+ * do not parse, there are more than MAX, or one is not a listening unix or
+ * TCP stream socket. Unsets the variables in every case, so that no child
+ * takes the sockets for its own. */
+int activation_take(int *fds, size_t max, char *err, size_t errlen);
 
 #endif

@@ -14,6 +14,8 @@
 
 /* Blocking pool threads: enough to overlap a few slow engine calls. */
 #define POOL_THREADS 4
+/* Most sockets taken from socket activation (as many as blockd listens on). */
+#define MAX_PASSED 16
 /* Exports named one by one in the line printed at start; then "N more". */
 #define ANNOUNCE_EXPORTS 4
 
@@ -114,7 +116,7 @@ static void put_image(FILE *out, const struct fmt *f)
 
 /* Says in one line on stderr what is served and where: the exports with
  * their format and mode and the NBD sockets, the vhost-user-blk devices. */
-static void announce(void)
+static void announce(bool passed)
 {
   CLEANUP_FREE char *line = NULL;
   size_t size, nr = exports_count(), nr_vhost = vhost_count();
@@ -139,6 +141,8 @@ static void announce(void)
 
     fprintf(out, "%s%s", i ? ", " : " on ", where ? where : "?");
   }
+  if (nr > 0 && passed)
+    fputs(" (socket activation)", out);
   for (size_t i = 0; i < nr_vhost; i++) {
     const struct fmt *f;
     const char *path;
@@ -157,11 +161,18 @@ int main(int argc, char **argv)
   struct options o;
   char err[1024];
   sigset_t sigs;
+  int passed[MAX_PASSED], nr_passed;
   int sig, status = EXIT_SUCCESS;
 
   log_init("blockd");
   fmt_log = log_msg;
-  switch (options_parse(&o, argc, argv, err, sizeof err)) {
+  /* Sockets a service manager passed are the caller's mistake if unusable. */
+  nr_passed = activation_take(passed, ARRAY_SIZE(passed), err, sizeof err);
+  if (nr_passed < 0) {
+    fprintf(stderr, "blockd: %s\n", err);
+    return 2;
+  }
+  switch (options_parse(&o, argc, argv, (size_t)nr_passed, err, sizeof err)) {
   case OPTIONS_EXIT:
     options_free(&o);
     return EXIT_SUCCESS;
@@ -204,16 +215,19 @@ int main(int argc, char **argv)
   };
   if (workers_start(o.threads, &wl) < 0)
     goto fail_pool;
-  /* NBD listens only when there is something to serve over NBD. */
+  /* NBD listens only when there is something to serve over NBD: on the
+   * sockets passed, else on its own. */
   if (o.nr_exports > 0 &&
-      (listen_open(o.unix_path, o.listens, o.nr_listens) < 0 || listen_start() < 0))
+      ((nr_passed > 0 ? listen_adopt(passed, (size_t)nr_passed)
+                      : listen_open(o.unix_path, o.listens, o.nr_listens)) < 0 ||
+       listen_start() < 0))
     goto fail_listen;
   if (vhost_bind() < 0)
     goto fail_listen;
   vhost_start();
   if (o.print_uri && print_uri() < 0)
     goto fail_listen;
-  announce();
+  announce(nr_passed > 0);
   if (o.pidfile && write_pidfile(o.pidfile) < 0)
     goto fail_listen;
   debug("serving %zu export(s) with %u worker(s)", exports_count(), o.threads);

@@ -45,7 +45,9 @@ static const char usage_text[] =
   "  --help                show this help and exit\n"
   "  --version             show the version and exit\n"
   "\n"
-  "With only --vhost-user-blk devices, no NBD socket is opened.\n"
+  "With only --vhost-user-blk devices, no NBD socket is opened. Started by\n"
+  "systemd socket activation (LISTEN_FDS, LISTEN_PID), blockd serves NBD on the\n"
+  "listening unix or TCP sockets passed, and takes no --unix or --listen.\n"
   "A lone FILE is the default export (name \"\"). Without format=, a blockd\n"
   "overlay is recognised by its header and anything else is raw: qcow2 is\n"
   "never guessed (a guest can write its header into a raw disk). Without --unix or\n"
@@ -243,9 +245,10 @@ static char *default_socket(void)
   return NULL;
 }
 
-/* Parses ARGV into O. Returns an options_result. */
-enum options_result options_parse(struct options *o, int argc, char **argv, char *err,
-                                  size_t errlen)
+/* Parses ARGV into O; NR_PASSED listening sockets came by socket
+ * activation. Returns an options_result. */
+enum options_result options_parse(struct options *o, int argc, char **argv, size_t nr_passed,
+                                  char *err, size_t errlen)
 {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   const char *socket_path = NULL, *blk_file = NULL;
@@ -393,11 +396,21 @@ enum options_result options_parse(struct options *o, int argc, char **argv, char
     snprintf(err, errlen, "--unix and --listen cannot be used together");
     return OPTIONS_USAGE;
   }
+  if (nr_passed > 0 && (o->unix_path || o->nr_listens > 0)) {
+    snprintf(err, errlen, "socket activation: sockets were passed (LISTEN_FDS), "
+                          "so --unix and --listen cannot be used");
+    return OPTIONS_USAGE;
+  }
+  if (nr_passed > 0 && o->nr_exports == 0) {
+    snprintf(err, errlen, "socket activation: sockets were passed (LISTEN_FDS) "
+                          "but there is no NBD export to serve on them");
+    return OPTIONS_USAGE;
+  }
   if (o->print_uri && o->nr_exports == 0) {
     snprintf(err, errlen, "--print-uri: no NBD export (only --vhost-user-blk devices)");
     return OPTIONS_USAGE;
   }
-  if (o->unix_path == NULL && o->nr_listens == 0 && o->nr_exports > 0) {
+  if (nr_passed == 0 && o->unix_path == NULL && o->nr_listens == 0 && o->nr_exports > 0) {
     /* No TCP by default: any local user could reach it, and write every
      * export. The socket is the owner's alone (mode 0600). */
     o->unix_path = default_socket();

@@ -168,6 +168,20 @@ int listen_open(const char *path, const struct listen_spec *tcp, size_t nr)
   return 0;
 }
 
+/* Serves on the NR listening sockets FDS, passed by socket activation
+ * (already checked, non-blocking): closed at stop, never unlinked, since
+ * their files belong to whoever made them. Returns 0 or -1 after logging. */
+int listen_adopt(const int *fds, size_t nr)
+{
+  if (nr > ARRAY_SIZE(socks) - nr_socks) {
+    log_msg("socket activation: at most %zu sockets", ARRAY_SIZE(socks));
+    return -1;
+  }
+  for (size_t i = 0; i < nr; i++)
+    socks[nr_socks++] = fds[i];
+  return 0;
+}
+
 /* Number of listening sockets. */
 size_t listen_count(void)
 {

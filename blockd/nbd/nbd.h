@@ -165,6 +165,9 @@ struct listen_spec {
 /* Binds the listening socket(s): the unix socket PATH, or every address of
  * the NR (host, port) pairs. Returns 0 or -1 after logging. */
 int listen_open(const char *path, const struct listen_spec *tcp, size_t nr);
+/* Serves on the NR listening sockets FDS passed by socket activation: they
+ * are closed at stop, never unlinked. Returns 0 or -1 after logging. */
+int listen_adopt(const int *fds, size_t nr);
 /* Number of listening sockets, and the I-th one (-1 past the end). */
 size_t listen_count(void);
 int listen_get(size_t i);

@@ -20,7 +20,7 @@ static enum options_result parse(struct options *o, char *err, const char *const
   while (*args)
     argv[argc++] = (char *)*args++;
   argv[argc] = NULL;
-  return options_parse(o, argc, argv, err, 256);
+  return options_parse(o, argc, argv, 0, err, 256);
 }
 
 static void test_options_lone_file(void **state)
