@@ -34,6 +34,7 @@ struct options {
   unsigned stall_timeout;       /* --stall-timeout seconds */
   unsigned idle_timeout;        /* --idle-timeout seconds, 0: none */
   bool verbose;                 /* -v */
+  bool quiet;                   /* -q: no line at start */
   bool print_uri;               /* --print-uri */
   struct export_spec *exports;  /* exports in command-line order */
   size_t nr_exports;            /* entries in exports */

@@ -227,7 +227,8 @@ int main(int argc, char **argv)
   vhost_start();
   if (o.print_uri && print_uri() < 0)
     goto fail_listen;
-  announce(nr_passed > 0);
+  if (!o.quiet)
+    announce(nr_passed > 0);
   if (o.pidfile && write_pidfile(o.pidfile) < 0)
     goto fail_listen;
   debug("serving %zu export(s) with %u worker(s)", exports_count(), o.threads);

@@ -41,6 +41,7 @@ static const char usage_text[] =
   "  --print-capabilities  print the vhost-user back-end capabilities (JSON)\n"
   "  --allow-base-dir DIR  overlay bases and qcow2 backing files may live beneath\n"
   "                        DIR too (default: only beneath the image's directory)\n"
+  "  -q, --quiet           print no line at start (errors are still printed)\n"
   "  -v, --verbose         log the control path\n"
   "  --help                show this help and exit\n"
   "  --version             show the version and exit\n"
@@ -53,7 +54,7 @@ static const char usage_text[] =
   "never guessed (a guest can write its header into a raw disk). Without --unix or\n"
   "--listen, blockd listens on the unix socket $XDG_RUNTIME_DIR/blockd.sock\n"
   "(root: /run/blockd.sock). TCP clients are not authenticated.\n"
-  "blockd prints one line on stderr when it starts serving (more with -v).\n"
+  "blockd prints one line on stderr when it starts serving, unless -q.\n"
   "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush, exit 0.\n"
   "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
 
@@ -80,6 +81,7 @@ static const struct option long_options[] = {
   { "print-capabilities", no_argument, NULL, OPT_PRINT_CAPABILITIES },
   { "print-uri", no_argument, NULL, OPT_PRINT_URI },
   { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
+  { "quiet", no_argument, NULL, 'q' },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, OPT_HELP },
   { "version", no_argument, NULL, OPT_VERSION },
@@ -261,7 +263,7 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
   o->stall_timeout = NBD_STALL_TIMEOUT;
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, ":v", long_options, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":qv", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_UNIX:
       free(o->unix_path);
@@ -338,6 +340,9 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
       printf("{\n  \"type\": \"block\",\n  \"features\": [\n    \"read-only\",\n"
              "    \"blk-file\"\n  ]\n}\n");
       return OPTIONS_EXIT;
+    case 'q':
+      o->quiet = true;
+      break;
     case 'v':
       o->verbose = true;
       break;

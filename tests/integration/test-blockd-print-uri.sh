@@ -2,7 +2,8 @@
 # --print-uri prints the NBD URI of the default (else the first) export on
 # stdout, percent-encoded, with the port the kernel chose for --listen :0,
 # and nbdinfo reaches the export through it. blockd says in one line on
-# stderr what it serves and where; with -v it logs NBD options by name.
+# stderr what it serves and where (none with -q); with -v it logs NBD
+# options by name.
 . "$SRCDIR/tests/lib.sh"
 require nbdinfo
 
@@ -80,6 +81,13 @@ stop
 run_blockd --vhost-user-blk "$TMP/vu.sock=$TMP/c.img"
 expect_line "$TMP/err" "blockd: serving vhost-user-blk $TMP/vu.sock (raw, read-write)"
 stop
+
+# -q: not a word, but errors.
+run_blockd -q --unix "$TMP/nbd.sock" "$TMP/disk.img"
+stop
+[ ! -s "$TMP/err" ] || fail "blockd -q printed: $(cat "$TMP/err")"
+rc=0; "$BLOCKD" -q --unix "$TMP/nbd.sock" "$TMP/nosuch.img" 2> "$TMP/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "nosuch.img" "$TMP/err" || fail "blockd -q hid an error (exit $rc)"
 
 # Options are logged by name with -v.
 run_blockd -v --unix "$TMP/nbd.sock" "$TMP/disk.img"
