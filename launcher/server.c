@@ -18,12 +18,23 @@
 /* How long blockd may take to write its pidfile. */
 #define SERVER_START_MS 20000
 
-/* Returns the blockd to run (malloc'd): $BLOCKD; else ../blockd/blockd next to
- * this executable, as in the build tree; else "blockd" from PATH. */
+/* Whether PATH is a regular file we may execute (the build tree has a
+ * directory named blockd, which access(X_OK) alone would accept). */
+static bool is_program(const char *path)
+{
+  struct stat st;
+
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Returns the blockd to run (malloc'd): $BLOCKD; else blockd in this
+ * executable's directory, as installed; else ../blockd/blockd beside it, as
+ * in the build tree; else "blockd" from PATH. */
 char *server_find(void)
 {
+  static const char *const beside[] = { "blockd", "../blockd/blockd" };
   const char *env = getenv("BLOCKD");
-  char self[PATH_MAX], *slash, *path = NULL;
+  char self[PATH_MAX], *slash, *path;
   ssize_t n;
 
   if (env != NULL && env[0] != '\0')
@@ -34,11 +45,13 @@ char *server_find(void)
     slash = strrchr(self, '/');
     if (slash != NULL) {
       *slash = '\0';
-      if (asprintf(&path, "%s/../blockd/blockd", self) < 0)
-        path = NULL;
-      else if (access(path, X_OK) == 0)
-        return path;
-      free(path);
+      for (size_t i = 0; i < ARRAY_SIZE(beside); i++) {
+        if (asprintf(&path, "%s/%s", self, beside[i]) < 0)
+          return NULL;
+        if (is_program(path))
+          return path;
+        free(path);
+      }
     }
   }
   return strdup("blockd");
@@ -88,8 +101,8 @@ int server_cmdline(const struct launch *l, struct argv *a)
                      d->format ? d->format : "", d->serial, l->cpus);
     }
   }
-  if (verbose)
-    r |= argv_add(a, "--verbose");
+  /* The launcher speaks for its blockd; blockd's start line only with -v. */
+  r |= argv_add(a, verbose ? "--verbose" : "--quiet");
   return r < 0 ? -ENOMEM : 0;
 }
 
