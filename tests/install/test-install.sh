@@ -85,6 +85,19 @@ env -u BLOCKD XDG_RUNTIME_DIR="$TMP" "$root$launch" --dry-run --accel tcg --kern
 first=$(head -1 "$TMP/dry")
 [ "${first%% *}" = "$root$blockd" ] || fail "installed blockd-launch runs '${first%% *}', not $root$blockd"
 
+# The tiny guest, when the build made it: the installed launcher takes it.
+if grep -q "^initrd.img"$'\t' "$TMP/installed"; then
+  guest=$(dirname "$(installed initrd.img)")
+  [ "$(installed vmlinuz)" = "$guest/vmlinuz" ] || fail "the guest's kernel and initrd are not installed together"
+  [ "$guest" = "$(option prefix)/$(option datadir)/blockd/guest" ] || fail "guest installed in $guest"
+  env -u BLOCKD XDG_RUNTIME_DIR="$TMP" "$root$launch" --dry-run --accel tcg --kernel "$root$guest/vmlinuz" \
+    --initrd "$root$guest/initrd.img" --disk "$TMP/disk.img" > /dev/null 2> "$TMP/dry.err" \
+    || { cat "$TMP/dry.err" >&2; fail "installed blockd-launch refuses the installed guest"; }
+  echo "guest: $guest"
+else
+  echo "guest: not built (-Dguest)"
+fi
+
 # The nbdkit plugin, where nbdkit looks for plugins (unless the build says
 # otherwise), loads from its installed path.
 if [ -n "${NBDKIT_PLUGIN:-}" ]; then
