@@ -25,10 +25,13 @@ truncate -s 3M "$TMP/disk.img"
 "${ns[@]}" bash -c '
   set -e
   mount --bind "$1$2" "$2"
-  nbdkit blockd --dump-plugin | grep -x "blockd_formats=.*"
+  nbdkit blockd --dump-plugin > "$4/dump"
   nbdkit -U - blockd file="$3" --run "nbdinfo --size \"\$uri\""
-' _ "$root" "$plugindir" "$TMP/disk.img" > "$TMP/out" 2> "$TMP/err" \
+' _ "$root" "$plugindir" "$TMP/disk.img" "$TMP" > "$TMP/out" 2> "$TMP/err" \
   || { cat "$TMP/out" "$TMP/err" >&2; fail "nbdkit blockd (by name) failed"; }
-cat "$TMP/out"
-[ "$(tail -1 "$TMP/out")" = 3145728 ] || fail "nbdkit blockd served $(tail -1 "$TMP/out") bytes, not 3145728"
+grep -E '^(path|name|blockd_[a-z]+)=' "$TMP/dump"
+grep -qx "path=$plugindir/nbdkit-blockd-plugin.so" "$TMP/dump" || { cat "$TMP/dump" >&2; fail "nbdkit blockd: not the plugin in $plugindir"; }
+grep -qx "blockd_formats=.*overlay.*" "$TMP/dump" || { cat "$TMP/dump" >&2; fail "nbdkit blockd --dump-plugin: no blockd_formats"; }
+[ "$(cat "$TMP/out")" = 3145728 ] || fail "nbdkit blockd served '$(cat "$TMP/out")' bytes, not 3145728"
+echo "served: 3145728 bytes"
 echo PASS
