@@ -14,6 +14,7 @@ struct export_spec {
   char *path;     /* image file */
   char *format;   /* "raw", "qcow2", "overlay", or NULL to detect */
   bool readonly;  /* ,readonly or --readonly */
+  bool cache_none; /* ,cache=none or --cache=none */
 };
 
 #define OPTIONS_MAX_LISTENS 8
@@ -28,6 +29,7 @@ struct options {
   size_t nr_listens;            /* entries in listens */
   char *pidfile;                /* --pidfile, or NULL */
   bool readonly;                /* --readonly: every export read-only */
+  bool cache_none;              /* --cache=none: every export and device */
   unsigned threads;             /* --threads, default: online CPUs */
   unsigned max_connections;     /* --max-connections */
   uint64_t max_memory;          /* --max-memory: payload bytes, all clients */

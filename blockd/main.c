@@ -78,6 +78,11 @@ static int open_exports(const struct options *o)
       log_msg("%s", err);
       return -1;
     }
+    if (s->cache_none && fmt_set_cache_none(f, err, sizeof err) < 0) {
+      log_msg("%s", err);
+      fmt_close(f);
+      return -1;
+    }
     if (export_add(s->name, f) < 0)
       return -1;
     debug("export '%s': %s, %s, %" PRIu64 " bytes", s->name, s->path, fmt_name(f), f->size);

@@ -19,6 +19,10 @@ static const char usage_text[] =
   "  --print-uri           print the NBD URI of the default (or first) export on\n"
   "                        stdout once the socket accepts connections\n"
   "  --readonly            serve every export read-only\n"
+  "  --cache=none          every export and device reads and writes its own file\n"
+  "                        around the host's page cache (O_DIRECT), where I/O is\n"
+  "                        aligned: a guest already caches its disk (per export:\n"
+  "                        ,cache=none; default: cache=default, the page cache)\n"
   "  --threads N           worker threads, each with its own io_uring (default: CPUs)\n"
   "  --max-connections N   clients at once, negotiating or served (default 256);\n"
   "                        more wait in the listen backlog\n"
@@ -28,10 +32,11 @@ static const char usage_text[] =
   "                        request unfinished for SECS (default 30)\n"
   "  --idle-timeout SECS   close a connection after SECS without a request\n"
   "                        (default 0: never; QEMU keeps idle connections open)\n"
-  "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay]\n"
+  "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay][,cache=none]\n"
   "                        serve FILE under NAME; may be repeated (a comma in\n"
   "                        FILE is written ',,')\n"
-  "  --vhost-user-blk SOCKET=FILE[,readonly][,format=F][,serial=ID][,queues=N]\n"
+  "  --vhost-user-blk SOCKET=FILE[,readonly][,format=F][,cache=none][,serial=ID]\n"
+  "                        [,queues=N]\n"
   "                        serve FILE as a vhost-user-blk device on the unix\n"
   "                        socket SOCKET (mode 0600), for QEMU, Cloud Hypervisor\n"
   "                        or Firecracker; queues: how many the device offers\n"
@@ -60,7 +65,7 @@ static const char usage_text[] =
 
 enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
        OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT,
-       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_PRINT_URI, OPT_HELP,
+       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_PRINT_URI, OPT_CACHE, OPT_HELP,
        OPT_VERSION };
 
 static const struct option long_options[] = {
@@ -69,6 +74,7 @@ static const struct option long_options[] = {
   { "pidfile", required_argument, NULL, OPT_PIDFILE },
   { "readonly", no_argument, NULL, OPT_READONLY },
   { "threads", required_argument, NULL, OPT_THREADS },
+  { "cache", required_argument, NULL, OPT_CACHE },
   { "export", required_argument, NULL, OPT_EXPORT },
   { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
   { "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
@@ -108,7 +114,8 @@ static int parse_number(const char *opt, const char *arg, long min, long max, un
 
 /* Appends an export; NAME and PATH are copied. Returns 0 or -1. */
 static int add_export(struct options *o, const char *name, size_t namelen, const char *path,
-                      size_t pathlen, const char *format, size_t formatlen, bool readonly)
+                      size_t pathlen, const char *format, size_t formatlen, bool readonly,
+                      bool cache_none)
 {
   struct export_spec *e, *n = realloc(o->exports, (o->nr_exports + 1) * sizeof *n);
 
@@ -120,6 +127,7 @@ static int add_export(struct options *o, const char *name, size_t namelen, const
   e->path = strndup(path, pathlen);
   e->format = format ? strndup(format, formatlen) : NULL;
   e->readonly = readonly;
+  e->cache_none = cache_none;
   if (e->name == NULL || e->path == NULL || (format && e->format == NULL)) {
     free(e->name);
     free(e->path);
@@ -163,7 +171,7 @@ static int parse_export(struct options *o, const char *arg, char *err, size_t er
     }
   }
   r = add_export(o, arg, (size_t)(eq - arg), spec.path, strlen(spec.path), spec.format,
-                 spec.format ? strlen(spec.format) : 0, spec.readonly);
+                 spec.format ? strlen(spec.format) : 0, spec.readonly, spec.cache_none);
   spec_free(&spec);
   if (r < 0) {
     snprintf(err, errlen, "out of memory");
@@ -284,6 +292,16 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
     case OPT_READONLY:
       o->readonly = true;
       break;
+    case OPT_CACHE:
+      if (strcmp(optarg, "none") == 0)
+        o->cache_none = true;
+      else if (strcmp(optarg, "default") == 0)
+        o->cache_none = false;
+      else {
+        snprintf(err, errlen, "--cache '%s': expected none or default", optarg);
+        return OPTIONS_USAGE;
+      }
+      break;
     case OPT_THREADS:
       if (parse_number("--threads", optarg, 1, 256, &o->threads, err, errlen) < 0)
         return OPTIONS_USAGE;
@@ -374,7 +392,7 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
         return OPTIONS_USAGE;
       }
     }
-    if (add_export(o, "", 0, argv[optind], strlen(argv[optind]), NULL, 0, false) < 0) {
+    if (add_export(o, "", 0, argv[optind], strlen(argv[optind]), NULL, 0, false, false) < 0) {
       snprintf(err, errlen, "out of memory");
       return OPTIONS_USAGE;
     }
@@ -423,6 +441,12 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
       snprintf(err, errlen, "no --unix or --listen, and no XDG_RUNTIME_DIR for the default socket");
       return OPTIONS_USAGE;
     }
+  }
+  if (o->cache_none) {
+    for (size_t i = 0; i < o->nr_exports; i++)
+      o->exports[i].cache_none = true;
+    for (size_t i = 0; i < o->nr_vhosts; i++)
+      o->vhosts[i].cache_none = true;
   }
   if (o->readonly) {
     for (size_t i = 0; i < o->nr_exports; i++)

@@ -159,6 +159,13 @@ bool file_async_buffered_writes(int fd)
   }
 }
 
+int file_data_fd(const struct fmt *f, const void *buf, uint64_t length, uint64_t offset)
+{
+  if (f->direct_fd < 0 || ((uintptr_t)buf | length | offset) % FMT_DIRECT_ALIGN != 0)
+    return f->fd;
+  return f->direct_fd;
+}
+
 /* Opens PATH to become a new image: created, or with FMT_CREATE_FORCE an
  * existing file that nothing else holds (it is then truncated). Returns the
  * fd, locked for writing, or -1 with a message in ERR. *CREATED tells

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -254,6 +255,7 @@ int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path,
 {
   f->ops = ops;
   f->fd = fd;
+  f->direct_fd = -1;
   pthread_mutex_init(&f->head_lock, NULL);
   f->path = strdup(path);
   if (f->path == NULL)
@@ -268,7 +270,45 @@ int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path,
 
 void fmt_fini(struct fmt *f)
 {
+  if (f->direct_fd >= 0)
+    close(f->direct_fd);
+  f->direct_fd = -1;
   free(f->path);
   f->path = NULL;
   pthread_mutex_destroy(&f->head_lock);
+}
+
+int fmt_set_cache_none(struct fmt *f, char *err, size_t errlen)
+{
+  char proc[64];
+  struct stat a, b;
+  int fd;
+
+  if (f->direct_fd >= 0)
+    return 0;
+  if (f->ops->map == NULL) {
+    snprintf(err, errlen, "%s: cache=none: not with format %s (read through its library, cached)",
+             f->path, fmt_name(f));
+    return -1;
+  }
+  /* The file already open, not its name again: the name may point at
+   * another file by now. */
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+  fd = open(proc, (f->readonly ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC);
+  if (fd == -1) {
+    if (errno == EINVAL)
+      snprintf(err, errlen, "%s: cache=none: the file system does not support O_DIRECT", f->path);
+    else
+      snprintf(err, errlen, "%s: cache=none: %s", f->path, strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &a) == -1 || fstat(f->fd, &b) == -1 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    snprintf(err, errlen, "%s: cache=none: could not reopen the same file", f->path);
+    close(fd);
+    return -1;
+  }
+  f->direct_fd = fd;
+  if (f->block_pref < FMT_DIRECT_ALIGN)
+    f->block_pref = FMT_DIRECT_ALIGN;
+  return 0;
 }

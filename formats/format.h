@@ -51,7 +51,13 @@ enum fmt_map_dir {
 struct fmt_map {
   int fd;          /* file to operate on; -1: the range reads as zeroes */
   uint64_t offset; /* file offset of the first byte */
+  int direct_fd;   /* the same file opened O_DIRECT (cache=none), or -1: for
+                    * I/O whose offset, length and buffers are FMT_DIRECT_ALIGN
+                    * aligned; the rest goes through fd and the page cache */
 };
+/* What O_DIRECT I/O is aligned to: a page, which covers 512-byte and 4 KiB
+ * logical blocks and the memory alignment every Linux file system asks. */
+#define FMT_DIRECT_ALIGN 4096u
 
 /* Called by fmt_extents once per extent, in order. Returns 0, or -1 to stop early. */
 typedef int (*fmt_extent_fn)(void *opaque, uint64_t offset, uint64_t length, uint32_t type);
@@ -73,6 +79,7 @@ struct fmt {
   /* Kept by the formats library, not for callers: */
   int fd;                    /* the image's own file, for identity checks (the engine owns it) */
   struct lock *lock;         /* its entry among the process's locked files (lock.c) */
+  int direct_fd;             /* that file opened O_DIRECT (cache=none), or -1 (ours) */
   pthread_mutex_t head_lock; /* serializes writes of the first FMT_HEAD_BYTES */
   bool head_refused;         /* a forged header was refused (logged once) */
   int sync_error;            /* errno of the first failed sync, 0 if none (atomic) */
@@ -96,6 +103,13 @@ struct fmt *fmt_open(const char *path, const char *format, bool readonly, char *
  * qemu-img -U does: another process may be writing it, so what is read may
  * be changing. For looking at an image in use (blockd-img info). */
 struct fmt *fmt_open_shared(const char *path, const char *format, char *err, size_t errlen);
+/* cache=none: from now on, aligned I/O that fmt_map sends to F's own file
+ * bypasses the host's page cache (a guest caches its own disk; the host need
+ * not keep a second copy). Ranges an overlay reads from its base stay cached,
+ * shared by every overlay of that base, and so does what the engine does
+ * itself (copy-ups, metadata, unaligned requests). Returns 0, or -1 with a
+ * one-line message in ERR (a file system that refuses O_DIRECT). */
+int fmt_set_cache_none(struct fmt *f, char *err, size_t errlen);
 /* Closes F (NULL is fine). Does not flush: call fmt_flush first if it matters. */
 void fmt_close(struct fmt *f);
 /* The format's name: "raw", "qcow2" or "overlay". */
@@ -170,13 +184,14 @@ enum lock_use {
 };
 enum lock_use lock_in_use(const struct fmt *f);
 
-/* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,serial=ID][,queues=N], as
+/* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,cache=none][,serial=ID][,queues=N], as
  * blockd --export and --vhost-user-blk (after NAME= or SOCKET=) and blockd-launch --disk take it;
  * ",," in FILE stands for ','. */
 struct img_spec {
   char *path;    /* the file */
   char *format;  /* format=, or NULL */
   bool readonly; /* readonly (or ro) */
+  bool cache_none; /* cache=none (cache=default: false) */
   char *serial;  /* serial=, or NULL (only with SPEC_SERIAL) */
   long queues;   /* queues=, at most 1000000, or -1 if not given (only with SPEC_QUEUES) */
 };

@@ -129,6 +129,10 @@ int file_extents(int fd, uint64_t size, uint64_t length, uint64_t offset, fmt_ex
                  void *opaque);
 /* pread/pwrite loops that finish short transfers; reads past EOF give zeroes. */
 int file_pread_full(int fd, void *buf, uint64_t length, uint64_t offset);
+/* The descriptor of F's own file to move LENGTH bytes at file OFFSET from or
+ * to BUF through: the O_DIRECT one (cache=none) where all three are aligned
+ * for it, else the cached one. */
+int file_data_fd(const struct fmt *f, const void *buf, uint64_t length, uint64_t offset);
 int file_pwrite_full(int fd, const void *buf, uint64_t length, uint64_t offset);
 /* Returns the allocated bytes of the file behind FD (st_blocks * 512) or -errno. */
 int64_t file_allocated(int fd);

@@ -38,7 +38,11 @@ bool fmt_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64_t leng
     return false;
   if (dir != FMT_MAP_READ && f->readonly)
     return false;
-  return f->ops->map(f, dir, offset, length, m);
+  if (!f->ops->map(f, dir, offset, length, m))
+    return false;
+  /* Only the image's own file: a base keeps its shared cache. */
+  m->direct_fd = m->fd >= 0 && m->fd == f->fd ? f->direct_fd : -1;
+  return true;
 }
 
 int fmt_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)

@@ -244,7 +244,8 @@ static bool overlay_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, ui
     /* Only clusters whose bit is on disk: a FUA write must not depend on
      * a bitmap page that a crash could still lose. Writes of the head go
      * through fmt_guard_head. */
-    if (o->ring_writes && offset >= FMT_HEAD_BYTES && bitmap_all(&o->bm, first, last, true))
+    if ((o->ring_writes || f->direct_fd >= 0) && offset >= FMT_HEAD_BYTES &&
+        bitmap_all(&o->bm, first, last, true))
       break;
     return false;
   default:
@@ -280,7 +281,8 @@ static int overlay_pread(struct fmt *f, void *buf, uint64_t length, uint64_t off
         !bitmap_all(&o->bm, c, cluster_of(o, offset + n - 1), true))
       return -EIO;
     if (owned)
-      r = file_pread_full(o->fd, p, n, o->data_offset + offset);
+      r = file_pread_full(file_data_fd(f, p, n, o->data_offset + offset), p, n,
+                          o->data_offset + offset);
     else
       r = base_pread(o, p, n, offset);
     if (r < 0)
@@ -302,7 +304,8 @@ static int do_owned(struct overlay *o, enum op op, const char *buf, uint64_t len
 {
   switch (op) {
   case OP_WRITE:
-    return file_pwrite_full(o->fd, buf, len, o->data_offset + offset);
+    return file_pwrite_full(file_data_fd(&o->fmt, buf, len, o->data_offset + offset), buf, len,
+                            o->data_offset + offset);
   case OP_TRIM:
     return file_zero(o->fd, len, o->data_offset + offset, FMT_MAY_TRIM);
   case OP_ZERO:
@@ -323,7 +326,8 @@ static int copy_up(struct overlay *o, uint64_t c, enum op op, const char *buf, u
 
   if (start + clen > o->fmt.size)
     clen = o->fmt.size - start;
-  tmp = malloc(clen);
+  /* Aligned, so that cache=none writes it around the page cache. */
+  tmp = aligned_alloc(FMT_DIRECT_ALIGN, (clen + FMT_DIRECT_ALIGN - 1) / FMT_DIRECT_ALIGN * FMT_DIRECT_ALIGN);
   if (tmp == NULL)
     return -ENOMEM;
   r = base_pread(o, tmp, clen, start);
@@ -333,7 +337,8 @@ static int copy_up(struct overlay *o, uint64_t c, enum op op, const char *buf, u
     memcpy(tmp + (offset - start), buf, len);
   else
     memset(tmp + (offset - start), 0, len);
-  r = file_pwrite_full(o->fd, tmp, clen, o->data_offset + start);
+  r = file_pwrite_full(file_data_fd(&o->fmt, tmp, clen, o->data_offset + start), tmp, clen,
+                       o->data_offset + start);
   if (r < 0)
     return r;
   bitmap_set(&o->bm, c);

@@ -76,7 +76,9 @@ static bool raw_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64
 {
   struct raw *r = (struct raw *)f;
 
-  if (dir == FMT_MAP_WRITE && !r->ring_writes)
+  /* With cache=none, aligned writes go O_DIRECT, which io_uring runs
+   * asynchronously on every file system. */
+  if (dir == FMT_MAP_WRITE && !r->ring_writes && f->direct_fd < 0)
     return false;
   /* Changes to the head go through fmt_guard_head. */
   if (dir != FMT_MAP_READ && dir != FMT_MAP_FLUSH && offset < FMT_HEAD_BYTES && length > 0)
@@ -88,14 +90,14 @@ static bool raw_map(struct fmt *f, enum fmt_map_dir dir, uint64_t offset, uint64
 
 static int raw_pread(struct fmt *f, void *buf, uint64_t length, uint64_t offset)
 {
-  return file_pread_full(((struct raw *)f)->fd, buf, length, offset);
+  return file_pread_full(file_data_fd(f, buf, length, offset), buf, length, offset);
 }
 
 static int do_pwrite(struct fmt *f, const void *buf, uint64_t length, uint64_t offset,
                      uint32_t flags)
 {
   struct raw *r = (struct raw *)f;
-  int e = file_pwrite_full(r->fd, buf, length, offset);
+  int e = file_pwrite_full(file_data_fd(f, buf, length, offset), buf, length, offset);
 
   if (e == 0 && (flags & FMT_FUA))
     e = fmt_fdatasync(f, r->fd);

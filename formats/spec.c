@@ -37,7 +37,7 @@ static char *take_path(const char *text, const char **end)
 /* Writes the names of the options ALLOWED takes into BUF, for messages. */
 static const char *valid_names(unsigned allowed, char *buf, size_t len)
 {
-  snprintf(buf, len, "readonly (or ro), format=raw|qcow2|overlay%s%s",
+  snprintf(buf, len, "readonly (or ro), format=raw|qcow2|overlay, cache=default|none%s%s",
            (allowed & SPEC_SERIAL) ? ", serial=ID" : "", (allowed & SPEC_QUEUES) ? ", queues=N" : "");
   return buf;
 }
@@ -84,6 +84,10 @@ int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err
       s->readonly = true;
     else if (len > 7 && strncmp(opt, "format=", 7) == 0)
       dst = &s->format;
+    else if (len == 10 && strncmp(opt, "cache=none", 10) == 0)
+      s->cache_none = true;
+    else if (len == 13 && strncmp(opt, "cache=default", 13) == 0)
+      s->cache_none = false;
     else if (len > 7 && strncmp(opt, "serial=", 7) == 0 && (allowed & SPEC_SERIAL))
       dst = &s->serial;
     else if (len >= 7 && strncmp(opt, "queues=", 7) == 0 && (allowed & SPEC_QUEUES)) {

@@ -41,6 +41,7 @@ int disk_parse(const char *spec, size_t index, struct disk *d)
   d->path = s.path;
   d->format = s.format;
   d->readonly = s.readonly;
+  d->cache_none = s.cache_none;
   d->serial = s.serial;
   if (d->serial != NULL && !serial_valid(d->serial)) {
     launch_error("--disk %s: serial must be 1 to %d characters of [A-Za-z0-9._-]", spec,

@@ -44,7 +44,7 @@ static void usage(FILE *fp)
 {
   fprintf(fp,
 "Usage: blockd-launch [--kernel FILE [--initrd FILE] [--append TEXT]]\n"
-"                     --disk FILE[,readonly][,serial=ID][,format=FMT]...\n"
+"                     --disk FILE[,readonly][,serial=ID][,format=FMT][,cache=none]...\n"
 "                     [--net user[,hostfwd=RULE]...[,restrict=on|off]]\n"
 "                     [--memory SIZE] [--cpus N] [--accel auto|kvm|tcg]\n"
 "                     [--transport nbd|vhost-user]\n"
@@ -65,7 +65,9 @@ static void usage(FILE *fp)
 "                   \"console=ttyS0\": the serial console is the one on stdio)\n"
 "  --disk SPEC      a disk image: raw, qcow2 (read-only) or blockd overlay;\n"
 "                   readonly: read-only export and device; serial=ID: the\n"
-"                   virtio serial (default diskN); format=raw|qcow2|overlay\n"
+"                   virtio serial (default diskN); format=raw|qcow2|overlay;\n"
+"                   cache=none: blockd keeps the disk out of the host's page\n"
+"                   cache (the guest caches it already)\n"
 "  --net user[,hostfwd=RULE]...[,restrict=on|off]\n"
 "                   a virtio-net NIC on QEMU's user-mode network (the guest\n"
 "                   gets 10.0.2.15 by DHCP; default: no network). RULE is\n"

@@ -42,6 +42,7 @@ struct disk {
   char *serial;     /* virtio-blk serial; "diskN" unless given */
   char *format;     /* blockd format= (raw, qcow2, overlay), NULL: detected */
   bool readonly;    /* export and device are read-only */
+  bool cache_none;  /* cache=none: blockd bypasses the host page cache */
   int lock_fd;      /* holds a flock on the image for the launch, or -1 */
 };
 

@@ -87,8 +87,9 @@ int server_cmdline(const struct launch *l, struct argv *a)
       return -ENOMEM;
     if (l->transport == TRANSPORT_NBD) {
       r |= argv_add(a, "--export");
-      r |= argv_addf(a, "disk%zu=%s%s%s%s", i, file, d->readonly ? ",readonly" : "",
-                     d->format ? ",format=" : "", d->format ? d->format : "");
+      r |= argv_addf(a, "disk%zu=%s%s%s%s%s", i, file, d->readonly ? ",readonly" : "",
+                     d->format ? ",format=" : "", d->format ? d->format : "",
+                     d->cache_none ? ",cache=none" : "");
     }
     else {
       /* One socket per disk; the guest sees the serial through GET_ID, and
@@ -96,9 +97,10 @@ int server_cmdline(const struct launch *l, struct argv *a)
       snprintf(name, sizeof name, "vhost%zu.sock", i);
       rundir_path(l, name, sock, sizeof sock);
       r |= argv_add(a, "--vhost-user-blk");
-      r |= argv_addf(a, "%s=%s%s%s%s,serial=%s,queues=%u", sock, file,
+      r |= argv_addf(a, "%s=%s%s%s%s%s,serial=%s,queues=%u", sock, file,
                      d->readonly ? ",readonly" : "", d->format ? ",format=" : "",
-                     d->format ? d->format : "", d->serial, l->cpus);
+                     d->format ? d->format : "", d->cache_none ? ",cache=none" : "",
+                     d->serial, l->cpus);
     }
   }
   /* The launcher speaks for its blockd; blockd's start line only with -v. */

@@ -61,23 +61,37 @@ static uint64_t splice_pages(uint64_t offset, uint64_t length)
   return (offset % page + length + page - 1) / page;
 }
 
+/* The file R's data moves through from file offset OFF: with cache=none,
+ * the O_DIRECT one when everything is aligned for it, else the cached one. */
+static int data_fd(const struct io_req *r, uint64_t off)
+{
+  if (r->m.direct_fd < 0 || off % FMT_DIRECT_ALIGN != 0)
+    return r->m.fd;
+  for (unsigned i = 0; i < r->iovcnt; i++)
+    if ((uintptr_t)r->iov[i].iov_base % FMT_DIRECT_ALIGN != 0 ||
+        r->iov[i].iov_len % FMT_DIRECT_ALIGN != 0)
+      return r->m.fd;
+  return r->m.direct_fd;
+}
+
 static void submit_ring(struct io_req *r)
 {
   struct io_uring_sqe *sqe = worker_sqe(r->w);
   uint64_t off = r->m.offset + r->moved;
+  int fd = r->op == IO_READ || r->op == IO_WRITE ? data_fd(r, off) : r->m.fd;
 
   switch (r->op) {
   case IO_READ:
     if (r->iovcnt == 1)
-      io_uring_prep_read(sqe, r->m.fd, r->iov[0].iov_base, r->iov[0].iov_len, off);
+      io_uring_prep_read(sqe, fd, r->iov[0].iov_base, r->iov[0].iov_len, off);
     else
-      io_uring_prep_readv(sqe, r->m.fd, r->iov, r->iovcnt, off);
+      io_uring_prep_readv(sqe, fd, r->iov, r->iovcnt, off);
     break;
   case IO_WRITE:
     if (r->iovcnt == 1)
-      io_uring_prep_write(sqe, r->m.fd, r->iov[0].iov_base, r->iov[0].iov_len, off);
+      io_uring_prep_write(sqe, fd, r->iov[0].iov_base, r->iov[0].iov_len, off);
     else
-      io_uring_prep_writev(sqe, r->m.fd, r->iov, r->iovcnt, off);
+      io_uring_prep_writev(sqe, fd, r->iov, r->iovcnt, off);
     /* FUA in the same operation: the write is durable when it completes. */
     if (r->flags & FMT_FUA)
       sqe->rw_flags = RWF_DSYNC;
@@ -229,6 +243,11 @@ void io_submit(struct io_req *r)
       finish(r, EAGAIN);
       return;
     }
+    /* cache=none: a splice would fill the page cache; read direct. */
+    if (r->m.direct_fd >= 0) {
+      finish(r, EAGAIN);
+      return;
+    }
     if (r->m.fd < 0 || file_range_is_hole(r->m.fd, r->m.offset, r->length)) {
       r->zero = true;
       finish(r, 0);
@@ -268,8 +287,9 @@ void io_submit(struct io_req *r)
   }
   if (!fmt_map(f, dir, r->offset, r->length, &r->m))
     goto pool;
-  if (r->m.fd < 0) {
-    /* Mapped to nothing: zeroes for a read, nothing to prefetch for cache. */
+  if (r->m.fd < 0 || (r->op == IO_CACHE && r->m.direct_fd >= 0)) {
+    /* Mapped to nothing: zeroes for a read, nothing to prefetch for cache
+     * (nor with cache=none, where the page cache is not to be filled). */
     if (r->op == IO_READ)
       iov_zero(r);
     finish(r, 0);

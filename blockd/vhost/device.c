@@ -59,6 +59,7 @@ int vhost_spec_parse(const char *arg, struct vhost_spec *s, char *err, size_t er
   s->format = img.format;
   s->serial = img.serial;
   s->readonly = img.readonly;
+  s->cache_none = img.cache_none;
   if (s->path == NULL) {
     snprintf(err, errlen, "out of memory");
     vhost_spec_free(s);
@@ -181,6 +182,10 @@ int vhost_open(const struct vhost_spec *specs, size_t n)
     }
     d->fmt = fmt_open(s->file, s->format, s->readonly, err, sizeof err);
     if (d->fmt == NULL) {
+      log_msg("%s", err);
+      return -1;
+    }
+    if (s->cache_none && fmt_set_cache_none(d->fmt, err, sizeof err) < 0) {
       log_msg("%s", err);
       return -1;
     }

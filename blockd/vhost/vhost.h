@@ -261,9 +261,10 @@ struct vhost_spec {
   char *format;                /* format=, or NULL */
   char *serial;                /* serial=, or NULL */
   bool readonly;               /* readonly */
+  bool cache_none;             /* cache=none */
   unsigned queues;             /* queues=N */
 };
-/* Parses PATH=FILE[,readonly][,format=F][,serial=ID][,queues=N] into S.
+/* Parses PATH=FILE[,readonly][,format=F][,cache=none][,serial=ID][,queues=N] into S.
  * Returns 0, or -1 with a message in ERR. */
 int vhost_spec_parse(const char *arg, struct vhost_spec *s, char *err, size_t errlen);
 /* Frees what vhost_spec_parse allocated. */

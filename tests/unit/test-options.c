@@ -153,7 +153,7 @@ static void test_options_usage_errors(void **state)
     { { "--export", "a=f", "--export", "a=g" }, "given twice" },
     { { "--export", "a=f,queues=2" }, "unknown option 'queues=2'" },
     { { "--vhost-user-blk", "v.sock=f,what" },
-      "unknown option 'what' (valid: readonly (or ro), format=raw|qcow2|overlay, serial=ID, queues=N)" },
+      "unknown option 'what' (valid: readonly (or ro), format=raw|qcow2|overlay, cache=default|none, serial=ID, queues=N)" },
     { { "--vhost-user-blk", "v.sock=f,queues=0" }, "queues must be 1 to 64" },
     { { "--vhost-user-blk", "v.sock=f,queues=99999999999" }, "queues must be 1 to 64" },
     { { "--vhost-user-blk", "v.sock=f,queues=-2" }, "queues=-2 is not a number" },
