@@ -15,13 +15,19 @@ class Job:
         self.iodepth = iodepth    # fio iodepth= per connection
         self.numjobs = numjobs    # fio numjobs=: one NBD connection each
         self.title = title        # human description for the table
-        self.refill = refill      # refill the test file before each run
+        self.refill = refill      # refill the test file before each run, and
+                                  # stop after one pass over it (see options)
 
     def options(self, runtime):
         """Returns the fio options shared by every mode (no engine, no target)."""
+        # A refilled job (trim) must never come back over ground it already
+        # covered: at 10k trims/s a time-based run would wrap a 1 GiB file
+        # several times, and punch mostly holes. Without time_based, fio
+        # stops at the end of the file or at the runtime, whichever first.
+        timing = [] if self.refill else ["--time_based"]
         return ["--name=" + self.name, "--rw=" + self.rw, "--bs=" + self.bs,
                 "--iodepth=%d" % self.iodepth, "--numjobs=%d" % self.numjobs,
-                "--group_reporting", "--time_based", "--runtime=%dms" % round(runtime * 1000),
+                "--group_reporting", *timing, "--runtime=%dms" % round(runtime * 1000),
                 "--norandommap", "--output-format=json"]
 
 

@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CEILING, CLK_TCK, SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
+from servers import (ALT, CEILING, DIRECT, cached_kib, drop_cache, CLK_TCK, SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
                      proc_thread_ticks, server_argv, server_missing, server_version,
                      thread_cpu_split)
 
@@ -181,7 +181,7 @@ def parse_args(argv):
                         "each server over NBD or vhost-user, and by QEMU's own file "
                         "driver as the reference (see bench/README.md)")
     args = p.parse_args(argv)
-    known = SERVER_NAMES + [ALT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
+    known = SERVER_NAMES + [ALT, DIRECT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
     if args.servers:
         args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
         bad = [s for s in args.server_list if s not in known]
@@ -250,13 +250,14 @@ def choose_servers(args, paths):
     return servers
 
 
-def write_json(path, args, meta, targets, jobs, results, peak_rss, paths):
+def write_json(path, args, meta, targets, jobs, results, peak_rss, paths, page_cache=None):
     """Writes every figure, the machine facts and the exact commands as JSON."""
     doc = {"meta": meta,
            "servers": {t.name: {"argv": t.server.argv if t.server else None,
                                 "under_blockd_launch": t.launched,
                                 "version": server_version(t.name, paths),
                                 "peak_rss_kib": peak_rss.get(t.name),
+                                "page_cache_kib": (page_cache or {}).get(t.name),
                                 "peak_rss_ratio": ratio(peak_rss.get(t.name),
                                                         peak_rss.get(meta["baseline"])),
                                 "exit_status": t.server.exit_status if t.server else None}
@@ -297,7 +298,7 @@ def main(argv):
     if args.dir:
         os.makedirs(args.dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="blockd-bench.", dir=args.dir)
-    targets, results, peak_rss = [], [], {}
+    targets, results, peak_rss, page_cache = [], [], {}, {}
     status = 0
     try:
         # Every file is filled before any server starts, so no server is
@@ -309,6 +310,8 @@ def main(argv):
         if CEILING in names:
             with open(os.path.join(tmp, CEILING + ".img"), "wb") as f:
                 f.truncate(args.size_bytes)
+        if DIRECT in names:
+            drop_cache(os.path.join(tmp, DIRECT + ".img"))
         for name in names:
             image = os.path.join(tmp, name + ".img")
             srv = None
@@ -330,6 +333,9 @@ def main(argv):
         status = 0 if ok else 1
         for t in targets:
             peak_rss[t.name] = t.server.peak_rss_kib() if t.server else t.peak_rss_kib
+        if DIRECT in names:
+            for t in targets:
+                page_cache[t.name] = cached_kib(t.image)
     except KeyboardInterrupt:
         log("interrupted, cleaning up")
         status = 130
@@ -352,6 +358,12 @@ def main(argv):
     add_ratios(results, baseline)
     if results:
         print_table(jobs, results, names, baseline, peak_rss)
+    if page_cache:
+        print("page cache held by each server's file at the end (fincore; %s started from"
+              " an empty cache, the others from a cached file)" % DIRECT)
+        for n in names:
+            if page_cache.get(n) is not None:
+                print("  %-14s %8.1f MiB" % (n, page_cache[n] / 1024))
     if args.json:
         meta = machine_meta(args.dir or tempfile.gettempdir())
         meta.update({
@@ -362,7 +374,7 @@ def main(argv):
             "clk_tck": CLK_TCK, "mb": "1e6 bytes"})
         if args.guest:
             meta["guest"] = guest.describe(args)
-        write_json(args.json, args, meta, targets, jobs, results, peak_rss, paths)
+        write_json(args.json, args, meta, targets, jobs, results, peak_rss, paths, page_cache)
     if status == 0 and len(results) != len(jobs) * len(targets):
         status = 1
     return status

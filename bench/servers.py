@@ -20,6 +20,9 @@ CEILING = "ceiling"
 VHOST_NAMES = ["blockd-vhost", "qsd-vhost"]
 # Another blockd binary (--blockd-alt), to measure a change side by side.
 ALT = "blockd-alt"
+# blockd with --cache=none: its file is read and written around the page
+# cache; run on request (--servers), its cache is measured from empty.
+DIRECT = "blockd-direct"
 
 
 def log(msg):
@@ -41,6 +44,8 @@ def server_argv(name, paths, sock, pidfile, image):
     if name in ("blockd", "blockd-alt"):
         prog = paths["blockd" if name == "blockd" else "blockd_alt"]
         return [prog, "--unix", sock, "--pidfile", pidfile, image]
+    if name == DIRECT:
+        return [paths["blockd"], "--unix", sock, "--pidfile", pidfile, "--cache=none", image]
     if name == "blockd-vhost":
         return [paths["blockd"], "--pidfile", pidfile, "--vhost-user-blk",
                 "%s=%s,queues=2" % (sock, image)]
@@ -73,7 +78,7 @@ def server_argv(name, paths, sock, pidfile, image):
 
 def server_missing(name, paths):
     """Returns why server NAME cannot run here, or None if it can."""
-    if name in ("blockd", "blockd-alt", "blockd-vhost"):
+    if name in ("blockd", "blockd-alt", "blockd-vhost", DIRECT):
         p = paths["blockd_alt" if name == "blockd-alt" else "blockd"]
         if p is None:
             return "blockd-alt needs --blockd-alt PATH"
@@ -91,7 +96,7 @@ def server_missing(name, paths):
 def server_version(name, paths):
     """Returns the first line of the server's --version output."""
     prog = {"blockd": paths["blockd"], "blockd-alt": paths.get("blockd_alt"),
-            "blockd-vhost": paths["blockd"], "nbdkit-file": "nbdkit",
+            "blockd-vhost": paths["blockd"], DIRECT: paths["blockd"], "nbdkit-file": "nbdkit",
             "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon",
             "qsd-vhost": "qemu-storage-daemon", CEILING: "nbdkit"}.get(name)
     if prog is None:
@@ -102,6 +107,25 @@ def server_version(name, paths):
         return out.splitlines()[0] if out else ""
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def drop_cache(path):
+    """Evicts PATH's (clean, fsynced) pages from the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def cached_kib(path):
+    """KiB of PATH in the page cache (fincore), or None if unknown."""
+    try:
+        out = subprocess.run(["fincore", "-n", "-b", "-o", "RES", path], check=True,
+                             capture_output=True, text=True).stdout
+        return int(out.split()[0]) // 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def fill_images(paths, size):
