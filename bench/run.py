@@ -96,6 +96,8 @@ def run_host(args, jobs, targets, tmp):
                 if job.refill and srv.name != CEILING:
                     # Trims must punch data, not the holes an earlier round left.
                     fill_image(srv.image, args.size_bytes, refill=True)
+                    if srv.name == DIRECT:
+                        drop_cache(srv.image)   # the refill went through the cache
                 # Write back what the previous job dirtied, so its writeback
                 # is not charged to this one.
                 os.sync()
