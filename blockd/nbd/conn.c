@@ -611,6 +611,7 @@ static void send_done(struct completion *comp, int res)
       break;
     }
     left -= rest;
+    req->sent = req->reply_len; /* all of it: its pipe, if any, is empty */
     c->sq_head = req->next;
     if (c->sq_head == NULL)
       c->sq_tail = NULL;
