@@ -85,9 +85,9 @@ static void conn_maybe_free(struct nbd_conn *c)
   debug("connection %d closed", c->fd);
   client_remove(&c->client);
   close(c->fd);
-  limits_conn_put();
   for (int i = 0; i < CONN_PIPES; i++)
     pipe_close(&c->pipes[i]);
+  nbd_conn_release(&c->p);
   free(c->rbuf);
   free(c);
 }
@@ -701,6 +701,15 @@ static const struct client_ops conn_ops = {
   .budget_resume = conn_budget_resume,
 };
 
+/* Gives back the connection slot of a connection negotiated as P. */
+void nbd_conn_release(const struct conn_params *p)
+{
+  if (p->release)
+    p->release(p->release_arg);
+  else
+    limits_conn_put();
+}
+
 /* Adopts socket FD with parameters P into W. Returns 0 or -1 (FD closed). */
 int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p)
 {
@@ -710,7 +719,7 @@ int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p)
     free(c);
     close(fd);
     worker_unpick(w);
-    limits_conn_put();
+    nbd_conn_release(p);
     log_msg("out of memory for a new connection");
     return -1;
   }

@@ -10,6 +10,8 @@
 #ifndef BLOCKD_NBD_H
 #define BLOCKD_NBD_H
 
+#include <sys/types.h>
+
 #include "core.h"
 #include "protocol.h"
 
@@ -43,12 +45,60 @@ const char *nbd_opt_name(uint32_t option, char *buf, size_t len);
 /* Name of an NBD command, for messages. */
 const char *nbd_cmd_name(uint16_t type);
 
+/* tls.c: TLS sessions, on non-blocking sockets */
+/* --tls: what a client may or must do (proto.md's three server modes). */
+enum tls_mode {
+  TLS_OFF,      /* STARTTLS refused (NOTLS) */
+  TLS_ON,       /* STARTTLS offered, plaintext allowed (SELECTIVETLS, no export TLS-only) */
+  TLS_REQUIRE,  /* every option but STARTTLS and ABORT refused before TLS (FORCEDTLS) */
+};
+/* The TLS settings of the command line. */
+struct tls_config {
+  enum tls_mode mode;       /* --tls */
+  const char *certificates; /* --tls-certificates DIR, or NULL */
+  const char *psk;          /* --tls-psk FILE, or NULL */
+  bool verify_peer;         /* --tls-verify-peer */
+};
+struct tls_session;
+/* Loads the credentials CFG names. Returns 0, or -1 after logging. */
+int tls_init(const struct tls_config *cfg);
+/* Frees the credentials. */
+void tls_fini(void);
+/* The mode --tls chose. */
+enum tls_mode tls_mode(void);
+/* Starts a server session on socket FD (made non-blocking). NULL after logging. */
+struct tls_session *tls_session_new(int fd);
+/* Frees T (NULL is fine); its socket stays open. */
+void tls_session_free(struct tls_session *t);
+/* Runs the handshake on. Returns 0 once done, -EAGAIN to be called again
+ * once the socket is ready for tls_wants(T), or -1 (tls_error says why). */
+int tls_handshake(struct tls_session *t);
+/* Reads up to LEN bytes. Returns how many, 0 at the client's EOF, -EAGAIN
+ * (wait for tls_wants), or -1 (tls_error). */
+ssize_t tls_recv(struct tls_session *t, void *buf, size_t len);
+/* Sends up to LEN bytes. Returns how many, -EAGAIN (wait for tls_wants,
+ * then call again with the same BUF and LEN), or -1 (tls_error). */
+ssize_t tls_send(struct tls_session *t, const void *buf, size_t len);
+/* What the socket must be ready for after -EAGAIN: POLLIN or POLLOUT. */
+short tls_wants(const struct tls_session *t);
+/* Whether the call that returned -1 failed because the client vanished. */
+bool tls_peer_gone(const struct tls_session *t);
+/* Sends close_notify if the socket takes it now. */
+void tls_bye(struct tls_session *t);
+/* Why the last call on T failed, for the log. */
+const char *tls_error(const struct tls_session *t);
+
 /* handshake.c */
 /* What the client negotiated. */
 struct conn_params {
   struct export *exp;   /* the export chosen */
   bool structured;      /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;            /* base:allocation selected (context id 1) */
+  struct tls_session *tls; /* its TLS session, or NULL: plaintext */
+  /* Gives the connection slot back when the worker closes the socket; NULL:
+   * limits_conn_put. A TLS connection shares its slot with its pump. */
+  void (*release)(void *arg);
+  void *release_arg;    /* its argument */
 };
 /* Sends the greeting on FD without blocking. Returns 0 or -1. */
 int handshake_greet(int fd);
@@ -148,6 +198,8 @@ struct nbd_conn {
 };
 
 /* conn.c */
+/* Gives back the connection slot of a connection negotiated as P. */
+void nbd_conn_release(const struct conn_params *p);
 /* Adopts socket FD with parameters P into worker W (picked for it with
  * workers_pick). Returns 0 or -1 (FD closed). */
 int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p);
@@ -155,6 +207,17 @@ int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p);
 /* reply.c */
 /* Encodes REQ's reply into REQ->iov, for a connection with STRUCTURED replies. */
 void reply_encode(struct nbd_req *req, bool structured);
+
+/* pump.c: a thread per TLS connection, between its session and a worker */
+/* Sets the seconds a TLS client may leave replies unread (--stall-timeout). */
+void pump_init(unsigned stall_timeout);
+/* Starts the pump of client socket FD with session TLS; sets P->release.
+ * Returns the socket to hand the worker, or -1 after logging (FD closed,
+ * TLS freed, the slot given back). */
+int pump_start(int fd, struct tls_session *tls, struct conn_params *p);
+/* Lets every pump hand its client the last replies (a few seconds at
+ * most), then cuts the rest off; returns once every pump has ended. */
+void pump_stop(void);
 
 /* listen.c */
 /* One --listen HOST:PORT. */
