@@ -35,6 +35,7 @@ struct options {
   uint64_t max_memory;          /* --max-memory: payload bytes, all clients */
   unsigned stall_timeout;       /* --stall-timeout seconds */
   unsigned idle_timeout;        /* --idle-timeout seconds, 0: none */
+  struct tls_config tls;        /* --tls, --tls-certificates, --tls-psk, --tls-verify-peer */
   bool verbose;                 /* -v */
   bool quiet;                   /* -q: no line at start */
   bool print_uri;               /* --print-uri */

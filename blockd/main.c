@@ -205,12 +205,14 @@ int main(int argc, char **argv)
     options_free(&o);
     return EXIT_FAILURE;
   }
-  if (open_exports(&o) < 0 || vhost_open(o.vhosts, o.nr_vhosts) < 0) {
+  if (open_exports(&o) < 0 || vhost_open(o.vhosts, o.nr_vhosts) < 0 || tls_init(&o.tls) < 0) {
     exports_close();
     vhost_close();
+    tls_fini();
     options_free(&o);
     return 2;
   }
+  pump_init(o.stall_timeout);
   if (limits_init(o.max_connections) < 0 || pool_start(POOL_THREADS) < 0)
     goto fail_exports;
   struct worker_limits wl = {
@@ -244,15 +246,18 @@ int main(int argc, char **argv)
   } while (sig == SIGHUP);
   debug("signal %d: draining", sig);
 
-  /* Stop accepting, finish what clients sent, then make it durable. */
+  /* Stop accepting, finish what clients sent (TLS pumps hand over the last
+   * replies), then make it durable. */
   listen_stop();
   workers_stop();
+  pump_stop();
   pool_stop();
   if (exports_flush_all() < 0)
     status = EXIT_FAILURE;
   exports_close();
   if (vhost_close() < 0)
     status = EXIT_FAILURE;
+  tls_fini();
   limits_fini();
   if (o.pidfile)
     unlink(o.pidfile);
@@ -262,11 +267,13 @@ int main(int argc, char **argv)
 fail_listen:
   listen_stop();
   workers_stop();
+  pump_stop();
 fail_pool:
   pool_stop();
 fail_exports:
   exports_close();
   vhost_close();
+  tls_fini();
   limits_fini();
   options_free(&o);
   return EXIT_FAILURE;

@@ -32,6 +32,13 @@ static const char usage_text[] =
   "                        request unfinished for SECS (default 30)\n"
   "  --idle-timeout SECS   close a connection after SECS without a request\n"
   "                        (default 0: never; QEMU keeps idle connections open)\n"
+  "  --tls=off|on|require  TLS for NBD clients (NBD_OPT_STARTTLS): on offers it,\n"
+  "                        require refuses everything else before it (default:\n"
+  "                        require with credentials, else off)\n"
+  "  --tls-certificates=DIR  X.509 credentials: DIR/server-cert.pem, server-key.pem,\n"
+  "                        and for --tls-verify-peer ca-cert.pem (ca-crl.pem if there)\n"
+  "  --tls-psk=FILE        pre-shared keys instead, USERNAME:HEXKEY lines (psktool)\n"
+  "  --tls-verify-peer     TLS clients must show a certificate signed by ca-cert.pem\n"
   "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay][,cache=none]\n"
   "                        serve FILE under NAME; may be repeated (a comma in\n"
   "                        FILE is written ',,')\n"
@@ -58,15 +65,16 @@ static const char usage_text[] =
   "overlay is recognised by its header and anything else is raw: qcow2 is\n"
   "never guessed (a guest can write its header into a raw disk). Without --unix or\n"
   "--listen, blockd listens on the unix socket $XDG_RUNTIME_DIR/blockd.sock\n"
-  "(root: /run/blockd.sock). TCP clients are not authenticated.\n"
+  "(root: /run/blockd.sock). TCP clients are not authenticated unless TLS is\n"
+  "required with --tls-psk or --tls-verify-peer.\n"
   "blockd prints one line on stderr when it starts serving, unless -q.\n"
   "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush, exit 0.\n"
   "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
 
 enum { OPT_UNIX = 256, OPT_LISTEN, OPT_PIDFILE, OPT_READONLY, OPT_THREADS, OPT_EXPORT,
        OPT_MAX_CONNECTIONS, OPT_MAX_MEMORY, OPT_STALL_TIMEOUT, OPT_IDLE_TIMEOUT,
-       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_PRINT_URI, OPT_CACHE, OPT_HELP,
-       OPT_VERSION };
+       OPT_ALLOW_BASE_DIR, OPT_VHOST, OPT_SOCKET_PATH, OPT_BLK_FILE, OPT_PRINT_CAPABILITIES, OPT_PRINT_URI,
+       OPT_CACHE, OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_PSK, OPT_TLS_VERIFY_PEER, OPT_HELP, OPT_VERSION };
 
 static const struct option long_options[] = {
   { "unix", required_argument, NULL, OPT_UNIX },
@@ -88,6 +96,10 @@ static const struct option long_options[] = {
   { "print-uri", no_argument, NULL, OPT_PRINT_URI },
   { "idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT },
   { "quiet", no_argument, NULL, 'q' },
+  { "tls", required_argument, NULL, OPT_TLS },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+  { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, OPT_HELP },
   { "version", no_argument, NULL, OPT_VERSION },
@@ -241,6 +253,40 @@ static int parse_listen(struct options *o, const char *arg, char *err, size_t er
   return 0;
 }
 
+/* Checks the TLS options of O together; TLS_GIVEN says --tls was. Returns 0
+ * or -1 with ERR set. */
+static int check_tls(struct options *o, bool tls_given, char *err, size_t errlen)
+{
+  struct tls_config *t = &o->tls;
+  bool creds = t->certificates || t->psk;
+
+  if (t->certificates && t->psk) {
+    snprintf(err, errlen, "--tls-certificates and --tls-psk: give one");
+    return -1;
+  }
+  if (t->verify_peer && !t->certificates) {
+    snprintf(err, errlen, "--tls-verify-peer needs --tls-certificates (client certificates are X.509)");
+    return -1;
+  }
+  if (!tls_given)
+    /* Credentials alone mean TLS for everyone: plaintext must be asked for. */
+    t->mode = creds ? TLS_REQUIRE : TLS_OFF;
+  if (t->mode == TLS_OFF && (creds || t->verify_peer)) {
+    snprintf(err, errlen, "--tls=off with TLS credentials or --tls-verify-peer: drop one");
+    return -1;
+  }
+  if (t->mode != TLS_OFF && !creds) {
+    snprintf(err, errlen, "--tls=%s needs --tls-certificates DIR or --tls-psk FILE",
+             t->mode == TLS_ON ? "on" : "require");
+    return -1;
+  }
+  if (t->mode != TLS_OFF && o->nr_exports == 0) {
+    snprintf(err, errlen, "--tls: no NBD export to serve (vhost-user sockets have no TLS)");
+    return -1;
+  }
+  return 0;
+}
+
 /* The unix socket blockd listens on when told nothing: in the user's
  * runtime directory, which only they can reach. NULL if there is none. */
 static char *default_socket(void)
@@ -262,6 +308,7 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
 {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   const char *socket_path = NULL, *blk_file = NULL;
+  bool tls_given = false;
   int c;
 
   memset(o, 0, sizeof *o);
@@ -335,6 +382,28 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
         snprintf(err, errlen, "--max-memory '%s': expected a size from 64M to 64T", optarg);
         return OPTIONS_USAGE;
       }
+      break;
+    case OPT_TLS:
+      tls_given = true;
+      if (strcmp(optarg, "off") == 0)
+        o->tls.mode = TLS_OFF;
+      else if (strcmp(optarg, "on") == 0)
+        o->tls.mode = TLS_ON;
+      else if (strcmp(optarg, "require") == 0)
+        o->tls.mode = TLS_REQUIRE;
+      else {
+        snprintf(err, errlen, "--tls '%s': expected off, on or require", optarg);
+        return OPTIONS_USAGE;
+      }
+      break;
+    case OPT_TLS_CERTIFICATES:
+      o->tls.certificates = optarg;
+      break;
+    case OPT_TLS_PSK:
+      o->tls.psk = optarg;
+      break;
+    case OPT_TLS_VERIFY_PEER:
+      o->tls.verify_peer = true;
       break;
     case OPT_EXPORT:
       if (parse_export(o, optarg, err, errlen) < 0)
@@ -415,6 +484,8 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
                           "--vhost-user-blk SOCKET=FILE (try --help)");
     return OPTIONS_USAGE;
   }
+  if (check_tls(o, tls_given, err, errlen) < 0)
+    return OPTIONS_USAGE;
   if (o->unix_path && o->nr_listens > 0) {
     snprintf(err, errlen, "--unix and --listen cannot be used together");
     return OPTIONS_USAGE;

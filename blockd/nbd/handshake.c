@@ -19,6 +19,7 @@
 /* Per-handshake state. */
 struct hs {
   int fd;                     /* the client socket */
+  struct tls_session *tls;    /* after STARTTLS: its session; NULL: plaintext */
   struct timespec deadline;   /* CLOCK_MONOTONIC end of the handshake; 0: none */
   bool no_zeroes;             /* client set NBD_FLAG_C_NO_ZEROES */
   bool structured;            /* NBD_OPT_STRUCTURED_REPLY acknowledged */
@@ -34,18 +35,19 @@ static int wait_ready(struct hs *h, short events)
 {
   struct pollfd pfd = { .fd = h->fd, .events = events };
   struct timespec now;
-  long ms;
+  long ms = -1;
   int r;
 
-  if (h->deadline.tv_sec == 0)
-    return 0;
   for (;;) {
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    ms = (h->deadline.tv_sec - now.tv_sec) * 1000 + (h->deadline.tv_nsec - now.tv_nsec) / 1000000;
-    if (ms <= 0) {
-      errno = ETIMEDOUT;
-      return -1;
+    if (h->deadline.tv_sec != 0) {
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      ms = (h->deadline.tv_sec - now.tv_sec) * 1000 + (h->deadline.tv_nsec - now.tv_nsec) / 1000000;
+      if (ms <= 0) {
+        errno = ETIMEDOUT;
+        return -1;
+      }
     }
+    /* Without a deadline too: a TLS socket is non-blocking. */
     r = poll(&pfd, 1, (int)ms);
     if (r > 0)
       return 0;
@@ -54,12 +56,38 @@ static int wait_ready(struct hs *h, short events)
   }
 }
 
+/* Moves exactly LEN bytes to (SENDING) or from the client through its TLS
+ * session. Returns 0, or -1 on error (errno EPROTO: tls_error says why) or
+ * EOF (errno 0). */
+static int transfer_tls(struct hs *h, char *p, size_t len, bool sending)
+{
+  while (len > 0) {
+    /* Try first: GnuTLS may hold decrypted bytes the socket no longer shows. */
+    ssize_t n = sending ? tls_send(h->tls, p, len) : tls_recv(h->tls, p, len);
+
+    if (n == -EAGAIN) {
+      if (wait_ready(h, tls_wants(h->tls)) < 0)
+        return -1;
+      continue;
+    }
+    if (n <= 0) {
+      errno = n == 0 ? 0 : EPROTO;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
 /* Moves exactly LEN bytes to (SENDING) or from the client. Returns 0, or -1
  * on error or EOF (errno 0 on EOF). */
 static int transfer(struct hs *h, void *buf, size_t len, bool sending)
 {
   char *p = buf;
 
+  if (h->tls)
+    return transfer_tls(h, p, len, sending);
   while (len > 0) {
     ssize_t n;
 
@@ -174,6 +202,9 @@ static void enter_transmission(const struct hs *h, struct export *e, const char 
 {
   p->exp = e;
   p->structured = h->structured;
+  p->tls = h->tls;
+  p->release = NULL;
+  p->release_arg = NULL;
   /* Meta contexts are only valid for the export they were set on. */
   p->meta = h->meta && h->meta_export_len == len && memcmp(h->meta_export, name, len) == 0;
 }
@@ -352,6 +383,41 @@ static int opt_export_name(struct hs *h, struct cursor *c, struct conn_params *p
   return 1;
 }
 
+/* NBD_OPT_STARTTLS: acknowledge, then the TLS handshake on the same
+ * socket, under the negotiation's deadline. Returns 0 to go on negotiating
+ * inside TLS, -1 on error (a failed TLS handshake: errno EPROTO). */
+static int opt_starttls(struct hs *h, struct cursor *c)
+{
+  int r;
+
+  if (tls_mode() == TLS_OFF)
+    return send_error(h, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+  if (h->tls)
+    return send_error(h, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already running");
+  if (c->left != 0)
+    return send_error(h, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+  if (send_reply(h, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0) < 0)
+    return -1;
+  h->tls = tls_session_new(h->fd);
+  if (h->tls == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  while ((r = tls_handshake(h->tls)) == -EAGAIN)
+    if (wait_ready(h, tls_wants(h->tls)) < 0)
+      return -1;
+  if (r < 0) {
+    errno = EPROTO;
+    return -1;
+  }
+  /* proto.md: nothing negotiated before STARTTLS survives it; the option
+   * haggling starts over inside TLS. */
+  h->structured = false;
+  h->meta = false;
+  h->meta_export_len = 0;
+  return 0;
+}
+
 /* The server's greeting: fixed newstyle, no zeroes. */
 static struct nbd_new_handshake greeting(void)
 {
@@ -375,31 +441,22 @@ int handshake_greet(int fd)
   return n == (ssize_t)sizeof g ? 0 : -1;
 }
 
-/* Runs the fixed newstyle negotiation on blocking socket FD (its greeting
- * already sent if GREETED), giving up after TIMEOUT seconds in all (0:
- * never). Returns 1 when the client entered transmission (P filled), 0 when
- * it left cleanly, -1 on error (logged). */
-int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
+/* Haggles over options with the client of H until it enters transmission
+ * (returns 1, P filled), leaves (0), or fails (-1, logged). DATA holds
+ * NBD_MAX_OPTION_LEN bytes; TIMEOUT is for the log. */
+static int haggle(struct hs *h, char *data, int timeout, bool greeted, struct conn_params *p)
 {
-  struct hs h = { .fd = fd };
   struct nbd_new_handshake g = greeting();
   uint32_t cflags;
-  CLEANUP_FREE char *data = malloc(NBD_MAX_OPTION_LEN);
 
-  if (data == NULL)
-    return -1;
-  if (timeout > 0) {
-    clock_gettime(CLOCK_MONOTONIC, &h.deadline);
-    h.deadline.tv_sec += timeout;
-  }
-  if ((!greeted && send_full(&h, &g, sizeof g) < 0) || recv_full(&h, &cflags, 4) < 0)
+  if ((!greeted && send_full(h, &g, sizeof g) < 0) || recv_full(h, &cflags, 4) < 0)
     goto io_error;
   cflags = be32toh(cflags);
   if (cflags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
     log_msg("client sent unknown handshake flags 0x%" PRIx32 ": closing", cflags);
     return -1;
   }
-  h.no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+  h->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
 
   for (int i = 0; i < MAX_OPTIONS; i++) {
     struct nbd_new_option opt;
@@ -408,7 +465,7 @@ int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
     uint32_t option, len;
     int r;
 
-    if (recv_full(&h, &opt, sizeof opt) < 0)
+    if (recv_full(h, &opt, sizeof opt) < 0)
       goto io_error;
     if (be64toh(opt.version) != NBD_IHAVEOPT) {
       log_msg("bad option magic: closing");
@@ -421,41 +478,62 @@ int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
               nbd_opt_name(option, name, sizeof name), len);
       return -1;
     }
-    if (recv_full(&h, data, len) < 0)
+    if (recv_full(h, data, len) < 0)
       goto io_error;
     c.p = data;
     c.left = len;
-    debug("%s, %" PRIu32 " bytes", nbd_opt_name(option, name, sizeof name), len);
+    debug("%s, %" PRIu32 " bytes%s", nbd_opt_name(option, name, sizeof name), len,
+          h->tls ? " (TLS)" : "");
 
+    /* proto.md, FORCEDTLS: before TLS, every option but STARTTLS and ABORT
+     * gets NBD_REP_ERR_TLS_REQD (INFO, GO, LIST and unknown ones too), so
+     * nothing is served, listed or described in plaintext. */
+    if (tls_mode() == TLS_REQUIRE && h->tls == NULL && option != NBD_OPT_STARTTLS &&
+        option != NBD_OPT_ABORT) {
+      /* EXPORT_NAME has no error reply: the session must end. */
+      if (option == NBD_OPT_EXPORT_NAME) {
+        log_msg("client asked for an export without TLS (--tls=require): closing");
+        return -1;
+      }
+      if (send_error(h, option, NBD_REP_ERR_TLS_REQD,
+                     "TLS is required: send NBD_OPT_STARTTLS first") < 0)
+        goto io_error;
+      continue;
+    }
     switch (option) {
     case NBD_OPT_EXPORT_NAME:
-      return opt_export_name(&h, &c, p);
+      return opt_export_name(h, &c, p);
     case NBD_OPT_ABORT:
-      send_reply(&h, option, NBD_REP_ACK, NULL, 0);
+      send_reply(h, option, NBD_REP_ACK, NULL, 0);
+      if (h->tls)
+        tls_bye(h->tls);
       return 0;
+    case NBD_OPT_STARTTLS:
+      r = opt_starttls(h, &c);
+      break;
     case NBD_OPT_LIST:
-      r = opt_list(&h, &c);
+      r = opt_list(h, &c);
       break;
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
-      r = opt_info_go(&h, option, &c, p);
+      r = opt_info_go(h, option, &c, p);
       if (r == 1)
         return 1;
       break;
     case NBD_OPT_STRUCTURED_REPLY:
       if (len != 0)
-        r = send_error(&h, option, NBD_REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
+        r = send_error(h, option, NBD_REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
       else {
-        h.structured = true;
-        r = send_reply(&h, option, NBD_REP_ACK, NULL, 0);
+        h->structured = true;
+        r = send_reply(h, option, NBD_REP_ACK, NULL, 0);
       }
       break;
     case NBD_OPT_LIST_META_CONTEXT:
     case NBD_OPT_SET_META_CONTEXT:
-      r = opt_meta(&h, option, &c);
+      r = opt_meta(h, option, &c);
       break;
     default:
-      r = send_error(&h, option, NBD_REP_ERR_UNSUP, "option not supported");
+      r = send_error(h, option, NBD_REP_ERR_UNSUP, "option not supported");
       break;
     }
     if (r < 0)
@@ -469,7 +547,32 @@ io_error:
     debug("client closed during the handshake");
   else if (errno == ETIMEDOUT)
     log_msg("handshake not finished after %d s: closing", timeout);
+  else if (errno == EPROTO && h->tls)
+    log_msg("TLS: %s: closing", tls_error(h->tls));
   else
     log_msg("handshake: %m");
   return errno == 0 ? 0 : -1;
+}
+
+/* Runs the fixed newstyle negotiation on blocking socket FD (its greeting
+ * already sent if GREETED), giving up after TIMEOUT seconds in all (0:
+ * never). Returns 1 when the client entered transmission (P filled, with
+ * P->tls its TLS session if it started one), 0 when it left cleanly, -1 on
+ * error (logged). */
+int handshake(int fd, int timeout, bool greeted, struct conn_params *p)
+{
+  struct hs h = { .fd = fd };
+  CLEANUP_FREE char *data = malloc(NBD_MAX_OPTION_LEN);
+  int r;
+
+  if (data == NULL)
+    return -1;
+  if (timeout > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &h.deadline);
+    h.deadline.tv_sec += timeout;
+  }
+  r = haggle(&h, data, timeout, greeted, p);
+  if (r != 1)
+    tls_session_free(h.tls);
+  return r;
 }

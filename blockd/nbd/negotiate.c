@@ -14,6 +14,9 @@
 
 /* Stack of a negotiation thread: its option buffer is on the heap. */
 #define THREAD_STACK (128 * 1024)
+/* ... and of one that may run a TLS handshake: GnuTLS (through GMP) keeps
+ * big temporaries on the stack. Address space only, until touched. */
+#define THREAD_STACK_TLS (512 * 1024)
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t idle_cond = PTHREAD_COND_INITIALIZER;
@@ -53,7 +56,7 @@ static void hand_over(int fd, const struct conn_params *p)
     log_msg("cannot hand over a connection: out of memory");
     free(h);
     close(fd);
-    limits_conn_put();
+    nbd_conn_release(p);
     return;
   }
   h->task.fn = adopt;
@@ -73,11 +76,11 @@ void negotiate_init(void (*end_fn)(void))
 }
 
 /* Runs one client's handshake (its greeting already sent), then hands the
- * connection on. */
+ * connection on: its socket, or for TLS the socketpair end of its pump. */
 static void *negotiate_thread(void *arg)
 {
   int slot = (int)(intptr_t)arg, fd = fds[slot];
-  struct conn_params p;
+  struct conn_params p = { 0 };
   bool go, was_evicted;
 
   go = handshake(fd, NBD_HANDSHAKE_TIMEOUT, true, &p) == 1;
@@ -87,11 +90,17 @@ static void *negotiate_thread(void *arg)
   was_evicted = evicted[slot];
   pthread_mutex_unlock(&lock);
   if (go) {
-    debug("client entered transmission on export '%s'%s%s", p.exp->name,
-          p.structured ? ", structured replies" : "", p.meta ? ", base:allocation" : "");
-    hand_over(fd, &p); /* the connection slot goes with it */
+    debug("client entered transmission on export '%s'%s%s%s", p.exp->name,
+          p.tls ? " over TLS" : "", p.structured ? ", structured replies" : "",
+          p.meta ? ", base:allocation" : "");
+    /* The connection slot goes with it (shared with the pump for TLS). */
+    if (p.tls)
+      fd = pump_start(fd, p.tls, &p);
+    if (fd >= 0)
+      hand_over(fd, &p);
   }
   else {
+    tls_session_free(p.tls);
     close(fd);
     limits_conn_put();
   }
@@ -141,7 +150,7 @@ int negotiate_start(int fd)
   pthread_mutex_unlock(&lock);
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, THREAD_STACK);
+  pthread_attr_setstacksize(&attr, tls_mode() == TLS_OFF ? THREAD_STACK : THREAD_STACK_TLS);
   e = pthread_create(&t, &attr, negotiate_thread, (void *)(intptr_t)slot);
   pthread_attr_destroy(&attr);
   if (e == 0)
@@ -221,9 +230,11 @@ int nbd_serve_one(int fd)
   struct private_conn pc = { .fd = fd };
   int r = handshake(fd, 0, false, &pc.p);
 
-  if (r <= 0) {
+  if (r <= 0 || pc.p.tls != NULL) {
+    /* No TLS here: the fuzzer runs with --tls=off. */
+    tls_session_free(pc.p.tls);
     close(fd);
-    return r;
+    return r <= 0 ? r : -1;
   }
   limits_conn_get(); /* the connection gives it back when it closes */
   if (worker_run_private(&limits, adopt_private, &pc) < 0) {
