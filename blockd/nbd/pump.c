@@ -13,8 +13,8 @@
  *
  * A pump holds the client's connection slot with the worker's connection
  * (two references): the slot is given back when both have ended, so TLS
- * threads never outnumber --max-connections. The pump moves one record's
- * worth at a time in each direction, so a worker that stops reading (its
+ * threads never outnumber --max-connections. The pump holds at most
+ * PUMP_BUF bytes in each direction, so a worker that stops reading (its
  * budget spent) holds the client back, and output the client leaves unread
  * for the stall timeout ends the connection, as the worker would. */
 #include <errno.h>
@@ -28,8 +28,8 @@
 
 #include "nbd.h"
 
-/* Bytes moved at a time each way: one TLS record's plaintext at most. */
-#define PUMP_BUF 16384
+/* Bytes moved at a time each way: four TLS records' plaintext. */
+#define PUMP_BUF (4 * 16384)
 /* Stack of a pump thread: GnuTLS (through GMP) keeps big temporaries there. */
 #define PUMP_STACK (512 * 1024)
 /* Seconds pump_stop lets pumps hand clients their last replies. */
@@ -46,6 +46,7 @@ struct pump {
   char out[PUMP_BUF];           /* from the worker, not yet sent to the client */
   size_t out_off, out_len;      /* where those bytes are in it */
   bool client_done;             /* nothing more comes from the client */
+  bool inner_shut;              /* the worker was told so (SHUT_WR) */
   bool worker_done;             /* nothing more comes from the worker */
   struct timespec out_moved;    /* when output last moved, or began to wait */
   struct pump *prev, *next;     /* the running pumps */
@@ -81,31 +82,34 @@ static long ms_between(const struct timespec *a, const struct timespec *b)
   return (b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
 }
 
-/* Client to worker: takes a record when the last one is handed over, then
- * hands it to the worker. Sets *EV (what each socket must wait for).
+/* Client to worker: takes records (up to PUMP_BUF bytes) once the last
+ * ones are handed over, then hands them to the worker. Sets *EV (what each
+ * socket must wait for).
  * Returns 1 if something moved, 0 if not, -1 when the session failed. */
 static int pump_in(struct pump *p, struct pollfd *ev)
 {
   int moved = 0;
   ssize_t n;
 
-  if (!p->client_done && p->in_len == 0) {
-    n = tls_recv(p->tls, p->in, sizeof p->in);
-    if (n == -EAGAIN)
-      ev[0].events |= tls_wants(p->tls);
-    else if (n < 0)
+  if (p->in_len == 0)
+    p->in_off = 0;
+  /* Records until the buffer is full or the client has no more for now:
+   * the worker wakes once for all of them. */
+  while (!p->client_done && p->in_off == 0 && p->in_len < sizeof p->in) {
+    n = tls_recv(p->tls, p->in + p->in_len, sizeof p->in - p->in_len);
+    if (n == -EAGAIN) {
+      if (p->in_len == 0)
+        ev[0].events |= tls_wants(p->tls);
+      break;
+    }
+    if (n < 0)
       return -1;
-    else if (n == 0) {
-      /* The worker sees EOF, as it would on the client's own socket. */
+    moved = 1;
+    if (n == 0) {
       p->client_done = true;
-      shutdown(p->inner, SHUT_WR);
-      moved = 1;
+      break;
     }
-    else {
-      p->in_off = 0;
-      p->in_len = (size_t)n;
-      moved = 1;
-    }
+    p->in_len += (size_t)n;
   }
   if (p->in_len > 0) {
     n = send(p->inner, p->in + p->in_off, p->in_len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -124,6 +128,12 @@ static int pump_in(struct pump *p, struct pollfd *ev)
       p->client_done = true;
       moved = 1;
     }
+  }
+  if (p->client_done && p->in_len == 0 && !p->inner_shut) {
+    /* The worker sees EOF once it has all the client sent, as it would on
+     * the client's own socket. */
+    shutdown(p->inner, SHUT_WR);
+    p->inner_shut = true;
   }
   return moved;
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +31,9 @@
 #define PSK_MAX_KEYS 65536   /* lines */
 /* Non-fatal GnuTLS answers (warning alerts) taken in a row before giving up. */
 #define MAX_WARNINGS 16
+/* Bytes read from the socket at a time: four full records. GnuTLS alone
+ * would read each record's header and body with a recv of their own. */
+#define READ_AHEAD (4 * (16384 + 256))
 
 /* One line of the --tls-psk file. */
 struct psk_key {
@@ -50,6 +54,9 @@ static size_t nr_psk_keys;                    /* entries in psk_keys */
 /* One client's TLS session. */
 struct tls_session {
   gnutls_session_t s;   /* GnuTLS's session */
+  int fd;               /* the client's socket (non-blocking) */
+  unsigned char *ahead; /* READ_AHEAD bytes: read from fd, not yet taken by GnuTLS */
+  size_t ahead_off, ahead_len; /* where those bytes are in it */
   int err;              /* the GnuTLS error that ended it, 0 if none */
   char user[LOG_ESCAPE_MAX]; /* the PSK username it asked for, escaped; "" */
   char why[512];        /* what went wrong, for the log */
@@ -329,6 +336,46 @@ void tls_fini(void)
   mode = TLS_OFF;
 }
 
+/* GnuTLS's transport read: up to LEN bytes of what the last recv read
+ * ahead, or of a new recv of up to READ_AHEAD bytes when that is used up.
+ * Only ever called once TLS has started, so nothing read ahead belongs to
+ * the plaintext negotiation. */
+static ssize_t pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
+{
+  struct tls_session *t = ptr;
+
+  if (t->ahead_len == 0) {
+    ssize_t n = recv(t->fd, t->ahead, READ_AHEAD, 0);
+
+    if (n <= 0) {
+      if (n < 0)
+        gnutls_transport_set_errno(t->s, errno);
+      return n;
+    }
+    t->ahead_off = 0;
+    t->ahead_len = (size_t)n;
+  }
+  if (len > t->ahead_len)
+    len = t->ahead_len;
+  memcpy(buf, t->ahead + t->ahead_off, len);
+  t->ahead_off += len;
+  t->ahead_len -= len;
+  return (ssize_t)len;
+}
+
+/* Whether pull has something to give, waiting at most MS milliseconds,
+ * and never without end: every session call must return at once. Returns
+ * 1, 0, or -1. */
+static int pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
+{
+  struct tls_session *t = ptr;
+  struct pollfd pfd = { .fd = t->fd, .events = POLLIN };
+
+  if (t->ahead_len > 0)
+    return 1;
+  return poll(&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT || ms > INT_MAX ? 0 : (int)ms);
+}
+
 /* Starts a server session on socket FD, which is made non-blocking for
  * good (it never reaches io_uring: the worker gets the pump's socketpair).
  * Returns the session, or NULL after logging. */
@@ -337,15 +384,20 @@ struct tls_session *tls_session_new(int fd)
   struct tls_session *t = calloc(1, sizeof *t);
   int fl = fcntl(fd, F_GETFL), r;
 
-  if (t == NULL || fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
+  if (t == NULL || (t->ahead = malloc(READ_AHEAD)) == NULL || fl == -1 ||
+      fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
     log_msg("TLS session: %m");
+    if (t)
+      free(t->ahead);
     free(t);
     return NULL;
   }
+  t->fd = fd;
   /* No tickets: a resumed session would skip the client certificate check. */
   r = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
   if (r < 0) {
     log_msg("TLS session: %s", gnutls_strerror(r));
+    free(t->ahead);
     free(t);
     return NULL;
   }
@@ -366,7 +418,10 @@ struct tls_session *tls_session_new(int fd)
     gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
     gnutls_session_set_verify_cert(t->s, NULL, 0);
   }
-  gnutls_transport_set_int(t->s, fd);
+  /* Sending stays GnuTLS's own: one sendmsg per record. */
+  gnutls_transport_set_ptr2(t->s, t, (gnutls_transport_ptr_t)(intptr_t)fd);
+  gnutls_transport_set_pull_function(t->s, pull);
+  gnutls_transport_set_pull_timeout_function(t->s, pull_timeout);
   return t;
 }
 
@@ -376,6 +431,7 @@ void tls_session_free(struct tls_session *t)
   if (t == NULL)
     return;
   gnutls_deinit(t->s);
+  free(t->ahead);
   free(t);
 }
 
