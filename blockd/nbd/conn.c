@@ -365,8 +365,12 @@ static struct nbd_req *request_new(struct nbd_conn *c, const struct nbd_request 
   uint32_t held = held_bytes(h, err);
 
   /* A large read goes through a pipe if one is free. Its budget is taken
-   * all the same: the pipe pins as many page cache pages until sent. */
-  if (req != NULL && h->type == NBD_CMD_READ && err == 0 && c->p.structured &&
+   * all the same: the pipe pins as many page cache pages until sent. Not on
+   * a TLS connection: its pump copies every byte into GnuTLS, so splicing
+   * to the socketpair would save nothing and leave page cache pages pinned,
+   * and changeable by later writes, in its queue for as long as the client
+   * takes to read. */
+  if (req != NULL && h->type == NBD_CMD_READ && err == 0 && c->p.structured && !c->p.pumped &&
       h->count >= SPLICE_MIN && h->count <= PIPE_BYTES)
     req->pipe = pipe_get(c);
   if (req != NULL && held > 0 && req->pipe == NULL) {

@@ -94,7 +94,8 @@ struct conn_params {
   struct export *exp;   /* the export chosen */
   bool structured;      /* NBD_OPT_STRUCTURED_REPLY acknowledged */
   bool meta;            /* base:allocation selected (context id 1) */
-  struct tls_session *tls; /* its TLS session, or NULL: plaintext */
+  struct tls_session *tls; /* its TLS session until pump_start takes it, or NULL */
+  bool pumped;          /* the socket is a TLS pump's socketpair */
   /* Gives the connection slot back when the worker closes the socket; NULL:
    * limits_conn_put. A TLS connection shares its slot with its pump. */
   void (*release)(void *arg);
@@ -211,7 +212,8 @@ void reply_encode(struct nbd_req *req, bool structured);
 /* pump.c: a thread per TLS connection, between its session and a worker */
 /* Sets the seconds a TLS client may leave replies unread (--stall-timeout). */
 void pump_init(unsigned stall_timeout);
-/* Starts the pump of client socket FD with session TLS; sets P->release.
+/* Starts the pump of client socket FD with session TLS (P->tls is then
+ * NULL, P->pumped set); sets P->release.
  * Returns the socket to hand the worker, or -1 after logging (FD closed,
  * TLS freed, the slot given back). */
 int pump_start(int fd, struct tls_session *tls, struct conn_params *p);

@@ -256,8 +256,9 @@ static void *pump_thread(void *arg)
   return NULL;
 }
 
-/* Starts the pump of client socket FD, whose TLS session is TLS, and sets
- * P->release so the worker's connection shares the slot with it. Returns
+/* Starts the pump of client socket FD, whose TLS session is TLS (it owns
+ * it from now on), and sets P->release so the worker's connection shares
+ * the slot with it. Returns
  * the socket to hand the worker, or -1 after logging (FD closed, TLS freed,
  * the slot given back). */
 int pump_start(int fd, struct tls_session *tls, struct conn_params *p)
@@ -308,6 +309,8 @@ int pump_start(int fd, struct tls_session *tls, struct conn_params *p)
     pthread_mutex_unlock(&lock);
     goto err;
   }
+  p->tls = NULL;
+  p->pumped = true;
   p->release = pump_release;
   p->release_arg = pp;
   return sv[1];
@@ -318,6 +321,7 @@ err:
       close(sv[i]);
   close(fd);
   tls_session_free(tls);
+  p->tls = NULL;
   free(pp);
   limits_conn_put();
   return -1;

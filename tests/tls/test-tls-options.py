@@ -8,12 +8,15 @@ Bytes that are not TLS after the ACK end the session. A TLS client that
 vanishes with requests in flight leaves no descriptor behind, and SIGTERM
 amid a stream of TLS writes (libnbd) exits 0 with every acknowledged write
 in the file. --tls=on serves both
-plaintext and TLS clients; --tls=off answers STARTTLS with NBD_REP_ERR_POLICY."""
+plaintext and TLS clients, and splices large reads for the plaintext ones
+only; --tls=off answers STARTTLS with NBD_REP_ERR_POLICY."""
 import os
+import shutil
 import ssl
 import struct
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import nbdraw as N  # noqa: E402
@@ -168,13 +171,45 @@ def vanish_and_drain(b, certs, disk):
           % (len(cookies), len(acked), {os.strerror(e): n for e, n in errors.items()}))
 
 
-def on_mode(b, certs):
-    """--tls=on: a plaintext client and a TLS client are both served."""
-    c = plain(b)
-    c.opt_go(SECRET)
-    r = c.read(0, 4096)
-    check(r.error == 0, "plaintext read under --tls=on: %r" % r)
-    c.disconnect()
+def pipes_of(pid):
+    """How many pipe descriptors process PID holds."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:")
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def on_mode(b, certs, disk):
+    """--tls=on: a plaintext client and a TLS client are both served. Large
+    structured reads are spliced (file -> pipe -> socket) for plaintext
+    clients only: a TLS client's socket is its pump's socketpair, and the
+    pump copies every byte anyway."""
+    data = os.urandom(DISK_MIB * MiB)
+    with open(disk, "r+b") as f:
+        f.write(data)
+    base = pipes_of(b.proc.pid)   # blockd's own, before any client
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        can_splice = int(f.read()) >= MiB
+    tls_uri = "nbds+unix:///%s?socket=%s&tls-certificates=%s" % (SECRET, b.sock, certs)
+    for what, uri in (("plaintext", b.uri(SECRET)), ("TLS", tls_uri)):
+        out = os.path.join(b.tmp, "copy.img")
+        p = subprocess.Popen(["nbdcopy", "--request-size=1048576", uri, out])
+        most = base
+        while p.poll() is None:
+            most = max(most, pipes_of(b.proc.pid))
+            time.sleep(0.002)
+        check(p.returncode == 0, "nbdcopy out of blockd (%s) failed" % what)
+        with open(out, "rb") as f:
+            check(f.read() == data, "nbdcopy out of blockd (%s): wrong data" % what)
+        os.unlink(out)
+        if what == "plaintext":
+            check(not can_splice or most > base,
+                  "plaintext 1 MiB structured reads were not spliced: the TLS check means nothing")
+        else:
+            check(most == base, "a TLS connection's reads were spliced to its socketpair")
     # What a client agreed in plaintext does not survive STARTTLS: without a
     # new STRUCTURED_REPLY inside TLS, replies are simple.
     c = plain(b)
@@ -192,8 +227,9 @@ def on_mode(b, certs):
 
 def run():
     tmp = os.environ.get("TMPDIR", "/tmp")
-    if subprocess.run(["sh", "-c", "command -v certtool"], stdout=subprocess.DEVNULL).returncode:
-        skip("certtool not installed (gnutls-bin)")
+    for prog, pkg in (("certtool", "gnutls-bin"), ("nbdcopy", "libnbd-bin")):
+        if shutil.which(prog) is None:
+            skip("%s not installed (%s)" % (prog, pkg))
     certdir = os.path.join(tmp, "blockd-tls-certs.%d" % os.getpid())
     try:
         subprocess.run([os.path.join(SRCDIR, "tests/tls/mkcerts.sh"), certdir], check=True)
@@ -207,7 +243,7 @@ def run():
             vanish_and_drain(b, client, os.path.join(b.tmp, "s.img"))
         with served("--tls=on", "--tls-certificates", server, *export,
                     disk=None, extra_files=files) as (b, _):
-            on_mode(b, client)
+            on_mode(b, client, os.path.join(b.tmp, "s.img"))
         with served(*export, disk=None, extra_files=files) as (b, _):
             c = plain(b)
             expect_opt_error(c, "STARTTLS under --tls=off", N.OPT_STARTTLS, b"", N.REP_ERR_POLICY)
