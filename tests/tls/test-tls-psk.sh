@@ -18,6 +18,7 @@ psktool -u mallory -p "$TMP/mallory.psk" > /dev/null
 start_tls --tls-psk="$TMP/keys/keys.psk" "$TMP/disk.img"
 uri() { echo "nbds://$1@$HOSTPORT/?tls-psk-file=$2"; }
 [ "$(nbdinfo --size "$(uri alice "$TMP/keys/keys.psk")")" = $((8 << 20)) ] || fail "nbdinfo with PSK failed"
+[ "$(served)" -eq 1 ] || fail "blockd -v logged $(served) clients served, expected 1 (refused() relies on it)"
 nbdcopy "$TMP/src.img" "$(uri bob "$TMP/keys/keys.psk")" || fail "nbdcopy into blockd with PSK failed"
 qemu-img compare --object "tls-creds-psk,id=tls0,dir=$TMP/keys,username=alice,endpoint=client" \
   --image-opts "driver=file,filename=$TMP/src.img" \
@@ -25,6 +26,9 @@ qemu-img compare --object "tls-creds-psk,id=tls0,dir=$TMP/keys,username=alice,en
   fail "qemu-img compare with PSK failed"
 refused "wrong key" nbdinfo --size "$(uri alice "$TMP/wrong/keys.psk")"
 logged "PSK username 'alice'"
+refused "qemu-img with a wrong key" qemu-img info \
+  --object "tls-creds-psk,id=tls0,dir=$TMP/wrong,username=alice,endpoint=client" --image-opts \
+  "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$PORT,tls-creds=tls0"
 refused "unknown username" nbdinfo --size "$(uri mallory "$TMP/mallory.psk")"
 logged "unknown PSK username 'mallory'"
 refused "plaintext client" nbdinfo --size "nbd://$HOSTPORT/"

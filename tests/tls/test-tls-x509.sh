@@ -21,6 +21,7 @@ uri="nbds://$HOSTPORT/?tls-certificates=$CERTS/client"
 nbdinfo --json "$uri" > "$TMP/info.json" || fail "nbdinfo over TLS failed"
 "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); e=j["exports"][0]; sys.exit(not (j["TLS"] and e["export-size"] == 16 << 20))' \
   "$TMP/info.json" || { cat "$TMP/info.json" >&2; fail "nbdinfo over TLS: not TLS, or the wrong size"; }
+[ "$(served)" -eq 1 ] || fail "blockd -v logged $(served) clients served, expected 1 (refused() relies on it)"
 
 # Data through the pump both ways, several connections at once (nbdcopy).
 nbdcopy --connections=4 "$TMP/src.img" "$uri" || fail "nbdcopy into blockd over TLS failed"
