@@ -2,11 +2,13 @@
 # TLS with X.509 certificates over TCP (--tls-certificates, nbdkit's layout):
 # nbdinfo, nbdcopy, qemu-img and qemu-io connect with TLS, and what they write
 # reads back identically from the file; a client that trusts another CA and
-# a plaintext client are refused; --tls=on serves both kinds. With --tls-verify-peer a client certificate
-# signed by ca-cert.pem gets in; none, one of another CA, or one that
-# ca-crl.pem revokes does not, each with a log line saying why.
+# a plaintext client are refused; --tls=on serves both kinds. With
+# --tls-verify-peer a client certificate signed by ca-cert.pem gets in; none,
+# one of another CA, or one that ca-crl.pem revokes does not, each with a log
+# line saying why. nbdkit and qemu-storage-daemon, as references, serve from
+# the same directory.
 . "$SRCDIR/tests/tls/tlslib.sh"
-require nbdinfo nbdcopy qemu-img qemu-io
+require nbdinfo nbdcopy qemu-img qemu-io nbdkit qemu-storage-daemon
 
 truncate -s 16M "$TMP/disk.img"
 head -c 16M /dev/urandom > "$TMP/src.img"
@@ -73,4 +75,30 @@ logged "The certificate chain is revoked"
 refused "qemu-img without a certificate" \
   qemu-img info --object "$(qemu_creds "$CERTS/nocert")" --image-opts "$(qemu_nbd)"
 stop_blockd
+
+# The layout is the reference servers' own: nbdkit and qemu-storage-daemon
+# serve from the same directory, and the same clients get in or not.
+# reference NAME CMD...: runs a server in the background on $PORT.
+reference() {
+  local name=$1; shift
+  "$@" 2>>"$TMP/$name.log" &
+  track $!
+  for _ in $(seq 100); do
+    nbdinfo --size "nbds://$HOSTPORT/?tls-certificates=$CERTS/client" > /dev/null 2>&1 && return 0
+    kill -0 $! 2>/dev/null || { cat "$TMP/$name.log" >&2; fail "$name exited at start"; }
+    sleep 0.1
+  done
+  fail "$name: a client with a good certificate was refused"
+}
+PORT=$(free_port); HOSTPORT=127.0.0.1:$PORT
+reference nbdkit nbdkit -f -p "$PORT" -i 127.0.0.1 --tls=require --tls-certificates="$CERTS/server" \
+  --tls-verify-peer file "$TMP/disk.img"
+nbdinfo --size "nbds://$HOSTPORT/?tls-certificates=$CERTS/nocert" > /dev/null 2>&1 &&
+  fail "nbdkit --tls-verify-peer let in a client without a certificate"
+PORT=$(free_port); HOSTPORT=127.0.0.1:$PORT
+reference qemu-storage-daemon qemu-storage-daemon \
+  --object "tls-creds-x509,id=tls0,dir=$CERTS/server,endpoint=server,verify-peer=on" \
+  --blockdev "driver=file,filename=$TMP/disk.img,node-name=disk" \
+  --nbd-server "addr.type=inet,addr.host=127.0.0.1,addr.port=$PORT,tls-creds=tls0" \
+  --export type=nbd,id=exp,node-name=disk,name=
 echo PASS
