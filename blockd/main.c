@@ -148,6 +148,8 @@ static void announce(bool passed)
   }
   if (nr > 0 && passed)
     fputs(" (socket activation)", out);
+  if (nr > 0 && tls_describe() != NULL)
+    fprintf(out, ", %s", tls_describe());
   for (size_t i = 0; i < nr_vhost; i++) {
     const struct fmt *f;
     const char *path;

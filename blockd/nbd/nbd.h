@@ -66,6 +66,8 @@ int tls_init(const struct tls_config *cfg);
 void tls_fini(void);
 /* The mode --tls chose. */
 enum tls_mode tls_mode(void);
+/* What the line at start says of TLS ("TLS required (PSK)"), or NULL: off. */
+const char *tls_describe(void);
 /* Starts a server session on socket FD (made non-blocking). NULL after logging. */
 struct tls_session *tls_session_new(int fd);
 /* Frees T (NULL is fine); its socket stays open. */
@@ -244,8 +246,9 @@ void listen_stop(void);
 /* uri.c */
 /* The NBD URI (NetworkBlockDevice/nbd doc/uri.md) of export NAME on the
  * listening socket FD, from the address it is bound to:
- * nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME, percent-encoded;
- * a wildcard address becomes the loopback one. Malloc'd, or NULL (logged). */
+ * nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME, percent-encoded
+ * (nbds under --tls=require); a wildcard address becomes the loopback one.
+ * Malloc'd, or NULL (logged). */
 char *uri_make(int fd, const char *name);
 /* Where the listening socket FD is, for messages: "unix socket PATH" or
  * "HOST:PORT". Malloc'd, or NULL (logged). */

@@ -68,6 +68,19 @@ enum tls_mode tls_mode(void)
   return mode;
 }
 
+/* What the line at start says of TLS, or NULL when it is off. */
+const char *tls_describe(void)
+{
+  if (mode == TLS_OFF)
+    return NULL;
+  if (psk)
+    return mode == TLS_REQUIRE ? "TLS required (PSK)" : "TLS offered (PSK)";
+  if (verify_peer)
+    return mode == TLS_REQUIRE ? "TLS required (X.509, client certificates checked)"
+                               : "TLS offered (X.509, client certificates checked)";
+  return mode == TLS_REQUIRE ? "TLS required (X.509)" : "TLS offered (X.509)";
+}
+
 /* Warns if the secret file open as FD, at PATH, is readable by everyone. */
 static void warn_if_public(int fd, const char *path)
 {

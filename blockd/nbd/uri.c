@@ -107,9 +107,12 @@ char *uri_make(int fd, const char *name)
     log_msg("open_memstream: %m");
     return NULL;
   }
+  /* nbds: the client must use TLS, as --tls=require makes it; under
+   * --tls=on plaintext is served, so nbd: works for every client. */
+  fputs(tls_mode() == TLS_REQUIRE ? "nbds" : "nbd", f);
   if (a.family == AF_UNIX) {
     /* An abstract name's leading NUL is written %00 (uri.md). */
-    fputs("nbd+unix:///", f);
+    fputs("+unix:///", f);
     put_encoded(f, name, strlen(name));
     fputs("?socket=", f);
     put_encoded(f, a.path, a.pathlen);
@@ -118,7 +121,7 @@ char *uri_make(int fd, const char *name)
     /* A client cannot connect to the wildcard address by that name. */
     const char *host = a.wildcard ? (a.family == AF_INET ? "127.0.0.1" : "::1") : a.host;
 
-    fprintf(f, a.family == AF_INET6 ? "nbd://[%s]:%u/" : "nbd://%s:%u/", host, a.port);
+    fprintf(f, a.family == AF_INET6 ? "://[%s]:%u/" : "://%s:%u/", host, a.port);
     put_encoded(f, name, strlen(name));
   }
   if (fclose(f) != 0) {

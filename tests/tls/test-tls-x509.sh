@@ -50,6 +50,20 @@ head -c 3M /dev/zero | tr '\0' '\132' | dd of="$TMP/want.img" bs=1M seek=1 conv=
 head -c 1M /dev/zero | dd of="$TMP/want.img" bs=1M seek=8 conv=notrunc status=none
 cmp "$TMP/want.img" "$TMP/disk.img" || fail "the file differs from what was written over TLS"
 
+# The line at start says TLS is required, and --print-uri prints nbds://,
+# which works once the client adds its certificates.
+"$BLOCKD" --listen 127.0.0.1:0 --print-uri --tls-certificates="$CERTS/server" \
+  "$TMP/disk.img" > "$TMP/uri" 2> "$TMP/start.log" &
+uri_pid=$!
+track $uri_pid
+for _ in $(seq 100); do [ -s "$TMP/uri" ] && break; sleep 0.05; done
+[[ $(cat "$TMP/uri") =~ ^nbds://127\.0\.0\.1:[1-9][0-9]*/$ ]] || fail "--print-uri with TLS printed '$(cat "$TMP/uri")'"
+[ "$(nbdinfo --size "$(cat "$TMP/uri")?tls-certificates=$CERTS/client")" = $((16 << 20)) ] ||
+  fail "nbdinfo on the printed nbds:// URI failed"
+grep -q "serving export '' (raw, read-write) on 127.0.0.1:[0-9]*, TLS required (X.509)$" "$TMP/start.log" ||
+  { cat "$TMP/start.log" >&2; fail "the line at start does not say TLS is required"; }
+kill $uri_pid; wait $uri_pid || fail "blockd --print-uri exited $? on SIGTERM"
+
 # --tls=on: plaintext and TLS clients alike, each told which it got.
 start_tls --tls=on --tls-certificates="$CERTS/server" "$TMP/disk.img"
 tls_of() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["TLS"])' "$1"; }
