@@ -192,7 +192,9 @@ def on_mode(b, certs, disk):
     with open("/proc/sys/fs/pipe-max-size") as f:
         can_splice = int(f.read()) >= MiB
     tls_uri = "nbds+unix:///%s?socket=%s&tls-certificates=%s" % (SECRET, b.sock, certs)
-    for what, uri in (("plaintext", b.uri(SECRET)), ("TLS", tls_uri)):
+
+    def copy_out(what, uri):
+        """nbdcopy of the export; returns the most pipes blockd held meanwhile."""
         out = os.path.join(b.tmp, "copy.img")
         p = subprocess.Popen(["nbdcopy", "--request-size=1048576", uri, out])
         most = base
@@ -203,11 +205,16 @@ def on_mode(b, certs, disk):
         with open(out, "rb") as f:
             check(f.read() == data, "nbdcopy out of blockd (%s): wrong data" % what)
         os.unlink(out)
-        if what == "plaintext":
-            check(not can_splice or most > base,
-                  "plaintext 1 MiB structured reads were not spliced: the TLS check means nothing")
-        else:
-            check(most == base, "a TLS connection's reads were spliced to its socketpair")
+        return most
+
+    # The pipes are sampled while nbdcopy runs: a loaded machine may miss
+    # them once, so the plaintext copy gets three tries.
+    if can_splice:
+        check(any(copy_out("plaintext", b.uri(SECRET)) > base for _ in range(3)),
+              "plaintext 1 MiB structured reads were not spliced: the TLS check means nothing")
+    for _ in range(2):
+        check(copy_out("TLS", tls_uri) == base,
+              "a TLS connection's reads were spliced to its socketpair")
     # What a client agreed in plaintext does not survive STARTTLS: without a
     # new STRUCTURED_REPLY inside TLS, replies are simple.
     c = plain(b)
