@@ -4,6 +4,7 @@
  *   blockd-img create -b BASE FILE       copy-on-write overlay, O(1)
  *   blockd-img info [--json] FILE        format, sizes, owned clusters, base chain
  *   blockd-img convert SRC DST           any format -> flattened sparse raw
+ *   blockd-img map [--json] FILE         where each range comes from, through the chain
  *
  * Exit status: 0 ok, 1 runtime error, 2 usage error; every error is one line
  * naming the file.
@@ -21,29 +22,11 @@
 
 #include "cleanup.h"
 #include "format.h"
+#include "img.h"
 #include "progress.h"
 
-#define EXIT_USAGE 2
 #define COPY_CHUNK (1u << 20)     /* bytes read and written at a time */
 #define ZERO_GRAIN 4096u          /* smallest zero run convert leaves as a hole */
-#define EXTENT_WINDOW (1ULL << 30) /* virtual bytes asked of ->extents at a time */
-
-static const char *progname = "blockd-img";
-
-/* Prints "blockd-img: MESSAGE" and exits with STATUS. */
-static void __attribute__((noreturn, format(printf, 2, 3))) die(int status, const char *fmt, ...)
-{
-  va_list ap;
-
-  fprintf(stderr, "%s: ", progname);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  if (status == EXIT_USAGE)
-    fprintf(stderr, "Try '%s --help' for more information.\n", progname);
-  exit(status);
-}
 
 /* Prints the help text on STREAM. */
 static void usage(FILE *stream)
@@ -68,6 +51,11 @@ static void usage(FILE *stream)
           "                                 write SRC flattened into a new sparse raw DST,\n"
           "                                 keeping zeroes as holes; a progress bar is\n"
           "                                 drawn when stderr is a terminal\n"
+          "  map [-f FORMAT] [--json] FILE  show where each range of FILE comes from:\n"
+          "                                 owned (the image itself), base (a base, DEPTH\n"
+          "                                 images down) or none (reads as zeroes); data or\n"
+          "                                 zero; the file and offset holding it. --json:\n"
+          "                                 qemu-img map --output=json's fields\n"
           "\n"
           "Options:\n"
           "  --force                        overwrite an existing FILE or DST (never one\n"
@@ -81,45 +69,7 @@ static void usage(FILE *stream)
           "named (-f/-F qcow2): a guest can write a qcow2 header into its raw disk.\n"
           "Built in: %s.\n"
           "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
-          progname, fmt_names());
-}
-
-/* Option codes shared by the commands. */
-enum { OPT_FORCE = 256, OPT_ALLOW_BASE_DIR };
-
-/* --allow-base-dir DIR: bases may live beneath DIR too. */
-static void allow_base_dir(const char *dir)
-{
-  int r = basepath_allow(dir);
-
-  if (r < 0)
-    die(EXIT_USAGE, "--allow-base-dir %s: %s", dir, strerror(-r));
-}
-
-/* -f/-F FORMAT: must be a format built in. */
-static const char *format_arg(const char *opt, const char *name)
-{
-  if (!fmt_known(name))
-    die(EXIT_USAGE, "%s: unknown format '%s' (built in: %s)", opt, name, fmt_names());
-  return name;
-}
-
-/* Formats N bytes as "1.5 GiB" into BUF. */
-static const char *human(uint64_t n, char *buf, size_t len)
-{
-  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-  double v = (double)n;
-  size_t u = 0;
-
-  while (v >= 1024 && u < ARRAY_SIZE(units) - 1) {
-    v /= 1024;
-    u++;
-  }
-  if (u == 0)
-    snprintf(buf, len, "%" PRIu64 " B", n);
-  else
-    snprintf(buf, len, "%.3g %s", v, units[u]);
-  return buf;
+          "blockd-img", fmt_names());
 }
 
 /* Bytes allocated on disk for PATH, or -1. */
@@ -130,22 +80,6 @@ static int64_t allocated_bytes(const char *path)
   if (stat(path, &st) == -1)
     return -1;
   return (int64_t)st.st_blocks * 512;
-}
-
-/* Writes S as a JSON string. */
-static void json_string(const char *s)
-{
-  putchar('"');
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      printf("\\%c", c);
-    else if (c < 0x20)
-      printf("\\u%04x", c);
-    else
-      putchar(c);
-  }
-  putchar('"');
 }
 
 /* lock_in_use's answers, as info --json names them. */
@@ -163,16 +97,16 @@ static void info_json(struct fmt *f, int depth)
   backing = qcow2_backing(f);
 #endif
   printf("{\n%*s\"filename\": ", depth * 2 + 2, "");
-  json_string(f->path);
+  img_json_string(f->path);
   printf(",\n%*s\"format\": ", depth * 2 + 2, "");
-  json_string(fmt_name(f));
+  img_json_string(fmt_name(f));
   printf(",\n%*s\"virtual-size\": %" PRIu64, depth * 2 + 2, "", f->size);
   printf(",\n%*s\"allocated-bytes\": %" PRId64, depth * 2 + 2, "", allocated_bytes(f->path));
   if (depth == 0)
     printf(",\n  \"in-use\": \"%s\"", use_names[lock_in_use(f)]);
   if (backing != NULL) {
     printf(",\n%*s\"backing-filename\": ", depth * 2 + 2, "");
-    json_string(backing);
+    img_json_string(backing);
   }
   if (overlay_get_info(f, &oi) == 0) {
     printf(",\n%*s\"overlay-version\": %u", depth * 2 + 2, "", oi.version);
@@ -180,7 +114,7 @@ static void info_json(struct fmt *f, int depth)
     printf(",\n%*s\"clusters\": %" PRIu64, depth * 2 + 2, "", oi.clusters);
     printf(",\n%*s\"owned-clusters\": %" PRIu64, depth * 2 + 2, "", oi.owned);
     printf(",\n%*s\"base-filename\": ", depth * 2 + 2, "");
-    json_string(oi.base_path);
+    img_json_string(oi.base_path);
     printf(",\n%*s\"base\": ", depth * 2 + 2, "");
     info_json(oi.base, depth + 1);
   }
@@ -200,8 +134,8 @@ static void info_text(struct fmt *f)
 #endif
   printf("image: %s\n", f->path);
   printf("format: %s\n", fmt_name(f));
-  printf("virtual size: %s (%" PRIu64 " bytes)\n", human(f->size, b1, sizeof b1), f->size);
-  printf("allocated: %s (%" PRId64 " bytes)\n", human((uint64_t)(alloc < 0 ? 0 : alloc), b2,
+  printf("virtual size: %s (%" PRIu64 " bytes)\n", img_human(f->size, b1, sizeof b1), f->size);
+  printf("allocated: %s (%" PRId64 " bytes)\n", img_human((uint64_t)(alloc < 0 ? 0 : alloc), b2,
                                                      sizeof b2), alloc);
   if (backing != NULL)
     printf("backing file: %s\n", backing);
@@ -245,19 +179,19 @@ static int cmd_info(int argc, char **argv)
   while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
     switch (c) {
     case 'j': json = true; break;
-    case 'f': format = format_arg("info -f", optarg); break;
-    case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
+    case 'f': format = img_format_arg("info -f", optarg, EXIT_USAGE); break;
+    case OPT_ALLOW_BASE_DIR: img_allow_base_dir(optarg, EXIT_USAGE); break;
     case 'h': usage(stdout); return 0;
-    default: die(EXIT_USAGE, "info: unknown option or missing argument: %s", argv[optind - 1]);
+    default: img_die(EXIT_USAGE, "info: unknown option or missing argument: %s", argv[optind - 1]);
     }
   }
   if (argc - optind != 1)
-    die(EXIT_USAGE, "info: expected one FILE");
+    img_die(EXIT_USAGE, "info: expected one FILE");
   /* Locks nothing, so that a served image can be looked at, as qemu-img
    * info -U does. */
   f = fmt_open_shared(argv[optind], format, err, sizeof err);
   if (f == NULL)
-    die(EXIT_FAILURE, "%s", err);
+    img_die(EXIT_FAILURE, "%s", err);
   if (json) {
     info_json(f, 0);
     printf("\n");
@@ -276,15 +210,15 @@ static void create_raw(const char *path, uint64_t size, unsigned flags)
   int fd = fmt_create_file(path, flags, &created, err, sizeof err);
 
   if (fd < 0)
-    die(EXIT_FAILURE, "%s", err);
+    img_die(EXIT_FAILURE, "%s", err);
   if (ftruncate(fd, 0) == -1 || ftruncate(fd, (off_t)size) == -1 || fsync(fd) == -1) {
     int e = errno;
     if (created)
       unlink(path);
-    die(EXIT_FAILURE, "%s: %s", path, strerror(e));
+    img_die(EXIT_FAILURE, "%s: %s", path, strerror(e));
   }
   if (close(fd) == -1)
-    die(EXIT_FAILURE, "%s: %s", path, strerror(errno));
+    img_die(EXIT_FAILURE, "%s: %s", path, strerror(errno));
 }
 
 /* Parses a cluster size: a power of two from 4 KiB to 16 MiB. Returns its log2 or -1. */
@@ -321,41 +255,42 @@ static int cmd_create(int argc, char **argv)
     switch (c) {
     case 's': size_arg = optarg; break;
     case 'b': base = optarg; break;
-    case 'F': base_format = format_arg("create -F", optarg); break;
+    case 'F': base_format = img_format_arg("create -F", optarg, EXIT_USAGE); break;
     case OPT_FORCE: flags |= FMT_CREATE_FORCE; break;
-    case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
+    case OPT_ALLOW_BASE_DIR: img_allow_base_dir(optarg, EXIT_USAGE); break;
     case 'c':
       bits = cluster_bits_of(optarg);
       if (bits < 0)
-        die(EXIT_USAGE, "create: invalid cluster size '%s' (a power of two, 4K to 16M)", optarg);
+        img_die(EXIT_USAGE, "create: invalid cluster size '%s' (a power of two, 4K to 16M)", optarg);
       break;
     case 'h': usage(stdout); return 0;
-    default: die(EXIT_USAGE, "create: unknown option or missing argument: %s", argv[optind - 1]);
+    default: img_die(EXIT_USAGE, "create: unknown option or missing argument: %s", argv[optind - 1]);
     }
   }
   if (argc - optind != 1)
-    die(EXIT_USAGE, "create: expected one FILE");
+    img_die(EXIT_USAGE, "create: expected one FILE");
   if ((size_arg == NULL) == (base == NULL))
-    die(EXIT_USAGE, "create: give exactly one of -s SIZE (raw) or -b BASE (overlay)");
+    img_die(EXIT_USAGE, "create: give exactly one of -s SIZE (raw) or -b BASE (overlay)");
   if (base_format != NULL && base == NULL)
-    die(EXIT_USAGE, "create: -F FORMAT goes with -b BASE");
+    img_die(EXIT_USAGE, "create: -F FORMAT goes with -b BASE");
   if (size_arg != NULL) {
     int r = size_parse(size_arg, &size);
     if (r < 0 || size > (uint64_t)INT64_MAX)
-      die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
+      img_die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
     create_raw(argv[optind], size, flags);
     return 0;
   }
   if (overlay_create(argv[optind], base, base_format, (unsigned)bits, flags, err, sizeof err) < 0)
-    die(EXIT_FAILURE, "%s", err);
+    img_die(EXIT_FAILURE, "%s", err);
   /* Servers follow a base only beneath the overlay's directory unless told
    * otherwise: say so now rather than when the workspace fails to start. */
   {
     struct fmt *f = fmt_open(argv[optind], "overlay", true, err, sizeof err);
 
-    if (f == NULL)
-      fprintf(stderr, "%s: note: %s\n%s: note: serve it with --allow-base-dir naming the base's"
-                      " directory\n", progname, err, progname);
+    if (f == NULL) {
+      img_warn("note: %s", err);
+      img_warn("note: serve it with --allow-base-dir naming the base's directory");
+    }
     fmt_close(f);
   }
   return 0;
@@ -516,27 +451,27 @@ static int cmd_convert(int argc, char **argv)
 
   while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
     switch (c) {
-    case 'f': format = format_arg("convert -f", optarg); break;
+    case 'f': format = img_format_arg("convert -f", optarg, EXIT_USAGE); break;
     case OPT_FORCE: flags |= FMT_CREATE_FORCE; break;
-    case OPT_ALLOW_BASE_DIR: allow_base_dir(optarg); break;
+    case OPT_ALLOW_BASE_DIR: img_allow_base_dir(optarg, EXIT_USAGE); break;
     case 'h': usage(stdout); return 0;
-    default: die(EXIT_USAGE, "convert: unknown option or missing argument: %s", argv[optind - 1]);
+    default: img_die(EXIT_USAGE, "convert: unknown option or missing argument: %s", argv[optind - 1]);
     }
   }
   if (argc - optind != 2)
-    die(EXIT_USAGE, "convert: expected SRC and DST");
+    img_die(EXIT_USAGE, "convert: expected SRC and DST");
   srcpath = argv[optind];
   dst = argv[optind + 1];
   src = fmt_open(srcpath, format, true, err, sizeof err);
   if (src == NULL)
-    die(EXIT_FAILURE, "%s", err);
+    img_die(EXIT_FAILURE, "%s", err);
   /* Truncating DST must never destroy what we are about to read. */
   if (stat(dst, &st) == 0 && in_chain(src, &st))
-    die(EXIT_FAILURE, "%s: is the source image or one of its bases", dst);
+    img_die(EXIT_FAILURE, "%s: is the source image or one of its bases", dst);
   fd = fmt_create_file(dst, flags, &created, err, sizeof err);
   if (fd < 0) {
     fmt_close(src);
-    die(EXIT_FAILURE, "%s", err);
+    img_die(EXIT_FAILURE, "%s", err);
   }
   if (ftruncate(fd, 0) == -1 || ftruncate(fd, (off_t)src->size) == -1) {
     snprintf(err, sizeof err, "%s: %s", dst, strerror(errno));
@@ -563,7 +498,7 @@ fail:
   /* A half-written copy looks complete: do not leave it behind. */
   unlink(dst);
   fmt_close(src);
-  die(EXIT_FAILURE, "%s", err);
+  img_die(EXIT_FAILURE, "%s", err);
 }
 
 int main(int argc, char **argv)
@@ -582,11 +517,11 @@ int main(int argc, char **argv)
     switch (c) {
     case 'h': usage(stdout); return 0;
     case 'V': printf("blockd-img %s\n", BLOCKD_VERSION); return 0;
-    default: die(EXIT_USAGE, "unknown option: %s", argv[optind - 1]);
+    default: img_die(EXIT_USAGE, "unknown option: %s", argv[optind - 1]);
     }
   }
   if (optind >= argc)
-    die(EXIT_USAGE, "missing COMMAND (create, info or convert)");
+    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert or map)");
   cmd = argv[optind];
   argc -= optind;
   argv += optind;
@@ -597,5 +532,7 @@ int main(int argc, char **argv)
     return cmd_info(argc, argv);
   if (strcmp(cmd, "convert") == 0)
     return cmd_convert(argc, argv);
-  die(EXIT_USAGE, "unknown command '%s' (create, info or convert)", cmd);
+  if (strcmp(cmd, "map") == 0)
+    return img_map(argc, argv);
+  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert or map)", cmd);
 }

@@ -130,6 +130,36 @@ int file_extents(int fd, uint64_t size, uint64_t length, uint64_t offset, fmt_ex
   return 0;
 }
 
+/* What file_layout passes on. */
+struct file_layout_ctx {
+  fmt_layout_fn fn;  /* the caller's callback */
+  void *opaque;      /* its argument */
+  uint64_t shift;    /* file offset - virtual offset */
+  const char *name;  /* the file */
+  unsigned depth;    /* its image's depth in the chain */
+};
+
+/* file_extents callback of file_layout. */
+static int file_layout_extent(void *opaque, uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct file_layout_ctx *c = opaque;
+  struct fmt_layout l = {
+    .offset = offset - c->shift, .length = length, .present = true,
+    .depth = c->depth, .file = c->name, .file_offset = offset,
+  };
+
+  fmt_layout_type(&l, type);
+  return c->fn(c->opaque, &l);
+}
+
+int file_layout(int fd, uint64_t size, uint64_t length, uint64_t offset, uint64_t shift,
+                const char *name, unsigned depth, fmt_layout_fn fn, void *opaque)
+{
+  struct file_layout_ctx c = { fn, opaque, shift, name, depth };
+
+  return file_extents(fd, size, length, offset, file_layout_extent, &c);
+}
+
 int64_t file_allocated(int fd)
 {
   struct stat st;

@@ -62,6 +62,25 @@ struct fmt_map {
 /* Called by fmt_extents once per extent, in order. Returns 0, or -1 to stop early. */
 typedef int (*fmt_extent_fn)(void *opaque, uint64_t offset, uint64_t length, uint32_t type);
 
+/* Where the bytes of one virtual range come from, through a chain of images
+ * (blockd-img map; the fields of qemu-img map's JSON). */
+struct fmt_layout {
+  uint64_t offset;      /* virtual offset */
+  uint64_t length;      /* bytes */
+  bool data;            /* stored somewhere: not a hole, nor a zero cluster */
+  bool zero;            /* reads as zeroes (data may be true too: an
+                         * allocated range that is a hole in its file) */
+  bool present;         /* the image at DEPTH holds the range; false: no image of
+                         * the chain does, and it reads as zeroes */
+  unsigned depth;       /* that image: 0 the image itself, 1 its base, ... */
+  const char *file;     /* file holding the range as plain bytes at FILE_OFFSET,
+                         * or NULL (compressed, or nowhere) */
+  uint64_t file_offset; /* where in FILE */
+};
+
+/* Called by fmt_layout once per extent, in order. Returns 0, or -1 to stop early. */
+typedef int (*fmt_layout_fn)(void *opaque, const struct fmt_layout *l);
+
 /* Fields every open image has; engines embed it first in their own struct. */
 struct fmt {
   const struct fmt_ops *ops; /* the engine (internal.h) */
@@ -153,6 +172,11 @@ int fmt_flush(struct fmt *f);
  * tell). */
 int fmt_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
                 void *opaque);
+/* Reports where the bytes of the range come from, through the base chain:
+ * extents covering at least [OFFSET, OFFSET+1) and at most the range, in
+ * order and contiguous (one present data extent where the engine cannot
+ * tell). For tools: it may read metadata and take its time. */
+int fmt_layout(struct fmt *f, uint64_t length, uint64_t offset, fmt_layout_fn fn, void *opaque);
 /* Prefetches the range into the page cache (nothing where the engine cannot). */
 int fmt_cache(struct fmt *f, uint64_t length, uint64_t offset);
 /* Whether LEN bytes at BUF are all zero. */

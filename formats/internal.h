@@ -66,6 +66,15 @@ struct fmt_ops {
   int (*extents)(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn, void *opaque);
   /* May be NULL. Prefetches the range into the page cache. */
   int (*cache)(struct fmt *f, uint64_t length, uint64_t offset);
+
+  /* Reports where the range's bytes come from, as extents covering at least
+   * [OFFSET, OFFSET+1) and at most the range, in order and contiguous, with
+   * DEPTH added to each one's depth (the engine is DEPTH images down a
+   * chain); a base is asked through fmt_layout_at with DEPTH + 1. Returns 0
+   * (also when FN stopped it) or -errno. May be NULL: one present extent of
+   * what ->extents says. */
+  int (*layout)(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
+                fmt_layout_fn fn, void *opaque);
 };
 
 /* format.c */
@@ -89,6 +98,18 @@ int fmt_init(struct fmt *f, const struct fmt_ops *ops, int fd, const char *path,
              bool readonly);
 /* Frees the common fields. */
 void fmt_fini(struct fmt *f);
+
+/* io.c */
+/* Sets L's data and zero from an extent TYPE (FMT_EXTENT_*), as NBD means it. */
+static inline void fmt_layout_type(struct fmt_layout *l, uint32_t type)
+{
+  l->data = !(type & FMT_EXTENT_HOLE);
+  l->zero = type & FMT_EXTENT_ZERO;
+}
+/* fmt_layout for an image DEPTH levels down a chain, with its fallback;
+ * the range is the caller's to check. */
+int fmt_layout_at(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
+                  fmt_layout_fn fn, void *opaque);
 
 /* fdatasync(FD) on behalf of F, through fmt_sync_result. */
 int fmt_fdatasync(struct fmt *f, int fd);
@@ -127,6 +148,11 @@ int file_zero(int fd, uint64_t length, uint64_t offset, uint32_t flags);
  * clipped to SIZE. Returns 0 or -errno. */
 int file_extents(int fd, uint64_t size, uint64_t length, uint64_t offset, fmt_extent_fn fn,
                  void *opaque);
+/* Reports the SEEK_DATA/SEEK_HOLE extents of FD within [OFFSET, OFFSET+LENGTH),
+ * clipped to SIZE, as fmt_layout extents at DEPTH: present, in file NAME,
+ * at virtual offset (file offset - SHIFT). Returns 0 or -errno. */
+int file_layout(int fd, uint64_t size, uint64_t length, uint64_t offset, uint64_t shift,
+                const char *name, unsigned depth, fmt_layout_fn fn, void *opaque);
 /* pread/pwrite loops that finish short transfers; reads past EOF give zeroes. */
 int file_pread_full(int fd, void *buf, uint64_t length, uint64_t offset);
 /* The descriptor of F's own file to move LENGTH bytes at file OFFSET from or

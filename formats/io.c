@@ -158,6 +158,48 @@ int fmt_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn f
   return f->ops->extents(f, length, offset, fn, opaque);
 }
 
+/* What the fallback of fmt_layout_at passes on. */
+struct layout_fallback {
+  fmt_layout_fn fn; /* the caller's callback */
+  void *opaque;     /* its argument */
+  unsigned depth;   /* the image's depth in the chain */
+};
+
+/* ->extents callback of the fallback: each extent is the image's own. */
+static int fallback_extent(void *opaque, uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct layout_fallback *lf = opaque;
+  struct fmt_layout l = { .offset = offset, .length = length, .present = true,
+                          .depth = lf->depth };
+
+  fmt_layout_type(&l, type);
+
+  return lf->fn(lf->opaque, &l);
+}
+
+int fmt_layout_at(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
+                  fmt_layout_fn fn, void *opaque)
+{
+  struct layout_fallback lf = { fn, opaque, depth };
+
+  if (length == 0)
+    return 0;
+  if (f->ops->layout != NULL)
+    return f->ops->layout(f, length, offset, depth, fn, opaque);
+  if (f->ops->extents == NULL || !f->can_extents) {
+    fallback_extent(&lf, offset, length, 0);
+    return 0;
+  }
+  return f->ops->extents(f, length, offset, fallback_extent, &lf);
+}
+
+int fmt_layout(struct fmt *f, uint64_t length, uint64_t offset, fmt_layout_fn fn, void *opaque)
+{
+  if (!in_range(f, length, offset))
+    return -EINVAL;
+  return fmt_layout_at(f, length, offset, 0, fn, opaque);
+}
+
 int fmt_cache(struct fmt *f, uint64_t length, uint64_t offset)
 {
   if (!in_range(f, length, offset))

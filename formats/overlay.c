@@ -606,6 +606,75 @@ static int overlay_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_
   return 0;
 }
 
+/* Passes extents on to the caller of overlay_layout, noting how far they
+ * reached and whether the caller asked to stop. */
+struct layout_pass {
+  fmt_layout_fn fn; /* the caller's callback */
+  void *opaque;     /* its argument */
+  uint64_t next;    /* end of the last extent passed on */
+  bool stopped;     /* the callback asked to stop */
+};
+
+/* fmt_layout_fn of overlay_layout. */
+static int layout_pass(void *opaque, const struct fmt_layout *l)
+{
+  struct layout_pass *lp = opaque;
+
+  if (lp->stopped)
+    return -1;
+  lp->next = l->offset + l->length;
+  if (lp->fn(lp->opaque, l) < 0) {
+    lp->stopped = true;
+    return -1;
+  }
+  return 0;
+}
+
+static int overlay_layout(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
+                          fmt_layout_fn fn, void *opaque)
+{
+  struct overlay *o = (struct overlay *)f;
+  struct layout_pass lp = { .fn = fn, .opaque = opaque };
+  uint64_t end;
+
+  if (offset >= f->size)
+    return 0;
+  if (length > f->size - offset)
+    length = f->size - offset;
+  end = offset + length;
+  while (offset < end && !lp.stopped) {
+    uint64_t c = cluster_of(o, offset);
+    bool owned;
+    uint64_t cend = bitmap_run_end(&o->bm, c, cluster_of(o, end - 1) + 1, &owned);
+    uint64_t n = (cend << o->cluster_bits) - offset;
+    int r;
+
+    if (n > end - offset)
+      n = end - offset;
+    lp.next = offset;
+    if (owned)
+      /* The overlay's own bytes: its file's holes are zeroes it owns. */
+      r = file_layout(o->fd, o->data_offset + f->size, n, o->data_offset + offset,
+                      o->data_offset, f->path, depth, layout_pass, &lp);
+    else if (offset >= o->base->size) {
+      /* Past the base's end no image holds it (base_pread gives zeroes). */
+      struct fmt_layout l = { .offset = offset, .length = n, .zero = true, .depth = depth };
+      layout_pass(&lp, &l);
+      r = 0;
+    }
+    else
+      r = fmt_layout_at(o->base, n < o->base->size - offset ? n : o->base->size - offset,
+                        offset, depth + 1, layout_pass, &lp);
+    if (r < 0)
+      return r;
+    /* An engine may report less than asked: go on from where it stopped. */
+    if (lp.next <= offset)
+      break;
+    offset = lp.next;
+  }
+  return 0;
+}
+
 static int overlay_cache(struct fmt *f, uint64_t length, uint64_t offset)
 {
   struct overlay *o = (struct overlay *)f;
@@ -661,4 +730,5 @@ const struct fmt_ops fmt_overlay_ops = {
   .flush = overlay_flush,
   .extents = overlay_extents,
   .cache = overlay_cache,
+  .layout = overlay_layout,
 };

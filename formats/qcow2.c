@@ -44,6 +44,7 @@
 /* One image of the chain. */
 struct level {
   int fd;                /* the image file, read-only */
+  char *path;            /* its name, for messages and blockd-img map (owned) */
   uint64_t file_size;    /* its size */
   unsigned cluster_bits; /* log2 of its cluster size */
   uint32_t version;      /* 2 or 3: only v3 has the zero flag */
@@ -62,7 +63,8 @@ struct qcow2 {
 
 /* How a run of the chain reads. */
 enum state {
-  ST_ZERO,       /* zeroes */
+  ST_NONE,       /* no level holds it: zeroes */
+  ST_ZERO,       /* zeroes, by LV's zero flag (HOST: its preallocated cluster, or 0) */
   ST_DATA,       /* HOST, a file offset of level LV */
   ST_COMPRESSED, /* the compressed cluster whose L2 entry is HOST, of LV */
 };
@@ -80,6 +82,11 @@ static int level_open(struct level *lv, int fd, const char *path, char *backing,
   int r;
 
   lv->fd = fd;
+  lv->path = strdup(path);
+  if (lv->path == NULL) {
+    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+    return -1;
+  }
   if (fstat(fd, &st) == -1) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
     return -1;
@@ -181,6 +188,7 @@ static void level_close(struct level *lv)
   if (lv->fd >= 0)
     close(lv->fd);
   lock_forget(lv->lock);
+  free(lv->path);
   free(lv->l1);
 }
 
@@ -212,8 +220,9 @@ typedef int (*walk_fn)(void *opaque, uint64_t offset, uint64_t length, enum stat
 
 /* Reports how [OFFSET, OFFSET+LENGTH) reads through the chain from level I:
  * data wherever some level has data first, zero where a level says zero
- * first, where nothing does, and past a level's virtual size. Returns 0, 1
- * if FN stopped it, or -errno (-EIO for a corrupt table entry). */
+ * first, none where no level holds it: past the last level, or past a
+ * backing file's virtual size (reported as the level above's, as qemu does).
+ * Returns 0, 1 if FN stopped it, or -errno (-EIO for a corrupt table entry). */
 static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, walk_fn fn,
                 void *opaque)
 {
@@ -224,10 +233,12 @@ static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, 
   int r;
 
   if (offset >= lv->size)
-    return fn(opaque, offset, length, ST_ZERO, lv, 0);
+    return fn(opaque, offset, length, ST_NONE, i > 0 ? lv - 1 : lv, 0);
   if (length > lv->size - offset) {
     r = walk(q, i, offset, lv->size - offset, fn, opaque);
-    return r != 0 ? r : fn(opaque, lv->size, offset + length - lv->size, ST_ZERO, lv, 0);
+    return r != 0 ? r
+                  : fn(opaque, lv->size, offset + length - lv->size, ST_NONE, i > 0 ? lv - 1 : lv,
+                       0);
   }
   e = malloc(per_table * 8);
   if (e == NULL)
@@ -252,11 +263,11 @@ static int walk(const struct qcow2 *q, int i, uint64_t offset, uint64_t length, 
       else if (e[k] & L2_RESERVED || host % (1ULL << cb) != 0)
         return -EIO; /* a corrupt entry: never guess where data is */
       else if (lv->version >= 3 && (e[k] & L2_ZERO))
-        r = fn(opaque, offset, n, ST_ZERO, lv, 0);
+        r = fn(opaque, offset, n, ST_ZERO, lv, host ? host + (offset & ((1ULL << cb) - 1)) : 0);
       else if (host != 0)
         r = fn(opaque, offset, n, ST_DATA, lv, host + (offset & ((1ULL << cb) - 1)));
       else if (i + 1 == q->nfiles)
-        r = fn(opaque, offset, n, ST_ZERO, lv, 0);
+        r = fn(opaque, offset, n, ST_NONE, lv, 0);
       else
         r = walk(q, i + 1, offset, n, fn, opaque);
       if (r != 0)
@@ -325,6 +336,7 @@ static int read_run(void *opaque, uint64_t offset, uint64_t length, enum state s
   int r;
 
   switch (st) {
+  case ST_NONE:
   case ST_ZERO:
     memset(dst, 0, length);
     return 0;
@@ -367,7 +379,7 @@ static int extents_run(void *opaque, uint64_t offset, uint64_t length, enum stat
   (void)lv;
   (void)host;
   return x->fn(x->opaque, offset, length,
-               st == ST_ZERO ? FMT_EXTENT_HOLE | FMT_EXTENT_ZERO : 0) < 0 ? 1 : 0;
+               st == ST_ZERO || st == ST_NONE ? FMT_EXTENT_HOLE | FMT_EXTENT_ZERO : 0) < 0 ? 1 : 0;
 }
 
 static int qcow2_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn fn,
@@ -381,6 +393,95 @@ static int qcow2_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_ex
   if (length > f->size - offset)
     length = f->size - offset;
   r = walk((struct qcow2 *)f, 0, offset, length, extents_run, &x);
+  return r < 0 ? r : 0;
+}
+
+/* Passes walk()'s runs to a fmt_layout_fn. */
+struct layout_ctx {
+  const struct qcow2 *q; /* the image */
+  unsigned depth;        /* its depth in the chain */
+  fmt_layout_fn fn;      /* the caller's callback */
+  void *opaque;          /* its argument */
+};
+
+/* A data run of ->layout, split by the holes of its file: allocated, but
+ * reading as zeroes there (and past the file's end), as qemu-img map shows
+ * preallocated clusters. */
+struct data_run {
+  struct layout_ctx *x;  /* the walk's context */
+  struct fmt_layout l;   /* the run, from which each piece is cut */
+  bool stopped;          /* the caller asked to stop */
+};
+
+/* file_extents callback: reports one piece of a data run. */
+static int data_piece(void *opaque, uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct data_run *d = opaque;
+  struct fmt_layout l = d->l;
+
+  l.offset += offset - d->l.file_offset;
+  l.file_offset = offset;
+  l.length = length;
+  l.zero = type & FMT_EXTENT_ZERO;
+  if (d->x->fn(d->x->opaque, &l) < 0) {
+    d->stopped = true;
+    return -1;
+  }
+  return 0;
+}
+
+/* walk() callback for ->layout. */
+static int layout_run(void *opaque, uint64_t offset, uint64_t length, enum state st,
+                      const struct level *lv, uint64_t host)
+{
+  struct layout_ctx *x = opaque;
+  struct data_run d = {
+    .x = x,
+    .l = {
+      .offset = offset, .length = length, .present = st != ST_NONE,
+      .data = st == ST_DATA || st == ST_COMPRESSED, .zero = st == ST_ZERO || st == ST_NONE,
+      .depth = x->depth + (unsigned)(lv - x->q->levels),
+      /* Compressed clusters are nowhere as plain bytes. */
+      .file = (st == ST_DATA || (st == ST_ZERO && host != 0)) ? lv->path : NULL,
+      .file_offset = host,
+    },
+  };
+  uint64_t in_file;
+  int r;
+
+  if (st != ST_DATA)
+    return x->fn(x->opaque, &d.l) < 0 ? 1 : 0;
+  in_file = host < lv->file_size ? lv->file_size - host : 0;
+  if (in_file > length)
+    in_file = length;
+  if (in_file > 0) {
+    r = file_extents(lv->fd, lv->file_size, in_file, host, data_piece, &d);
+    if (r < 0)
+      return r;
+    if (d.stopped)
+      return 1;
+  }
+  if (in_file < length) {
+    d.l.offset += in_file;
+    d.l.length -= in_file;
+    d.l.file_offset += in_file;
+    d.l.zero = true;
+    return x->fn(x->opaque, &d.l) < 0 ? 1 : 0;
+  }
+  return 0;
+}
+
+static int qcow2_layout(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
+                        fmt_layout_fn fn, void *opaque)
+{
+  struct layout_ctx x = { (struct qcow2 *)f, depth, fn, opaque };
+  int r;
+
+  if (offset >= f->size)
+    return 0;
+  if (length > f->size - offset)
+    length = f->size - offset;
+  r = walk((struct qcow2 *)f, 0, offset, length, layout_run, &x);
   return r < 0 ? r : 0;
 }
 
@@ -506,4 +607,5 @@ const struct fmt_ops fmt_qcow2_ops = {
   .flush = NULL,
   .extents = qcow2_extents,
   .cache = NULL,
+  .layout = qcow2_layout,
 };

@@ -157,6 +157,13 @@ static int raw_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_exte
   return file_extents(((struct raw *)f)->fd, f->size, length, offset, fn, opaque);
 }
 
+static int raw_layout(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
+                      fmt_layout_fn fn, void *opaque)
+{
+  return file_layout(((struct raw *)f)->fd, f->size, length, offset, 0, f->path, depth, fn,
+                     opaque);
+}
+
 static int raw_cache(struct fmt *f, uint64_t length, uint64_t offset)
 {
   return -posix_fadvise(((struct raw *)f)->fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
@@ -175,4 +182,5 @@ const struct fmt_ops fmt_raw_ops = {
   .flush = raw_flush,
   .extents = raw_extents,
   .cache = raw_cache,
+  .layout = raw_layout,
 };

@@ -6,7 +6,7 @@
  * which make-corpus.py reproduces for its qemu-img images to name) and
  * backing.raw (a backing file the engine must refuse: it follows qcow2
  * chains only). If the image opens, a few ranges are read and the extents
- * walked, through the public API (format.h) as blockd does.
+ * and the layout (blockd-img map) walked, through the public API (format.h).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -70,6 +70,15 @@ static int count_extent(void *opaque, uint64_t offset, uint64_t length, uint32_t
   return ++*n < MAX_EXTENTS ? 0 : -1;
 }
 
+/* fmt_layout callback: takes MAX_EXTENTS, then asks to stop. */
+static int count_layout(void *opaque, const struct fmt_layout *l)
+{
+  unsigned *n = opaque;
+
+  (void)l;
+  return ++*n < MAX_EXTENTS ? 0 : -1;
+}
+
 /* libFuzzer calls this once per input. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -108,6 +117,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fmt_extents(f, span, 0, count_extent, &n);
   n = 0;
   fmt_extents(f, span, f->size - span, count_extent, &n);
+  n = 0;
+  fmt_layout(f, span, 0, count_layout, &n);
   fmt_close(f);
   return 0;
 }

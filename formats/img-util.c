@@ -1,0 +1,94 @@
+/* img-util: what blockd-img's commands share: messages, option values, output. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "img.h"
+
+static const char progname[] = "blockd-img";
+
+void img_die(int status, const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf(stderr, "%s: ", progname);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  if (status == EXIT_USAGE)
+    fprintf(stderr, "Try '%s --help' for more information.\n", progname);
+  exit(status);
+}
+
+void img_warn(const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf(stderr, "%s: ", progname);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+void img_allow_base_dir(const char *dir, int usage_status)
+{
+  int r = basepath_allow(dir);
+
+  if (r < 0)
+    img_die(usage_status, "--allow-base-dir %s: %s", dir, strerror(-r));
+}
+
+const char *img_format_arg(const char *opt, const char *name, int usage_status)
+{
+  if (!fmt_known(name))
+    img_die(usage_status, "%s: unknown format '%s' (built in: %s)", opt, name, fmt_names());
+  return name;
+}
+
+const char *img_human(uint64_t n, char *buf, size_t len)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+  double v = (double)n;
+  size_t u = 0;
+
+  while (v >= 1024 && u < ARRAY_SIZE(units) - 1) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, len, "%" PRIu64 " B", n);
+  else
+    snprintf(buf, len, "%.3g %s", v, units[u]);
+  return buf;
+}
+
+void img_json_string(const char *s)
+{
+  putchar('"');
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      printf("\\%c", c);
+    else if (c < 0x20 || c == 0x7f)
+      printf("\\u%04x", c);
+    else
+      putchar(c);
+  }
+  putchar('"');
+}
+
+void img_print_name(const char *s)
+{
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c < 0x20 || c == 0x7f)
+      printf("\\x%02x", c);
+    else
+      putchar(c);
+  }
+}
