@@ -241,7 +241,9 @@ struct overlay_header {
                                               * overlay's directory; NUL terminated */
 } __attribute__((packed));
 /* Reads and checks the header of the overlay at PATH (open as FD, FILE_SIZE
- * bytes) into H, host order. Returns 0, or -1 with a message in ERR. */
+ * bytes) into H, host order. Returns 0, or with a message in ERR naming
+ * the field: -ENOTSUP for a version or feature this reader does not know,
+ * -EINVAL for a corrupt header, another -errno if it cannot be read. */
 int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
                         char *err, size_t errlen);
 /* Checks that BASE (opened from the resolved base path) is the image H

@@ -28,15 +28,18 @@ static uint64_t fnv1a(const unsigned char *p, size_t len)
   return h;
 }
 
-/* Decodes and checks a header read from PATH, in place, to host order. */
+/* Decodes and checks a header read from PATH, in place, to host order.
+ * Returns 0, -ENOTSUP for a version or feature this reader does not know,
+ * or -EINVAL for a corrupt header; the message in ERR names the field. */
 static int header_decode(struct overlay_header *h, uint64_t file_size, const char *path, char *err,
                          size_t errlen)
 {
   uint64_t bitmap_end, cs, clusters;
+  char what[160];
 
   if (memcmp(h->magic, OVERLAY_MAGIC, 8) != 0) {
     snprintf(err, errlen, "%s: not a blockd overlay", path);
-    return -1;
+    return -EINVAL;
   }
   h->version = le32toh(h->version);
   h->header_size = le32toh(h->header_size);
@@ -56,22 +59,26 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
   if (h->version != OVERLAY_VERSION) {
     snprintf(err, errlen, "%s: overlay format version %u not supported (this is version %u)",
              path, h->version, OVERLAY_VERSION);
-    return -1;
+    return -ENOTSUP;
   }
   if (h->incompat != 0) {
     snprintf(err, errlen, "%s: overlay uses unknown features 0x%llx", path,
              (unsigned long long)h->incompat);
-    return -1;
+    return -ENOTSUP;
   }
-  if (h->cluster_bits < 12 || h->cluster_bits > 24 || h->reserved0 != 0 || h->reserved1 != 0 ||
-      h->reserved2 != 0)
-    goto corrupt;
+#define CORRUPT(...) do { snprintf(what, sizeof what, __VA_ARGS__); goto corrupt; } while (0)
+  if (h->cluster_bits < 12 || h->cluster_bits > 24)
+    CORRUPT("cluster_bits %u is not 12 to 24", h->cluster_bits);
+  if (h->reserved0 != 0 || h->reserved1 != 0 || h->reserved2 != 0)
+    CORRUPT("a reserved field is not 0");
   cs = 1ULL << h->cluster_bits;
-  if (h->header_size != OVERLAY_HEADER_SIZE || h->bitmap_offset < OVERLAY_HEADER_SIZE ||
-      h->bitmap_offset % 4096 != 0)
-    goto corrupt;
+  if (h->header_size != OVERLAY_HEADER_SIZE)
+    CORRUPT("header_size %u is not %u", h->header_size, OVERLAY_HEADER_SIZE);
+  if (h->bitmap_offset < OVERLAY_HEADER_SIZE || h->bitmap_offset % 4096 != 0)
+    CORRUPT("bitmap_offset %llu is not a multiple of 4096 past the header",
+            (unsigned long long)h->bitmap_offset);
   if (h->virtual_size > OVERLAY_MAX_VIRTUAL_SIZE)
-    goto corrupt;
+    CORRUPT("virtual_size %llu is over 2^56", (unsigned long long)h->virtual_size);
   /* The bitmap is read whole into memory (three copies): a small file must
    * not make us allocate gigabytes by declaring a huge disk. */
   clusters = (h->virtual_size + cs - 1) >> h->cluster_bits;
@@ -79,32 +86,38 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
     snprintf(err, errlen, "%s: overlay has %llu clusters, more than %llu (corrupt, or made with a"
                           " larger limit)", path, (unsigned long long)clusters,
              (unsigned long long)OVERLAY_MAX_CLUSTERS);
-    return -1;
+    return -EINVAL;
   }
   if (h->bitmap_size != bitmap_bytes(clusters))
-    goto corrupt;
+    CORRUPT("bitmap_size %llu is not the %llu bytes %llu clusters take",
+            (unsigned long long)h->bitmap_size, (unsigned long long)bitmap_bytes(clusters),
+            (unsigned long long)clusters);
   /* Checked arithmetic from here on: every offset the engine computes,
    * data_offset + X for X below the virtual size, must fit in an off_t. */
   if (h->bitmap_offset > INT64_MAX - h->bitmap_size)
-    goto corrupt;
+    CORRUPT("bitmap_offset + bitmap_size overflows");
   bitmap_end = h->bitmap_offset + h->bitmap_size;
   if (file_size < bitmap_end)
-    goto corrupt;
+    CORRUPT("the file (%llu bytes) ends before its bitmap does (%llu)",
+            (unsigned long long)file_size, (unsigned long long)bitmap_end);
   /* Data starts at the first cluster boundary after the bitmap: so guest
    * writes can never land on the header or the bitmap, nor far beyond. */
   if (h->data_offset < bitmap_end || h->data_offset % cs != 0 || h->data_offset - bitmap_end >= cs)
-    goto corrupt;
+    CORRUPT("data_offset %llu is not the first cluster boundary after the bitmap",
+            (unsigned long long)h->data_offset);
   if (h->data_offset > INT64_MAX - h->virtual_size)
-    goto corrupt;
+    CORRUPT("data_offset + virtual_size overflows");
   if (h->base_path_len == 0 || h->base_path_len >= sizeof h->base_path ||
       h->base_path_len >= PATH_MAX || h->base_path[h->base_path_len] != '\0' ||
-      h->base_format[sizeof h->base_format - 1] != '\0' ||
       strnlen(h->base_path, sizeof h->base_path) != h->base_path_len)
-    goto corrupt;
+    CORRUPT("base_path_len %u is not the length of base_path", h->base_path_len);
+  if (h->base_format[sizeof h->base_format - 1] != '\0')
+    CORRUPT("base_format is not NUL terminated");
+#undef CORRUPT
   return 0;
 corrupt:
-  snprintf(err, errlen, "%s: corrupt overlay header", path);
-  return -1;
+  snprintf(err, errlen, "%s: corrupt overlay header: %s", path, what);
+  return -EINVAL;
 }
 
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
@@ -156,7 +169,7 @@ int overlay_header_read(int fd, uint64_t file_size, const char *path, struct ove
 
   if (r < 0) {
     snprintf(err, errlen, "%s: read: %s", path, strerror(-r));
-    return -1;
+    return r;
   }
   return header_decode(h, file_size, path, err, errlen);
 }

@@ -53,14 +53,16 @@ def main():
             img("create", "--force", "-b", j("base.raw"), *(["-c", cb] if cb else []), p)
             return p
 
-        refused(patch_overlay_ret(fresh("far.ovl"), data_offset=1 << 40), "corrupt overlay header")
+        refused(patch_overlay_ret(fresh("far.ovl"), data_offset=1 << 40),
+                "corrupt overlay header: data_offset 1099511627776 is not the first cluster")
         refused(patch_overlay_ret(fresh("wrap.ovl"), data_offset=(1 << 64) - 65536),
-                "corrupt overlay header")
+                "corrupt overlay header: data_offset")
         refused(patch_overlay_ret(fresh("big.ovl", cb="4K"), virtual_size=1 << 56),
                 "clusters, more than")
         refused(patch_overlay_ret(fresh("bmwrap.ovl"), bitmap_offset=(1 << 64) - 4096),
-                "corrupt overlay header")
-        refused(patch_overlay_ret(fresh("len.ovl"), base_path_len=4000), "corrupt overlay header")
+                "corrupt overlay header: bitmap_offset + bitmap_size overflows")
+        refused(patch_overlay_ret(fresh("len.ovl"), base_path_len=4000),
+                "corrupt overlay header: base_path_len 4000 is not the length of base_path")
 
         # A 24 KiB qcow2 declaring 2^26 L1 entries (512 MiB).
         run("qemu-img", "create", "-q", "-f", "qcow2", j("l1.qcow2"), "1M")
