@@ -5,9 +5,10 @@
  *   blockd-img info [--json] FILE        format, sizes, owned clusters, base chain
  *   blockd-img convert SRC DST           any format -> flattened sparse raw
  *   blockd-img map [--json] FILE         where each range comes from, through the chain
+ *   blockd-img check [--json] FILE       an overlay's consistency (img-check.c)
  *
- * Exit status: 0 ok, 1 runtime error, 2 usage error; every error is one line
- * naming the file.
+ * Exit status: 0 ok, 1 runtime error, 2 usage error (check: qemu-img check's);
+ * every error is one line naming the file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -521,7 +522,7 @@ int main(int argc, char **argv)
     }
   }
   if (optind >= argc)
-    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert or map)");
+    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert, map or check)");
   cmd = argv[optind];
   argc -= optind;
   argv += optind;
@@ -534,5 +535,7 @@ int main(int argc, char **argv)
     return cmd_convert(argc, argv);
   if (strcmp(cmd, "map") == 0)
     return img_map(argc, argv);
-  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert or map)", cmd);
+  if (strcmp(cmd, "check") == 0)
+    return img_check(argc, argv);
+  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert, map or check)", cmd);
 }

@@ -1,6 +1,7 @@
 /* Format registry, detection by content, and the common fields of an image. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -110,6 +111,36 @@ const struct fmt_ops *fmt_detect_fd(int fd, const char *path, char *err, size_t 
     return NULL;
   }
   return &fmt_raw_ops;
+}
+
+const char *fmt_detect(const char *path, char *err, size_t errlen)
+{
+  const struct fmt_ops *ops;
+  int fd = open_image(path, true, err, errlen);
+
+  if (fd < 0)
+    return NULL;
+  ops = fmt_detect_fd(fd, path, err, errlen);
+  close(fd);
+  return ops != NULL ? ops->name : NULL;
+}
+
+void fmt_check_report(struct fmt_check *c, enum fmt_check_kind kind, const char *fmt, ...)
+{
+  char msg[PATH_MAX + 512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (kind == FMT_CHECK_CORRUPTION)
+    c->corruptions++;
+  else if (kind == FMT_CHECK_ERROR)
+    c->check_errors++;
+  else if (kind == FMT_CHECK_UNSUPPORTED)
+    c->unsupported = true;
+  if (c->report != NULL)
+    c->report(c->opaque, kind, msg);
 }
 
 struct fmt *fmt_open_fd(int fd, const char *path, const char *base_of, const struct fmt_ops *ops,

@@ -129,6 +129,10 @@ struct fmt *fmt_open_shared(const char *path, const char *format, char *err, siz
  * itself (copy-ups, metadata, unaligned requests). Returns 0, or -1 with a
  * one-line message in ERR (a file system that refuses O_DIRECT). */
 int fmt_set_cache_none(struct fmt *f, char *err, size_t errlen);
+/* The format of the image PATH as fmt_open would pick it without a FORMAT
+ * ("overlay" by its header, else "raw"), without opening it as an image.
+ * NULL with a message in ERR if PATH cannot be read or starts like qcow2. */
+const char *fmt_detect(const char *path, char *err, size_t errlen);
 /* Closes F (NULL is fine). Does not flush: call fmt_flush first if it matters. */
 void fmt_close(struct fmt *f);
 /* The format's name: "raw", "qcow2" or "overlay". */
@@ -263,6 +267,40 @@ struct overlay_info {
 };
 /* Fills INFO if F is an overlay; returns -EINVAL otherwise. */
 int overlay_get_info(struct fmt *f, struct overlay_info *info);
+
+/* What a consistency check found (blockd-img check; qemu-img check's counters). */
+enum fmt_check_kind {
+  FMT_CHECK_CORRUPTION,  /* the image reads wrongly, or will not open */
+  FMT_CHECK_LEAK,        /* space holds data nothing reads: waste, no harm */
+  FMT_CHECK_ERROR,       /* a check could not be made */
+  FMT_CHECK_UNSUPPORTED, /* a version or feature this checker does not know */
+  FMT_CHECK_NOTE,        /* what the user should know; not a problem */
+};
+struct fmt_check {
+  uint64_t corruptions;        /* findings of kind FMT_CHECK_CORRUPTION */
+  uint64_t leaks;              /* clusters holding leaked data */
+  uint64_t leaked_bytes;       /* bytes allocated to leaked data */
+  uint64_t check_errors;       /* checks that could not be made */
+  bool unsupported;            /* the image is of a version this checker does not know */
+  uint64_t total_clusters;     /* clusters of the virtual disk */
+  uint64_t allocated_clusters; /* clusters the image itself holds (overlay: owns) */
+  uint64_t end_offset;         /* the file's size */
+  /* Called once per finding with a one-line message naming the file. */
+  void (*report)(void *opaque, enum fmt_check_kind kind, const char *msg);
+  void *opaque;                /* REPORT's argument */
+};
+/* Reports a finding of KIND through C and counts it (not leaks: the caller
+ * counts clusters and bytes). */
+void fmt_check_report(struct fmt_check *c, enum fmt_check_kind kind, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+
+/* overlay-check.c */
+/* Checks the overlay at PATH read-only, as a reader (a writer holding it
+ * makes the check fail): header fields, the bitmap against the cluster
+ * count, the file's size, data in clusters the bitmap does not own
+ * (leaked), and its base's identity. Works on overlays the engine refuses:
+ * every finding goes through C. */
+void overlay_check(const char *path, struct fmt_check *c);
 
 /* qcow2.c */
 /* Returns F's backing file name if F is a qcow2 image with one, else NULL. */

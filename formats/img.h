@@ -10,7 +10,7 @@
 #include "cleanup.h"
 #include "format.h"
 
-#define EXIT_USAGE 2                /* bad command line (check: see img-check.c) */
+#define EXIT_USAGE 2                /* bad command line (check: 1, see img-check.c) */
 #define EXTENT_WINDOW (1ULL << 30)  /* virtual bytes asked of fmt_extents/fmt_layout at a time */
 
 /* Option codes shared by the commands. */
@@ -37,5 +37,9 @@ void img_print_name(const char *s);
 /* img-map.c */
 /* blockd-img map [-f FORMAT] [--json] FILE */
 int img_map(int argc, char **argv);
+
+/* img-check.c */
+/* blockd-img check [-f FORMAT] [--json] FILE: qemu-img check's exit codes */
+int img_check(int argc, char **argv);
 
 #endif
