@@ -154,11 +154,12 @@ static void display_name(const char *referrer, const char *name, char *out, size
 }
 
 /* Opens the file NAME that the image at REFERRER names (its base or
- * backing file), read-only, under the policy above. Writes the name to show
- * for it into OUT. Returns an fd (a regular file or block device, blocking)
- * or -1 with a message in ERR, which names the file but not REFERRER. */
-int basepath_open(const char *referrer, const char *name, char *out, size_t outlen, char *err,
-                  size_t errlen)
+ * backing file), read-only unless WRITE, under the policy above. Writes the
+ * name to show for it into OUT. Returns an fd (a regular file or block
+ * device, blocking) or -1 with a message in ERR, which names the file but
+ * not REFERRER. */
+static int open_named(const char *referrer, const char *name, bool write, char *out,
+                      size_t outlen, char *err, size_t errlen)
 {
   CLEANUP_FREE char *copy = strdup(referrer);
   char dir[PATH_MAX], path[PATH_MAX], cwd[PATH_MAX];
@@ -211,7 +212,7 @@ int basepath_open(const char *referrer, const char *name, char *out, size_t outl
     snprintf(err, errlen, "%s: %s", dir, strerror(errno));
     return -1;
   }
-  fd = open_beneath(dirfd, rest[0] ? rest : ".", false);
+  fd = open_beneath(dirfd, rest[0] ? rest : ".", write);
   if (fd == -EXDEV || fd == -ELOOP) {
     snprintf(err, errlen, "%s: a symbolic link leads outside the allowed directories", out);
     return -1;
@@ -229,6 +230,18 @@ int basepath_open(const char *referrer, const char *name, char *out, size_t outl
     return -1;
   }
   return fd;
+}
+
+int basepath_open(const char *referrer, const char *name, char *out, size_t outlen, char *err,
+                  size_t errlen)
+{
+  return open_named(referrer, name, false, out, outlen, err, errlen);
+}
+
+int basepath_open_write(const char *referrer, const char *name, char *out, size_t outlen,
+                        char *err, size_t errlen)
+{
+  return open_named(referrer, name, true, out, outlen, err, errlen);
 }
 
 /* Whether the file NAME named by REFERRER can be opened under the policy

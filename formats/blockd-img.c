@@ -6,6 +6,7 @@
  *   blockd-img convert SRC DST           any format -> flattened sparse raw
  *   blockd-img map [--json] FILE         where each range comes from, through the chain
  *   blockd-img check [--json] FILE       an overlay's consistency (img-check.c)
+ *   blockd-img commit [-p] OVERLAY       owned clusters into the base (img-commit.c)
  *
  * Exit status: 0 ok, 1 runtime error, 2 usage error (check: qemu-img check's);
  * every error is one line naming the file.
@@ -369,7 +370,7 @@ static int copy_image(struct fmt *src, struct fmt *dst, char *err, size_t errlen
     snprintf(err, errlen, "%s", strerror(ENOMEM));
     return -1;
   }
-  progress_start(&bar, src->size);
+  progress_start(&bar, src->size, false);
   while (offset < src->size && r == 0) {
     uint64_t want = src->size - offset < EXTENT_WINDOW ? src->size - offset : EXTENT_WINDOW;
 
@@ -522,7 +523,7 @@ int main(int argc, char **argv)
     }
   }
   if (optind >= argc)
-    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert, map or check)");
+    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert, map, check or commit)");
   cmd = argv[optind];
   argc -= optind;
   argv += optind;
@@ -537,5 +538,7 @@ int main(int argc, char **argv)
     return img_map(argc, argv);
   if (strcmp(cmd, "check") == 0)
     return img_check(argc, argv);
-  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert, map or check)", cmd);
+  if (strcmp(cmd, "commit") == 0)
+    return img_commit(argc, argv);
+  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert, map, check or commit)", cmd);
 }

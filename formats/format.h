@@ -268,6 +268,24 @@ struct overlay_info {
 /* Fills INFO if F is an overlay; returns -EINVAL otherwise. */
 int overlay_get_info(struct fmt *f, struct overlay_info *info);
 
+/* Reports the progress of a long operation: DONE of TOTAL bytes. */
+typedef void (*fmt_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+/* What overlay_commit did. */
+struct overlay_commit_result {
+  uint64_t clusters;   /* owned clusters written into the base */
+  uint64_t bytes;      /* bytes of data among them (the rest were holes) */
+  char base[4096];     /* the base, as shown to the user */
+};
+/* Writes the owned clusters of the overlay PATH into its base (raw or
+ * overlay), then empties the overlay and records the base's new identity:
+ * the overlay reads the same before and after, now through its base.
+ * Refused while anything else holds the overlay or the base (locks). A
+ * commit that was killed leaves the overlay refusing to open until
+ * overlay_commit runs again and finishes it (overlay-commit.c). PROGRESS
+ * may be NULL. Returns 0, or -1 with a one-line message in ERR. */
+int overlay_commit(const char *path, fmt_progress_fn progress, void *opaque,
+                   struct overlay_commit_result *res, char *err, size_t errlen);
+
 /* What a consistency check found (blockd-img check; qemu-img check's counters). */
 enum fmt_check_kind {
   FMT_CHECK_CORRUPTION,  /* the image reads wrongly, or will not open */

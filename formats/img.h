@@ -42,4 +42,8 @@ int img_map(int argc, char **argv);
 /* blockd-img check [-f FORMAT] [--json] FILE: qemu-img check's exit codes */
 int img_check(int argc, char **argv);
 
+/* img-commit.c */
+/* blockd-img commit [-p] OVERLAY */
+int img_commit(int argc, char **argv);
+
 #endif

@@ -133,6 +133,9 @@ int fmt_guard_head(struct fmt *f, fmt_range_fn fn, const void *buf, uint64_t len
  * of a regular file or block device, or -1 with a message in ERR. */
 int basepath_open(const char *referrer, const char *name, char *out, size_t outlen, char *err,
                   size_t errlen);
+/* The same, for reading and writing: committing an overlay into its base. */
+int basepath_open_write(const char *referrer, const char *name, char *out, size_t outlen,
+                        char *err, size_t errlen);
 /* Whether NAME, named by REFERRER, can be opened under that policy. */
 bool basepath_allowed(const char *referrer, const char *name);
 /* Checks FD, open as PATH, is a regular file or block device, and clears
@@ -216,6 +219,15 @@ int bitmap_sync(struct bitmap *bm, int fd, uint64_t offset);
  * held in memory (2^28 clusters: 32 MiB a copy; 16 TiB at 64 KiB clusters). */
 #define OVERLAY_MAX_VIRTUAL_SIZE (1ULL << 56)
 #define OVERLAY_MAX_CLUSTERS (1ULL << 28)
+/* incompat bits. COMMIT: blockd-img commit is writing the overlay's owned
+ * clusters into its base, which no longer matches its recorded identity:
+ * only commit may open it (to finish). */
+#define OVERLAY_INCOMPAT_COMMIT (1ULL << 0)
+#define OVERLAY_INCOMPAT_KNOWN OVERLAY_INCOMPAT_COMMIT
+/* What an overlay left with OVERLAY_INCOMPAT_COMMIT says, after its name. */
+#define OVERLAY_COMMIT_INTERRUPTED \
+  "a commit into its base was interrupted (the base holds part of it): run" \
+  " 'blockd-img commit' on it again to finish"
 /* The header as stored: little-endian, at offset 0. */
 struct overlay_header {
   char magic[8];             /* OVERLAY_MAGIC */
@@ -246,6 +258,11 @@ struct overlay_header {
  * -EINVAL for a corrupt header, another -errno if it cannot be read. */
 int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
                         char *err, size_t errlen);
+/* Writes the host-order header H at offset 0 of FD (no sync). Returns 0 or -errno. */
+int overlay_header_write(int fd, const struct overlay_header *h);
+/* Records in H (host order) the identity of BASE, read from its open file:
+ * file size, mtime, virtual size, head hash, format. Returns 0 or -errno. */
+int overlay_header_identify(struct overlay_header *h, const struct fmt *base);
 /* Checks that BASE (opened from the resolved base path) is the image H
  * recorded, on BASE's open file. Returns 0, or -1 with a message naming PATH
  * and the base in ERR. */

@@ -61,9 +61,9 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
              path, h->version, OVERLAY_VERSION);
     return -ENOTSUP;
   }
-  if (h->incompat != 0) {
+  if ((h->incompat & ~OVERLAY_INCOMPAT_KNOWN) != 0) {
     snprintf(err, errlen, "%s: overlay uses unknown features 0x%llx", path,
-             (unsigned long long)h->incompat);
+             (unsigned long long)(h->incompat & ~OVERLAY_INCOMPAT_KNOWN));
     return -ENOTSUP;
   }
 #define CORRUPT(...) do { snprintf(what, sizeof what, __VA_ARGS__); goto corrupt; } while (0)
@@ -118,6 +118,58 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
 corrupt:
   snprintf(err, errlen, "%s: corrupt overlay header: %s", path, what);
   return -EINVAL;
+}
+
+/* Encodes the host-order header H into OUT, little-endian. */
+static void header_encode(const struct overlay_header *h, struct overlay_header *out)
+{
+  *out = *h;
+  out->version = htole32(h->version);
+  out->header_size = htole32(h->header_size);
+  out->incompat = htole64(h->incompat);
+  out->cluster_bits = htole32(h->cluster_bits);
+  out->virtual_size = htole64(h->virtual_size);
+  out->bitmap_offset = htole64(h->bitmap_offset);
+  out->bitmap_size = htole64(h->bitmap_size);
+  out->data_offset = htole64(h->data_offset);
+  out->base_file_size = htole64(h->base_file_size);
+  out->base_mtime_sec = (int64_t)htole64((uint64_t)h->base_mtime_sec);
+  out->base_mtime_nsec = htole32(h->base_mtime_nsec);
+  out->base_virtual_size = htole64(h->base_virtual_size);
+  out->base_hash = htole64(h->base_hash);
+  out->base_path_len = htole32(h->base_path_len);
+}
+
+int overlay_header_write(int fd, const struct overlay_header *h)
+{
+  struct overlay_header le;
+
+  header_encode(h, &le);
+  return file_pwrite_full(fd, &le, sizeof le, 0);
+}
+
+int overlay_header_identify(struct overlay_header *h, const struct fmt *base)
+{
+  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
+  struct stat st;
+  int r;
+
+  if (buf == NULL)
+    return -ENOMEM;
+  /* The open file, as overlay_header_check_base reads it. */
+  if (fstat(base->fd, &st) == -1)
+    return -errno;
+  r = file_pread_full(base->fd, buf, HASH_BYTES, 0);
+  if (r < 0)
+    return r;
+  h->base_file_size = (uint64_t)st.st_size;
+  h->base_mtime_sec = st.st_mtim.tv_sec;
+  h->base_mtime_nsec = (uint32_t)st.st_mtim.tv_nsec;
+  h->base_virtual_size = base->size;
+  h->base_hash = fnv1a(buf, HASH_BYTES);
+  memset(h->base_format, 0, sizeof h->base_format);
+  snprintf(h->base_format, sizeof h->base_format, "%s", base->ops->name);
+  return 0;
 }
 
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
@@ -266,7 +318,6 @@ int overlay_create(const char *path, const char *base, const char *base_format,
   struct overlay_header h;
   struct stat bst, st;
   char real[PATH_MAX], recorded[PATH_MAX];
-  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
   struct fmt *b;
   uint64_t cs, clusters, data_offset, vsize;
   bool created;
@@ -274,10 +325,6 @@ int overlay_create(const char *path, const char *base, const char *base_format,
 
   if (cluster_bits < 12 || cluster_bits > 24) {
     snprintf(err, errlen, "%s: cluster size must be 4 KiB to 16 MiB", path);
-    return -1;
-  }
-  if (buf == NULL) {
-    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
     return -1;
   }
   if (realpath(base, real) == NULL) {
@@ -295,7 +342,8 @@ int overlay_create(const char *path, const char *base, const char *base_format,
   b = fmt_open(real, base_format, true, err, errlen);
   if (b == NULL)
     return -1;
-  r = fstat(b->fd, &bst) == -1 ? -errno : file_pread_full(b->fd, buf, HASH_BYTES, 0);
+  memset(&h, 0, sizeof h);
+  r = fstat(b->fd, &bst) == -1 ? -errno : overlay_header_identify(&h, b);
   if (r < 0) {
     snprintf(err, errlen, "%s: %s", base, strerror(-r));
     fmt_close(b);
@@ -307,41 +355,33 @@ int overlay_create(const char *path, const char *base, const char *base_format,
     return -1;
   }
   vsize = b->size;
+  fmt_close(b);
   cs = 1ULL << cluster_bits;
   clusters = (vsize + cs - 1) / cs;
   if (clusters > OVERLAY_MAX_CLUSTERS || vsize > OVERLAY_MAX_VIRTUAL_SIZE) {
     snprintf(err, errlen, "%s: a %llu-byte base needs more than %llu clusters of %llu bytes:"
                           " choose larger clusters (-c)", path, (unsigned long long)vsize,
              (unsigned long long)OVERLAY_MAX_CLUSTERS, (unsigned long long)cs);
-    fmt_close(b);
     return -1;
   }
   data_offset = (OVERLAY_HEADER_SIZE + bitmap_bytes(clusters) + cs - 1) / cs * cs;
-  memset(&h, 0, sizeof h);
   memcpy(h.magic, OVERLAY_MAGIC, 8);
-  h.version = htole32(OVERLAY_VERSION);
-  h.header_size = htole32(OVERLAY_HEADER_SIZE);
-  h.cluster_bits = htole32(cluster_bits);
-  h.virtual_size = htole64(vsize);
-  h.bitmap_offset = htole64(OVERLAY_HEADER_SIZE);
-  h.bitmap_size = htole64(bitmap_bytes(clusters));
-  h.data_offset = htole64(data_offset);
-  h.base_file_size = htole64((uint64_t)bst.st_size);
-  h.base_mtime_sec = (int64_t)htole64((uint64_t)bst.st_mtim.tv_sec);
-  h.base_mtime_nsec = htole32((uint32_t)bst.st_mtim.tv_nsec);
-  h.base_virtual_size = htole64(vsize);
-  h.base_hash = htole64(fnv1a(buf, HASH_BYTES));
-  snprintf(h.base_format, sizeof h.base_format, "%s", b->ops->name);
-  h.base_path_len = htole32((uint32_t)strlen(recorded));
+  h.version = OVERLAY_VERSION;
+  h.header_size = OVERLAY_HEADER_SIZE;
+  h.cluster_bits = cluster_bits;
+  h.virtual_size = vsize;
+  h.bitmap_offset = OVERLAY_HEADER_SIZE;
+  h.bitmap_size = bitmap_bytes(clusters);
+  h.data_offset = data_offset;
+  h.base_path_len = (uint32_t)strlen(recorded);
   memcpy(h.base_path, recorded, strlen(recorded) + 1);
-  fmt_close(b);
 
   fd = fmt_create_file(path, flags, &created, err, errlen);
   if (fd < 0)
     return -1;
   /* The file is all holes but the header: O(1) whatever the base's size. */
   r = 0;
-  if (ftruncate(fd, 0) == -1 || (r = file_pwrite_full(fd, &h, sizeof h, 0)) < 0 ||
+  if (ftruncate(fd, 0) == -1 || (r = overlay_header_write(fd, &h)) < 0 ||
       ftruncate(fd, (off_t)(data_offset + vsize)) == -1 || fsync(fd) == -1) {
     snprintf(err, errlen, "%s: %s", path, strerror(r < 0 ? -r : errno));
     close(fd);

@@ -125,6 +125,10 @@ static struct fmt *overlay_open(int fd, const char *path, enum fmt_access access
   o->ring_writes = file_async_buffered_writes(o->fd);
   if (overlay_header_read(o->fd, (uint64_t)st.st_size, path, &h, err, errlen) < 0)
     goto err;
+  if (h.incompat & OVERLAY_INCOMPAT_COMMIT) {
+    snprintf(err, errlen, "%s: %s", path, OVERLAY_COMMIT_INTERRUPTED);
+    goto err;
+  }
   o->cluster_bits = h.cluster_bits;
   o->clusters = (h.virtual_size + (1ULL << h.cluster_bits) - 1) >> h.cluster_bits;
   o->bitmap_offset = h.bitmap_offset;

@@ -18,10 +18,10 @@ static void draw(int percent)
   fflush(stderr);
 }
 
-void progress_start(struct progress *p, uint64_t total)
+void progress_start(struct progress *p, uint64_t total, bool always)
 {
-  /* A bar in a log file or a pipe is noise: terminals only. */
-  p->enabled = isatty(STDERR_FILENO) == 1;
+  /* A bar in a log file or a pipe is noise: terminals only, unless asked. */
+  p->enabled = always || isatty(STDERR_FILENO) == 1;
   p->total = total;
   p->shown = -1;
   progress_update(p, 0);
