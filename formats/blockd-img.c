@@ -35,7 +35,7 @@ static void usage(FILE *stream)
 {
   fprintf(stream,
           "Usage: %s COMMAND [OPTIONS] ARGS\n"
-          "Create, inspect and convert blockd disk images.\n"
+          "Create, inspect, check, convert and commit blockd disk images.\n"
           "\n"
           "Commands:\n"
           "  create [--force] -s SIZE FILE  create a sparse raw image of SIZE bytes\n"
@@ -58,6 +58,23 @@ static void usage(FILE *stream)
           "                                 images down) or none (reads as zeroes); data or\n"
           "                                 zero; the file and offset holding it. --json:\n"
           "                                 qemu-img map --output=json's fields\n"
+          "  check [-f FORMAT] [--json] FILE\n"
+          "                                 check an overlay: header, bitmap, data left in\n"
+          "                                 clusters it does not own (leaks), its base's\n"
+          "                                 identity. Exit status as qemu-img check: 0 ok,\n"
+          "                                 1 check not completed (or bad usage),\n"
+          "                                 2 corruptions, 3 leaks only, 63 nothing to\n"
+          "                                 check (raw, qcow2) or an unknown version;\n"
+          "                                 --json: qemu-img check's counters\n"
+          "  commit [-p] OVERLAY            write OVERLAY's owned clusters into its base\n"
+          "                                 (raw or overlay) and empty OVERLAY, which then\n"
+          "                                 reads the same through the changed base.\n"
+          "                                 Refused while OVERLAY or its base is in use\n"
+          "                                 (served, or the base of an overlay in use);\n"
+          "                                 other overlays of that base become invalid.\n"
+          "                                 Progress bar on a terminal, always with -p.\n"
+          "                                 If interrupted, OVERLAY refuses to open until\n"
+          "                                 commit is run on it again\n"
           "\n"
           "Options:\n"
           "  --force                        overwrite an existing FILE or DST (never one\n"
@@ -70,7 +87,7 @@ static void usage(FILE *stream)
           "Formats are detected by content, never by file name, and qcow2 only when\n"
           "named (-f/-F qcow2): a guest can write a qcow2 header into its raw disk.\n"
           "Built in: %s.\n"
-          "Exit status: 0 success, 1 runtime error, 2 usage error.\n",
+          "Exit status: 0 success, 1 runtime error, 2 usage error (check: see above).\n",
           "blockd-img", fmt_names());
 }
 
