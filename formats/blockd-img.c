@@ -7,6 +7,7 @@
  *   blockd-img map [--json] FILE         where each range comes from, through the chain
  *   blockd-img check [--json] FILE       an overlay's consistency (img-check.c)
  *   blockd-img commit [-p] OVERLAY       owned clusters into the base (img-commit.c)
+ *   blockd-img rebase [-b NEWBASE] OVERLAY  a copied or touched base accepted again
  *
  * Exit status: 0 ok, 1 runtime error, 2 usage error (check: qemu-img check's);
  * every error is one line naming the file.
@@ -75,6 +76,16 @@ static void usage(FILE *stream)
           "                                 Progress bar on a terminal, always with -p.\n"
           "                                 If interrupted, OVERLAY refuses to open until\n"
           "                                 commit is run on it again\n"
+          "  rebase [-b NEWBASE [-F FORMAT]] [-u] OVERLAY\n"
+          "                                 accept OVERLAY's base again after it was\n"
+          "                                 touched or copied (cp without -p), or make\n"
+          "                                 NEWBASE, a copy of it, the base. Checked first:\n"
+          "                                 every cluster OVERLAY reads from its base\n"
+          "                                 against the recorded base when that is still\n"
+          "                                 there unchanged, else the virtual size, file\n"
+          "                                 size and first 64 KiB recorded at creation;\n"
+          "                                 -u: the virtual size only (you vouch for the\n"
+          "                                 rest)\n"
           "\n"
           "Options:\n"
           "  --force                        overwrite an existing FILE or DST (never one\n"
@@ -540,7 +551,7 @@ int main(int argc, char **argv)
     }
   }
   if (optind >= argc)
-    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert, map, check or commit)");
+    img_die(EXIT_USAGE, "missing COMMAND (create, info, convert, map, check, commit or rebase)");
   cmd = argv[optind];
   argc -= optind;
   argv += optind;
@@ -557,5 +568,8 @@ int main(int argc, char **argv)
     return img_check(argc, argv);
   if (strcmp(cmd, "commit") == 0)
     return img_commit(argc, argv);
-  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert, map, check or commit)", cmd);
+  if (strcmp(cmd, "rebase") == 0)
+    return img_rebase(argc, argv);
+  img_die(EXIT_USAGE, "unknown command '%s' (create, info, convert, map, check, commit or rebase)",
+          cmd);
 }

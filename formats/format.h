@@ -286,6 +286,22 @@ struct overlay_commit_result {
 int overlay_commit(const char *path, fmt_progress_fn progress, void *opaque,
                    struct overlay_commit_result *res, char *err, size_t errlen);
 
+/* overlay_rebase flags. UNSAFE: check only the virtual size (-u). */
+#define OVERLAY_REBASE_UNSAFE 1u
+/* What overlay_rebase did. */
+struct overlay_rebase_result {
+  char base[4096];     /* the base now recorded, as shown to the user */
+  char verified[160];  /* what was checked, for the user */
+};
+/* Records the identity of the base of the overlay PATH again: of NEWBASE
+ * (NULL: the recorded base) as FORMAT (NULL: recognised as fmt_open does),
+ * once it is shown to read as the recorded base did (overlay-rebase.c says
+ * how far that can be checked). For a base that was touched, or copied
+ * without keeping its mtime. Refused while PATH is in use. Returns 0, or -1
+ * with a one-line message in ERR. */
+int overlay_rebase(const char *path, const char *newbase, const char *format, unsigned flags,
+                   struct overlay_rebase_result *res, char *err, size_t errlen);
+
 /* What a consistency check found (blockd-img check; qemu-img check's counters). */
 enum fmt_check_kind {
   FMT_CHECK_CORRUPTION,  /* the image reads wrongly, or will not open */

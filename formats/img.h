@@ -46,4 +46,8 @@ int img_check(int argc, char **argv);
 /* blockd-img commit [-p] OVERLAY */
 int img_commit(int argc, char **argv);
 
+/* img-rebase.c */
+/* blockd-img rebase [-b NEWBASE [-F FORMAT]] [-u] OVERLAY */
+int img_rebase(int argc, char **argv);
+
 #endif

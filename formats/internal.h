@@ -263,6 +263,12 @@ int overlay_header_write(int fd, const struct overlay_header *h);
 /* Records in H (host order) the identity of BASE, read from its open file:
  * file size, mtime, virtual size, head hash, format. Returns 0 or -errno. */
 int overlay_header_identify(struct overlay_header *h, const struct fmt *base);
+/* Records in H BASE (a path the user gave) as the base of the overlay at
+ * PATH, as create -b does: absolute stays absolute, relative becomes
+ * relative to PATH's directory. BASE's canonical path goes into REAL
+ * (PATH_MAX bytes). Returns 0, or -1 with a message in ERR. */
+int overlay_header_set_base(struct overlay_header *h, const char *path, const char *base,
+                            char *real, size_t reallen, char *err, size_t errlen);
 /* Checks that BASE (opened from the resolved base path) is the image H
  * recorded, on BASE's open file. Returns 0, or -1 with a message naming PATH
  * and the base in ERR. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -172,46 +173,62 @@ int overlay_header_identify(struct overlay_header *h, const struct fmt *base)
   return 0;
 }
 
+/* Writes the time SEC.NSEC as UTC into BUF. */
+static const char *utc(int64_t sec, uint32_t nsec, char *buf, size_t len)
+{
+  time_t t = (time_t)sec;
+  struct tm tm;
+  char day[32];
+
+  if (gmtime_r(&t, &tm) == NULL || strftime(day, sizeof day, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+    snprintf(buf, len, "%lld.%09u", (long long)sec, nsec);
+  else
+    snprintf(buf, len, "%s.%09u UTC", day, nsec);
+  return buf;
+}
+
 int overlay_header_check_base(const struct overlay_header *h, const struct fmt *base,
                               const char *path, char *err, size_t errlen)
 {
-  CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
-  const char *what = NULL;
-  struct stat st;
+  struct overlay_header now = *h;
+  char what[160], t1[48], t2[48];
   int r;
 
   /* On the open file, never by name again: the name could be swapped for
    * another file between the check and the use. */
-  if (fstat(base->fd, &st) == -1) {
-    snprintf(err, errlen, "%s: base image %s: %s", path, base->path, strerror(errno));
-    return -1;
-  }
-  if (buf == NULL) {
-    snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
-    return -1;
-  }
-  r = file_pread_full(base->fd, buf, HASH_BYTES, 0);
+  r = overlay_header_identify(&now, base);
   if (r < 0) {
     snprintf(err, errlen, "%s: base image %s: %s", path, base->path, strerror(-r));
     return -1;
   }
-  /* Name the first identity check that fails: it tells the user whether
-   * the base was rewritten, or only copied or touched. */
-  if (base->size != h->base_virtual_size)
-    what = "its virtual size";
-  else if ((uint64_t)st.st_size != h->base_file_size)
-    what = "its file size";
-  else if (fnv1a(buf, HASH_BYTES) != h->base_hash)
-    what = "its first 64 KiB";
-  else if (st.st_mtim.tv_sec != h->base_mtime_sec ||
-           (uint32_t)st.st_mtim.tv_nsec != h->base_mtime_nsec)
-    what = "its modification time";
-  if (what != NULL) {
-    snprintf(err, errlen, "%s: base image %s changed since the overlay was created (%s differs)",
-             path, h->base_path, what);
+  /* Name the first identity check that fails, with both values: it tells
+   * the user whether the base was rewritten, or only copied or touched. */
+  if (now.base_virtual_size != h->base_virtual_size)
+    snprintf(what, sizeof what, "its virtual size differs: %llu bytes, %llu when the overlay was"
+             " made", (unsigned long long)now.base_virtual_size,
+             (unsigned long long)h->base_virtual_size);
+  else if (now.base_file_size != h->base_file_size)
+    snprintf(what, sizeof what, "its file size differs: %llu bytes, %llu when the overlay was"
+             " made", (unsigned long long)now.base_file_size,
+             (unsigned long long)h->base_file_size);
+  else if (now.base_hash != h->base_hash)
+    snprintf(what, sizeof what, "its first 64 KiB differ from when the overlay was made");
+  else if (now.base_mtime_sec != h->base_mtime_sec || now.base_mtime_nsec != h->base_mtime_nsec) {
+    /* Size and head match: most likely a copy without -p, or a touch. */
+    snprintf(err, errlen, "%s: base image %s changed since the overlay was created (only its"
+             " modification time differs: %s, %s when the overlay was made). If it was copied"
+             " (cp without -p) or touched, not written, 'blockd-img rebase %s' checks what it"
+             " can and re-accepts it",
+             path, h->base_path, utc(now.base_mtime_sec, now.base_mtime_nsec, t1, sizeof t1),
+             utc(h->base_mtime_sec, h->base_mtime_nsec, t2, sizeof t2), path);
     return -1;
   }
-  return 0;
+  else
+    return 0;
+  snprintf(err, errlen, "%s: base image %s changed since the overlay was created (%s): it is not"
+           " the image the overlay was made on. Put that image back, or give a copy of it with"
+           " 'blockd-img rebase -b COPY %s'", path, h->base_path, what, path);
+  return -1;
 }
 
 int overlay_header_read(int fd, uint64_t file_size, const char *path, struct overlay_header *h,
@@ -312,12 +329,33 @@ static int record_base(const char *path, const char *base, const char *real, cha
   return 0;
 }
 
+int overlay_header_set_base(struct overlay_header *h, const char *path, const char *base,
+                            char *real, size_t reallen, char *err, size_t errlen)
+{
+  char recorded[PATH_MAX];
+
+  if (reallen < PATH_MAX || realpath(base, real) == NULL) {
+    snprintf(err, errlen, "%s: %s", base, strerror(reallen < PATH_MAX ? EINVAL : errno));
+    return -1;
+  }
+  if (record_base(path, base, real, recorded, sizeof recorded, err, errlen) < 0)
+    return -1;
+  if (strlen(recorded) >= sizeof h->base_path) {
+    snprintf(err, errlen, "%s: path too long for an overlay header", base);
+    return -1;
+  }
+  memset(h->base_path, 0, sizeof h->base_path);
+  memcpy(h->base_path, recorded, strlen(recorded) + 1);
+  h->base_path_len = (uint32_t)strlen(recorded);
+  return 0;
+}
+
 int overlay_create(const char *path, const char *base, const char *base_format,
                    unsigned cluster_bits, unsigned flags, char *err, size_t errlen)
 {
   struct overlay_header h;
   struct stat bst, st;
-  char real[PATH_MAX], recorded[PATH_MAX];
+  char real[PATH_MAX];
   struct fmt *b;
   uint64_t cs, clusters, data_offset, vsize;
   bool created;
@@ -327,22 +365,14 @@ int overlay_create(const char *path, const char *base, const char *base_format,
     snprintf(err, errlen, "%s: cluster size must be 4 KiB to 16 MiB", path);
     return -1;
   }
-  if (realpath(base, real) == NULL) {
-    snprintf(err, errlen, "%s: %s", base, strerror(errno));
+  memset(&h, 0, sizeof h);
+  if (overlay_header_set_base(&h, path, base, real, sizeof real, err, errlen) < 0)
     return -1;
-  }
-  if (record_base(path, base, real, recorded, sizeof recorded, err, errlen) < 0)
-    return -1;
-  if (strlen(recorded) >= sizeof h.base_path) {
-    snprintf(err, errlen, "%s: path too long for an overlay header", base);
-    return -1;
-  }
   /* Opening the base checks it (and its own chain) and gives its size; its
    * identity is read from the same open file. */
   b = fmt_open(real, base_format, true, err, errlen);
   if (b == NULL)
     return -1;
-  memset(&h, 0, sizeof h);
   r = fstat(b->fd, &bst) == -1 ? -errno : overlay_header_identify(&h, b);
   if (r < 0) {
     snprintf(err, errlen, "%s: %s", base, strerror(-r));
@@ -373,8 +403,6 @@ int overlay_create(const char *path, const char *base, const char *base_format,
   h.bitmap_offset = OVERLAY_HEADER_SIZE;
   h.bitmap_size = bitmap_bytes(clusters);
   h.data_offset = data_offset;
-  h.base_path_len = (uint32_t)strlen(recorded);
-  memcpy(h.base_path, recorded, strlen(recorded) + 1);
 
   fd = fmt_create_file(path, flags, &created, err, errlen);
   if (fd < 0)
