@@ -58,7 +58,7 @@ static void usage(FILE *stream)
           "                                 owned (the image itself), base (a base, DEPTH\n"
           "                                 images down) or none (reads as zeroes); data or\n"
           "                                 zero; the file and offset holding it. --json:\n"
-          "                                 qemu-img map --output=json's fields\n"
+          "                                 the fields of qemu-img map's JSON\n"
           "  check [-f FORMAT] [--json] FILE\n"
           "                                 check an overlay: header, bitmap, data left in\n"
           "                                 clusters it does not own (leaks), its base's\n"
