@@ -14,8 +14,11 @@ expect() {
   head -n1 err | grep -qE "$pattern" || fail "$*: stderr '$(head -n1 err)' does not match '$pattern'"
 }
 
-"$IMG" --help | grep -q 'create .*-s SIZE FILE' || fail "--help lacks create"
-"$IMG" --help | grep -q 'Exit status' || fail "--help lacks exit status"
+# Read whole: grep -q would leave a help longer than a pipe's first write
+# to die of SIGPIPE, which pipefail reports.
+help=$("$IMG" --help)
+grep -q 'create .*-s SIZE FILE' <<<"$help" || fail "--help lacks create"
+grep -q 'Exit status' <<<"$help" || fail "--help lacks exit status"
 "$IMG" --version | grep -qE '^blockd-img [0-9]' || fail "--version"
 expect 2 'missing COMMAND' "$IMG"
 expect 2 "unknown command 'frob'" "$IMG" frob
