@@ -11,6 +11,7 @@
   while blockd serves the overlay, while blockd serves another overlay of
   the same base, while blockd serves the base itself; a base that changed
   since the overlay was made; a qcow2 base;
+- a progress bar on a terminal, or with -p, and none on a pipe without -p;
 - killed midway (the progress bar blocks on a full 4 KiB pipe, then
   SIGKILL): the overlay refuses to open and check reports the interrupted
   commit, and a second commit finishes it with the expected content;
@@ -128,10 +129,22 @@ def main():
         o = img("info", "other.ovl", check=False)
         check(o.returncode == 1 and "changed since the overlay was created" in o.stderr,
               "other.ovl after commit: %d %r" % (o.returncode, o.stderr))
-        # A second commit of the empty overlay changes nothing.
+        # A second commit of the empty overlay changes nothing; no bar on a pipe.
         s1 = sha("base.raw")
-        check("Image committed: 0 clusters" in img("commit", "ws.ovl").stdout, "second commit")
+        p = img("commit", "ws.ovl")
+        check("Image committed: 0 clusters" in p.stdout and p.stderr == "",
+              "second commit: %r %r" % (p.stdout, p.stderr))
         check(sha("base.raw") == s1, "an empty commit changed the base")
+        # On a terminal the bar is drawn without -p.
+        fmt_io("ws.ovl", b"write 0 65536\n" + bytes(model[0:65536]))
+        master, slave = os.openpty()
+        p = subprocess.run([BLOCKD_IMG, "commit", "ws.ovl"], stdout=subprocess.DEVNULL,
+                           stderr=slave, timeout=30)
+        os.close(slave)
+        bar = os.read(master, 4096).decode(errors="replace")
+        os.close(master)
+        check(p.returncode == 0 and "(100%) [####" in bar, "no bar on a terminal: %r" % bar)
+        same("base.raw", "expect.raw", "base.raw after a second commit")
 
         # A chain: top into mid (an overlay), then mid into the raw base.
         img("create", "-b", "base.raw", "mid.ovl")
