@@ -41,6 +41,7 @@ struct commit {
   fmt_progress_fn progress;  /* may be NULL */
   void *opaque;              /* PROGRESS's argument */
   uint64_t done, total;      /* bytes committed, bytes to commit */
+  uint64_t data;             /* of DONE, bytes of data (not holes) */
 };
 
 /* Writes LEN bytes of BUF at OFFSET of the base, zero runs of ZERO_GRAIN
@@ -87,6 +88,9 @@ static int commit_run(struct commit *k, uint64_t start, uint64_t end)
       r = fmt_zero(k->base, dv - pos, pos, FMT_MAY_TRIM);
       if (r < 0)
         return r;
+      k->done += dv - pos;
+      if (k->progress != NULL)
+        k->progress(k->opaque, k->done, k->total);
       pos = dv;
     }
     if (pos == end)
@@ -106,6 +110,7 @@ static int commit_run(struct commit *k, uint64_t start, uint64_t end)
         return r;
       pos += n;
       k->done += n;
+      k->data += n;
       if (k->progress != NULL)
         k->progress(k->opaque, k->done, k->total);
     }
@@ -248,7 +253,7 @@ int overlay_commit(const char *path, fmt_progress_fn progress, void *opaque,
     snprintf(err, errlen, "%s: flushing base image %s: %s", path, k.base->path, strerror(-r));
     goto out;
   }
-  res->bytes = k.done;
+  res->bytes = k.data;
   /* 3. Empty the overlay: bitmap first (durable), then the data area. */
   r = file_zero(k.fd, k.h.bitmap_size, k.h.bitmap_offset, FMT_MAY_TRIM);
   if (r == 0 && fdatasync(k.fd) == -1)
