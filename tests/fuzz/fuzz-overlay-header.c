@@ -16,8 +16,10 @@
  * small bases of every format (base.raw, small.raw, base.qcow2, base.ovl),
  * with contents and mtimes make-corpus.py reproduces: corpus headers name
  * them with their true identity, so inputs get past the identity check into
- * the bitmap load, the reads and the copy-ups. Everything goes through the
- * public API (format.h), as blockd and blockd-img use it.
+ * the bitmap load, the reads and the copy-ups. blockd-img check's reader
+ * runs on every input first, and must not pass what the engine refuses.
+ * Everything goes through the public API (format.h), as blockd and
+ * blockd-img use it.
  */
 #include <endian.h>
 #include <errno.h>
@@ -170,6 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   static bool ready;
   uint64_t trailer = 0, file_size;
   char err[PATH_MAX + 256];
+  struct fmt_check check = { 0 };
   struct overlay_info info;
   struct fmt *f;
   unsigned flags, n = 0;
@@ -191,9 +194,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fprintf(stderr, "fuzz-overlay-header: %s: %s\n", ovl_path, strerror(-r));
     abort();
   }
+  /* blockd-img check reads the same hostile bytes; what it passes as
+   * sound, the engine must open. */
+  overlay_check(ovl_path, &check);
+  if (check.allocated_clusters > check.total_clusters)
+    abort();
   f = fmt_open(ovl_path, "overlay", flags & 1, err, sizeof err);
   if (f == NULL) {
     note("open", err);
+    if (check.corruptions == 0 && check.check_errors == 0 && !check.unsupported) {
+      fprintf(stderr, "fuzz-overlay-header: check found nothing wrong, but: %s\n", err);
+      abort();
+    }
     return 0;
   }
   /* Counts the owned clusters too: a walk of the whole bitmap. */
