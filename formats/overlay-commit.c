@@ -3,10 +3,10 @@
  * stays valid (and reads the same) over the changed base.
  *
  * Nothing else may use the base meanwhile: other overlays over it would see
- * it change under them. Locks say so (lock.c): the overlay is locked for
- * writing (no blockd serves it, no overlay over it is open), and so is the
- * base, which fails while anyone reads it refusing writers (another overlay
- * of it in use, a server exporting it, a QEMU using it as backing file).
+ * it change under them. Locks say so (lock.c): the overlay and the base are
+ * both locked for writing and refused to every other holder, readers that
+ * let others write included (no blockd serves either, no overlay over
+ * either is open, no QEMU or qemu-storage-daemon uses the base).
  *
  * Crash safety: the first write marks the header OVERLAY_INCOMPAT_COMMIT
  * (durable before the base is touched), so a commit killed midway leaves an
@@ -176,9 +176,14 @@ static struct fmt *open_base(struct commit *k, char *err, size_t errlen)
     snprintf(err, errlen, "%s: cannot open base image for writing: %s", k->path, berr);
     return NULL;
   }
-  /* Locked for writing: refused while anyone else reads it in a way that
-   * refuses writers (another overlay of it in use, a server, QEMU). */
   base = fmt_open_fd(bfd, shown, k->path, ops, FMT_WRITE, berr, sizeof berr);
+  /* Open for writing, the base is still shared with readers that let
+   * others write (a QEMU or qemu-storage-daemon exporting it read-only):
+   * those would see it change under them. Nobody else may hold it at all. */
+  if (base != NULL && lock_create(base->fd, shown, berr, sizeof berr) < 0) {
+    fmt_close(base);
+    base = NULL;
+  }
   if (base == NULL)
     snprintf(err, errlen, "%s: cannot write its base image: %s: not committed", k->path, berr);
   return base;
@@ -204,7 +209,9 @@ int overlay_commit(const char *path, fmt_progress_fn progress, void *opaque,
     snprintf(err, errlen, "%s: not a regular file", path);
     goto out;
   }
-  if (lock_image(k.fd, path, NULL, FMT_WRITE, &k.lock, err, errlen) < 0) {
+  /* Nobody else may hold the overlay either, a reader included. */
+  if (lock_image(k.fd, path, NULL, FMT_WRITE, &k.lock, err, errlen) < 0 ||
+      lock_create(k.fd, path, err, errlen) < 0) {
     snprintf(err + strlen(err), errlen - strlen(err), ": not committed");
     goto out;
   }
