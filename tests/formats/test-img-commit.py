@@ -9,7 +9,7 @@
   then mid into base.raw;
 - refused, with base and overlay unchanged and the overlay still valid:
   while blockd serves the overlay, while blockd serves another overlay of
-  the same base, while blockd serves the base itself; a base that changed
+  the same base, while blockd or qemu-storage-daemon serves the base itself; a base that changed
   since the overlay was made; a qcow2 base;
 - a progress bar on a terminal, or with -p, and none on a pipe without -p;
 - killed midway (the progress bar blocks on a full 4 KiB pipe, then
@@ -79,7 +79,7 @@ class Served:
 
 
 def main():
-    require("qemu-img")
+    require("qemu-img", "qemu-storage-daemon")
     if not os.access(BLOCKD, os.X_OK):
         import sys
         print("SKIP: BLOCKD not built", file=sys.stderr)
@@ -107,6 +107,24 @@ def main():
                          " process that refuses writers: not committed")
         with Served(d, "--readonly", "base.raw"):
             commit_fails("ws.ovl", "base.raw: locked by another process that refuses writers")
+        # qemu-storage-daemon exporting the base read-only holds its locks too.
+        qsd = subprocess.Popen(["qemu-storage-daemon", "--blockdev",
+                                "driver=file,filename=base.raw,node-name=f,read-only=on",
+                                "--nbd-server", "addr.type=unix,addr.path=%s/q.sock" % d,
+                                "--export", "type=nbd,id=e,node-name=f",
+                                "--pidfile", "%s/q.pid" % d],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # The pidfile is written once every option (the export too) is done.
+            for _ in range(200):
+                if os.path.exists("q.pid") and os.path.getsize("q.pid") > 0:
+                    break
+                check(qsd.poll() is None, "qemu-storage-daemon exited at start")
+                time.sleep(0.05)
+            commit_fails("ws.ovl", "base.raw: locked by another process that")
+        finally:
+            qsd.terminate()
+            qsd.wait(timeout=20)
         check(sha("base.raw") == base0, "a refused commit changed the base")
         check(img("check", "ws.ovl", check=False).returncode == 0, "refused commit broke ws.ovl")
 
