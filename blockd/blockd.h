@@ -11,8 +11,10 @@
 /* One --export, or the lone FILE. */
 struct export_spec {
   char *name;     /* export name; "" for the default export */
-  char *path;     /* image file */
+  char *path;     /* image file, or rbd:POOL/IMAGE[@SNAP] */
   char *format;   /* "raw", "qcow2", "overlay", or NULL to detect */
+  char *conf;     /* rbd: conf=, or NULL */
+  char *id;       /* rbd: id=, or NULL */
   bool readonly;  /* ,readonly or --readonly */
   bool cache_none; /* ,cache=none or --cache=none */
 };

@@ -72,7 +72,9 @@ static int open_exports(const struct options *o)
   for (size_t i = 0; i < o->nr_exports; i++) {
     const struct export_spec *s = &o->exports[i];
     char err[1024];
-    struct fmt *f = fmt_open(s->path, s->format, s->readonly, err, sizeof err);
+    struct img_spec is = { .path = s->path, .format = s->format, .readonly = s->readonly,
+                           .conf = s->conf, .id = s->id };
+    struct fmt *f = fmt_open_spec(&is, false, err, sizeof err);
 
     if (f == NULL) {
       log_msg("%s", err);

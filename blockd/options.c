@@ -42,12 +42,14 @@ static const char usage_text[] =
   "  --export NAME=FILE[,readonly][,format=raw|qcow2|overlay][,cache=none]\n"
   "                        serve FILE under NAME; may be repeated (a comma in\n"
   "                        FILE is written ',,')\n"
+  "  --export NAME=rbd:POOL/IMAGE[@SNAP][,readonly][,conf=FILE][,id=USER]\n"
+  "                        serve a Ceph RBD image (a snapshot read-only)\n"
   "  --vhost-user-blk SOCKET=FILE[,readonly][,format=F][,cache=none][,serial=ID]\n"
   "                        [,queues=N]\n"
   "                        serve FILE as a vhost-user-blk device on the unix\n"
   "                        socket SOCKET (mode 0600), for QEMU, Cloud Hypervisor\n"
   "                        or Firecracker; queues: how many the device offers\n"
-  "                        (default 8); may be repeated\n"
+  "                        (default 8); may be repeated; FILE may be an rbd: image\n"
   "  --socket-path PATH --blk-file FILE [--read-only]\n"
   "                        the same, as vhost-user back-ends are started\n"
   "  --print-capabilities  print the vhost-user back-end capabilities (JSON)\n"
@@ -124,10 +126,9 @@ static int parse_number(const char *opt, const char *arg, long min, long max, un
   return 0;
 }
 
-/* Appends an export; NAME and PATH are copied. Returns 0 or -1. */
-static int add_export(struct options *o, const char *name, size_t namelen, const char *path,
-                      size_t pathlen, const char *format, size_t formatlen, bool readonly,
-                      bool cache_none)
+/* Appends the export NAME (NAMELEN bytes) of the image SPEC, whose strings
+ * it takes over (SPEC is cleared). Returns 0 or -1. */
+static int add_export(struct options *o, const char *name, size_t namelen, struct img_spec *spec)
 {
   struct export_spec *e, *n = realloc(o->exports, (o->nr_exports + 1) * sizeof *n);
 
@@ -136,16 +137,16 @@ static int add_export(struct options *o, const char *name, size_t namelen, const
   o->exports = n;
   e = &n[o->nr_exports];
   e->name = strndup(name, namelen);
-  e->path = strndup(path, pathlen);
-  e->format = format ? strndup(format, formatlen) : NULL;
-  e->readonly = readonly;
-  e->cache_none = cache_none;
-  if (e->name == NULL || e->path == NULL || (format && e->format == NULL)) {
-    free(e->name);
-    free(e->path);
-    free(e->format);
+  if (e->name == NULL)
     return -1;
-  }
+  e->path = spec->path;
+  e->format = spec->format;
+  e->conf = spec->conf;
+  e->id = spec->id;
+  e->readonly = spec->readonly;
+  e->cache_none = spec->cache_none;
+  free(spec->serial);
+  memset(spec, 0, sizeof *spec);
   o->nr_exports++;
   return 0;
 }
@@ -170,7 +171,7 @@ static int parse_export(struct options *o, const char *arg, char *err, size_t er
     snprintf(err, errlen, "--export '%s': missing FILE", arg);
     return -1;
   }
-  if (spec_parse(eq + 1, 0, &spec, msg, sizeof msg) < 0) {
+  if (spec_parse(eq + 1, SPEC_RBD, &spec, msg, sizeof msg) < 0) {
     snprintf(err, errlen, "--export %s", msg);
     return -1;
   }
@@ -182,8 +183,7 @@ static int parse_export(struct options *o, const char *arg, char *err, size_t er
       return -1;
     }
   }
-  r = add_export(o, arg, (size_t)(eq - arg), spec.path, strlen(spec.path), spec.format,
-                 spec.format ? strlen(spec.format) : 0, spec.readonly, spec.cache_none);
+  r = add_export(o, arg, (size_t)(eq - arg), &spec);
   spec_free(&spec);
   if (r < 0) {
     snprintf(err, errlen, "out of memory");
@@ -451,6 +451,8 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
     }
   }
   if (optind < argc) {
+    struct img_spec spec = { .path = NULL };
+
     if (argc - optind > 1) {
       snprintf(err, errlen, "unexpected argument '%s': one FILE at most", argv[optind + 1]);
       return OPTIONS_USAGE;
@@ -461,7 +463,9 @@ enum options_result options_parse(struct options *o, int argc, char **argv, size
         return OPTIONS_USAGE;
       }
     }
-    if (add_export(o, "", 0, argv[optind], strlen(argv[optind]), NULL, 0, false, false) < 0) {
+    spec.path = strdup(argv[optind]);
+    if (spec.path == NULL || add_export(o, "", 0, &spec) < 0) {
+      free(spec.path);
       snprintf(err, errlen, "out of memory");
       return OPTIONS_USAGE;
     }
@@ -538,6 +542,8 @@ void options_free(struct options *o)
     free(o->exports[i].name);
     free(o->exports[i].path);
     free(o->exports[i].format);
+    free(o->exports[i].conf);
+    free(o->exports[i].id);
   }
   free(o->exports);
   for (size_t i = 0; i < o->nr_vhosts; i++)

@@ -208,6 +208,19 @@ struct fmt *fmt_open_shared(const char *path, const char *format, char *err, siz
   return open_path(path, format, FMT_SHARED, err, errlen);
 }
 
+struct fmt *fmt_open_spec(const struct img_spec *s, bool readonly, char *err, size_t errlen)
+{
+  readonly = readonly || s->readonly;
+  if (!spec_is_rbd(s->path))
+    return fmt_open(s->path, s->format, readonly, err, errlen);
+#ifdef HAVE_RBD
+  return fmt_rbd_open(s->path, s->conf, s->id, readonly, err, errlen);
+#else
+  snprintf(err, errlen, "%s: built without Ceph RBD support (librbd)", s->path);
+  return NULL;
+#endif
+}
+
 int fmt_sync_result(struct fmt *f, int r)
 {
   int before = __atomic_load_n(&f->sync_error, __ATOMIC_ACQUIRE);

@@ -96,7 +96,8 @@ struct fmt {
   uint32_t block_pref;
   uint32_t block_max;
   /* Kept by the formats library, not for callers: */
-  int fd;                    /* the image's own file, for identity checks (the engine owns it) */
+  int fd;                    /* the image's own file, for identity checks (the engine owns it);
+                              * -1 where the image is not a file (rbd) */
   struct lock *lock;         /* its entry among the process's locked files (lock.c) */
   int direct_fd;             /* that file opened O_DIRECT (cache=none), or -1 (ours) */
   pthread_mutex_t head_lock; /* serializes writes of the first FMT_HEAD_BYTES */
@@ -163,7 +164,8 @@ int fmt_pwritev(struct fmt *f, const struct iovec *iov, unsigned n, uint64_t off
                 uint32_t flags);
 /* Gives the range's space back. FLAGS: FMT_FUA. Afterwards the range reads
  * as zeroes, except on raw files whose file system cannot punch holes,
- * where it reads as before (NBD allows either). */
+ * where it reads as before, and in the pieces under 64 KiB that librbd
+ * leaves as they were (NBD allows either). */
 int fmt_trim(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags);
 /* Makes the range read as zeroes. FLAGS: FMT_FUA, FMT_MAY_TRIM, FMT_FAST_ZERO.
  * Where the engine cannot zero efficiently it writes zeroes, or under
@@ -183,6 +185,35 @@ int fmt_extents(struct fmt *f, uint64_t length, uint64_t offset, fmt_extent_fn f
 int fmt_layout(struct fmt *f, uint64_t length, uint64_t offset, fmt_layout_fn fn, void *opaque);
 /* Prefetches the range into the page cache (nothing where the engine cannot). */
 int fmt_cache(struct fmt *f, uint64_t length, uint64_t offset);
+/* The asynchronous path, for engines whose library completes I/O itself
+ * (rbd): no thread of ours waits while an operation runs. */
+enum fmt_aio_op {
+  FMT_AIO_READ,  /* into the buffers */
+  FMT_AIO_WRITE, /* from the buffers */
+  FMT_AIO_FLUSH, /* every completed write durable: offset and length unused */
+  FMT_AIO_TRIM,  /* as fmt_trim */
+  FMT_AIO_ZERO,  /* as fmt_zero; flags: FMT_MAY_TRIM, FMT_FAST_ZERO */
+};
+/* One asynchronous operation, embedded in the caller's request. */
+struct fmt_aio {
+  /* Called exactly once with 0 or -errno, on a thread of the engine's
+   * library: it must not block or call the engine, only hand the result to
+   * the caller's own thread. */
+  void (*done)(struct fmt_aio *a, int res);
+};
+/* Starts OP on [OFFSET, OFFSET+LENGTH) (READ and WRITE: the N buffers of IOV,
+ * LENGTH bytes in all, untouched until A->done) and returns 0; A->done then
+ * reports the result, on another thread, possibly before fmt_aio has
+ * returned (set up everything it needs first). Returns -EAGAIN, having
+ * started nothing, where the caller must make the synchronous call instead:
+ * an engine without this path, FMT_FUA (taken on writes where the engine's
+ * writes complete once durable), the disk's first bytes
+ * (fmt_guard_head), a range or mode the synchronous call refuses (it says
+ * why), a zero the engine could not make fast under FMT_FAST_ZERO (the
+ * synchronous call fails it at once). Never blocks for I/O. */
+int fmt_aio(struct fmt *f, enum fmt_aio_op op, const struct iovec *iov, unsigned n,
+            uint64_t length, uint64_t offset, uint32_t flags, struct fmt_aio *a);
+
 /* Whether LEN bytes at BUF are all zero. */
 bool fmt_is_zero(const void *buf, size_t len);
 
@@ -214,17 +245,36 @@ enum lock_use lock_in_use(const struct fmt *f);
 
 /* spec.c: image specs on command lines: FILE[,readonly][,format=FMT][,cache=none][,serial=ID][,queues=N], as
  * blockd --export and --vhost-user-blk (after NAME= or SOCKET=) and blockd-launch --disk take it;
- * ",," in FILE stands for ','. */
+ * ",," in FILE stands for ','. With SPEC_RBD, FILE may also be rbd:POOL/IMAGE[@SNAP] with
+ * [,conf=FILE][,id=USER] (and no format= or cache=none). */
 struct img_spec {
-  char *path;    /* the file */
+  char *path;    /* the file, or the rbd: name */
   char *format;  /* format=, or NULL */
   bool readonly; /* readonly (or ro) */
   bool cache_none; /* cache=none (cache=default: false) */
   char *serial;  /* serial=, or NULL (only with SPEC_SERIAL) */
+  char *conf;    /* conf=: Ceph configuration file, or NULL (rbd: only) */
+  char *id;      /* id=: Ceph user without "client.", or NULL (rbd: only) */
   long queues;   /* queues=, at most 1000000, or -1 if not given (only with SPEC_QUEUES) */
 };
 #define SPEC_SERIAL 1u /* serial=ID is allowed */
 #define SPEC_QUEUES 2u /* queues=N is allowed; its range is the caller's to check */
+#define SPEC_RBD    4u /* rbd: names (and conf=, id=) are allowed */
+/* Whether PATH is an rbd: name rather than a file. */
+bool spec_is_rbd(const char *path);
+/* An RBD image, rbd:POOL/IMAGE[@SNAP], split. */
+#define RBD_NAME_MAX 255 /* bytes of a pool, image or snapshot name */
+struct spec_rbd {
+  char pool[RBD_NAME_MAX + 1];  /* the pool */
+  char image[RBD_NAME_MAX + 1]; /* the image in it */
+  char snap[RBD_NAME_MAX + 1];  /* the snapshot, "" for the image itself */
+};
+/* Splits the rbd: name PATH into N. Returns 0, or -1 with a one-line
+ * message in ERR. */
+int spec_rbd_parse(const char *path, struct spec_rbd *n, char *err, size_t errlen);
+/* Opens the image S names, read-only if S says so or READONLY: an RBD image
+ * for an rbd: name (with S's conf= and id=), else the file as fmt_open. */
+struct fmt *fmt_open_spec(const struct img_spec *s, bool readonly, char *err, size_t errlen);
 /* Parses TEXT into S, taking the options ALLOWED permits. Returns 0, or -1
  * with a one-line message in ERR (quoting TEXT, listing the valid options). */
 int spec_parse(const char *text, unsigned allowed, struct img_spec *s, char *err, size_t errlen);

@@ -31,7 +31,8 @@ struct fmt_ops {
    * with the same ACCESS, FMT_WRITE made FMT_READ. Every check is made on
    * FD, never on the name again. On failure returns NULL and writes a
    * one-line message naming the file and the cause into ERR (no trailing
-   * newline). */
+   * newline). NULL for an engine whose images are not files (rbd:
+   * fmt_rbd_open). */
   struct fmt *(*open)(int fd, const char *path, enum fmt_access access, char *err, size_t errlen);
 
   /* Closes and frees. Does not flush: call ->flush first if it matters. */
@@ -54,7 +55,8 @@ struct fmt_ops {
   int (*pwrite)(struct fmt *f, const void *buf, uint64_t length, uint64_t offset, uint32_t flags);
   /* May be NULL. flags: FMT_FUA. Gives the range's space back. After success
    * the range reads as zeroes, except on raw files whose file system cannot
-   * punch holes, where it reads as before (NBD allows either). */
+   * punch holes, where it reads as before, and in pieces of RBD images under
+   * librbd's discard granularity, left as they were (NBD allows either). */
   int (*trim)(struct fmt *f, uint64_t length, uint64_t offset, uint32_t flags);
   /* May be NULL. flags: FMT_FUA, FMT_MAY_TRIM, FMT_FAST_ZERO.
    * Returns -ENOTSUP under FMT_FAST_ZERO when only a slow write would do. */
@@ -75,6 +77,14 @@ struct fmt_ops {
    * what ->extents says. */
   int (*layout)(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
                 fmt_layout_fn fn, void *opaque);
+
+  /* May be NULL. Starts OP asynchronously (fmt_aio, whose checks io.c has
+   * made: the range is in the image and not empty, the image writable for
+   * all but READ, FUA on WRITE only, not the disk's head). Returns 0 once
+   * started, -EAGAIN if the synchronous call must do it (an engine takes a
+   * FUA write only if it completes once durable). */
+  int (*aio)(struct fmt *f, enum fmt_aio_op op, const struct iovec *iov, unsigned n,
+             uint64_t length, uint64_t offset, uint32_t flags, struct fmt_aio *a);
 };
 
 /* format.c */
@@ -110,6 +120,15 @@ static inline void fmt_layout_type(struct fmt_layout *l, uint32_t type)
  * the range is the caller's to check. */
 int fmt_layout_at(struct fmt *f, uint64_t length, uint64_t offset, unsigned depth,
                   fmt_layout_fn fn, void *opaque);
+
+/* rbd.c (only if built with librbd) */
+extern const struct fmt_ops fmt_rbd_ops;
+/* Opens the RBD image named PATH (rbd:POOL/IMAGE[@SNAP]) through the cluster
+ * that CONF and ID (NULL: librados' defaults) name, connecting once per
+ * process and cluster. A snapshot must be opened READONLY. NULL with a
+ * one-line message in ERR on failure. */
+struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool readonly,
+                         char *err, size_t errlen);
 
 /* fdatasync(FD) on behalf of F, through fmt_sync_result. */
 int fmt_fdatasync(struct fmt *f, int fd);

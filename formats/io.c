@@ -207,6 +207,33 @@ int fmt_cache(struct fmt *f, uint64_t length, uint64_t offset)
   return f->ops->cache == NULL || length == 0 ? 0 : f->ops->cache(f, length, offset);
 }
 
+int fmt_aio(struct fmt *f, enum fmt_aio_op op, const struct iovec *iov, unsigned n,
+            uint64_t length, uint64_t offset, uint32_t flags, struct fmt_aio *a)
+{
+  /* FUA: for the engine to take on writes only (see ->aio). */
+  if (f->ops->aio == NULL || ((flags & FMT_FUA) && op != FMT_AIO_WRITE))
+    return -EAGAIN;
+  switch (op) {
+  case FMT_AIO_READ:
+    if (length == 0 || !in_range(f, length, offset))
+      return -EAGAIN;
+    break;
+  case FMT_AIO_FLUSH:
+    /* Nothing to do, or a flush already failed: the synchronous call says so. */
+    if (f->readonly || __atomic_load_n(&f->sync_error, __ATOMIC_ACQUIRE) != 0)
+      return -EAGAIN;
+    length = offset = 0;
+    break;
+  default:
+    /* Changes to the head go through fmt_guard_head, synchronously. */
+    if (length == 0 || check_write(f, length, offset) < 0 || offset < FMT_HEAD_BYTES)
+      return -EAGAIN;
+    break;
+  }
+  return f->ops->aio(f, op, iov, n, length, offset,
+                     flags & (FMT_FUA | FMT_MAY_TRIM | FMT_FAST_ZERO), a);
+}
+
 bool fmt_is_zero(const void *buf, size_t len)
 {
   const char *p = buf;

@@ -10,6 +10,7 @@ PY=/usr/bin/python3     # Debian's python, the one with the nbd module
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/blockd-test.XXXXXX")
 _pids=()
+_hooks=()
 
 _cleanup() {
   local rc=$?
@@ -20,6 +21,9 @@ _cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+  done
+  for hook in "${_hooks[@]}"; do
+    "$hook" || true
   done
   rm -rf "$TMP"
   exit $rc
@@ -38,6 +42,9 @@ require_py_nbd() { "$PY" -c 'import nbd' 2>/dev/null || skip "python3-libnbd not
 
 # track PID: stop PID when the test ends.
 track() { _pids+=("$1"); }
+# at_cleanup FUNCTION: run FUNCTION when the test ends, after the tracked
+# processes have stopped (a cluster those processes were writing to).
+at_cleanup() { _hooks+=("$1"); }
 
 # wait_for_file FILE [SECONDS]: wait until FILE exists.
 wait_for_file() {

@@ -319,13 +319,17 @@ struct io_req {
                                 * nothing mapped (nothing spliced) */
   /* The core's: */
   struct completion comp;      /* the ring operation in flight */
-  struct pool_job job;         /* the pool's run of it */
+  struct pool_job job;         /* the pool's run of it; job.done also brings an
+                                * asynchronous engine operation back */
+  struct fmt_aio aio;          /* the engine's asynchronous operation (fmt_aio) */
   struct fmt_map m;            /* the file range the engine mapped */
   uint64_t moved;              /* bytes moved so far on the ring */
 };
-/* Runs R: on the worker's ring if the engine maps the range, else on the
- * pool; R->done is called on R->w's thread, never before io_submit returns
- * for pool work, possibly within it for ranges that map to nothing. */
+/* Runs R: on the worker's ring if the engine maps the range, else through
+ * the engine's asynchronous path if it has one for R, else on the pool;
+ * R->done is called on R->w's thread, never before io_submit returns for
+ * asynchronous and pool work, possibly within it for ranges that map to
+ * nothing. */
 void io_submit(struct io_req *r);
 
 #endif

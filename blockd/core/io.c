@@ -1,7 +1,8 @@
 /* io: a front end's request, run on the worker's io_uring when the engine
- * maps the range onto one file range, else through the engine's synchronous
- * call on the blocking pool (formats/io.c, which holds the fallbacks). Either
- * way the request's done callback runs on its worker's thread. */
+ * maps the range onto one file range, else through the engine's asynchronous
+ * path where it has one (rbd), else through the engine's synchronous call on
+ * the blocking pool (formats/io.c, which holds the fallbacks). Every way the
+ * request's done callback runs on its worker's thread. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -176,6 +177,48 @@ static void to_pool(struct io_req *r)
   worker_to_pool(r->w, &r->job);
 }
 
+/* An asynchronous engine operation came back to its worker. */
+static void aio_task(struct task *t)
+{
+  struct io_req *r = container_of(t, struct io_req, job.done);
+
+  /* A failed flush poisons every later one, as on the ring (format.h). */
+  if (r->op == IO_FLUSH)
+    r->err = -fmt_sync_result(r->fmt, -r->err);
+  r->done(r);
+}
+
+/* The engine finished R's asynchronous operation: on one of its library's
+ * threads, so the result goes to R's worker as a task (one short lock and at
+ * most one eventfd write, batched with the pool's results). */
+static void aio_done(struct fmt_aio *a, int res)
+{
+  struct io_req *r = container_of(a, struct io_req, aio);
+
+  r->err = res < 0 ? -res : 0;
+  worker_post(r->w, &r->job.done);
+}
+
+/* Starts R on the engine's asynchronous path. Returns false if the engine
+ * has none for R (fmt_aio): the pool must run it. */
+static bool start_aio(struct io_req *r)
+{
+  enum fmt_aio_op op;
+
+  switch (r->op) {
+  case IO_READ:  op = FMT_AIO_READ; break;
+  case IO_WRITE: op = FMT_AIO_WRITE; break;
+  case IO_FLUSH: op = FMT_AIO_FLUSH; break;
+  case IO_TRIM:  op = FMT_AIO_TRIM; break;
+  case IO_ZERO:  op = FMT_AIO_ZERO; break;
+  default:
+    return false;
+  }
+  r->aio.done = aio_done;
+  r->job.done.fn = aio_task;
+  return fmt_aio(r->fmt, op, r->iov, r->iovcnt, r->length, r->offset, r->flags, &r->aio) == 0;
+}
+
 /* Handles the completion of R's ring operation. */
 static void ring_done(struct completion *c, int res)
 {
@@ -298,5 +341,6 @@ void io_submit(struct io_req *r)
   submit_ring(r);
   return;
 pool:
-  to_pool(r);
+  if (!start_aio(r))
+    to_pool(r);
 }

@@ -44,7 +44,7 @@ int vhost_spec_parse(const char *arg, struct vhost_spec *s, char *err, size_t er
   }
   /* The image spec blockd's exports and the launcher's disks share, with
    * queues=N, which only a vhost-user device takes. */
-  if (spec_parse(eq + 1, SPEC_SERIAL | SPEC_QUEUES, &img, msg, sizeof msg) < 0) {
+  if (spec_parse(eq + 1, SPEC_SERIAL | SPEC_QUEUES | SPEC_RBD, &img, msg, sizeof msg) < 0) {
     snprintf(err, errlen, "--vhost-user-blk %s", msg);
     return -1;
   }
@@ -58,6 +58,8 @@ int vhost_spec_parse(const char *arg, struct vhost_spec *s, char *err, size_t er
   s->file = img.path;
   s->format = img.format;
   s->serial = img.serial;
+  s->conf = img.conf;
+  s->id = img.id;
   s->readonly = img.readonly;
   s->cache_none = img.cache_none;
   if (s->path == NULL) {
@@ -81,6 +83,8 @@ void vhost_spec_free(struct vhost_spec *s)
   free(s->file);
   free(s->format);
   free(s->serial);
+  free(s->conf);
+  free(s->id);
   memset(s, 0, sizeof *s);
 }
 
@@ -159,6 +163,8 @@ int vhost_open(const struct vhost_spec *specs, size_t n)
   for (size_t i = 0; i < n; i++) {
     const struct vhost_spec *s = &specs[i];
     struct vhost_dev *d = calloc(1, sizeof *d);
+    struct img_spec is = { .path = s->file, .format = s->format, .readonly = s->readonly,
+                           .conf = s->conf, .id = s->id };
     char err[1024];
 
     if (d == NULL || (d->path = strdup(s->path)) == NULL) {
@@ -180,7 +186,7 @@ int vhost_open(const struct vhost_spec *specs, size_t n)
       }
       vring_init(d->vqs[q], d, q);
     }
-    d->fmt = fmt_open(s->file, s->format, s->readonly, err, sizeof err);
+    d->fmt = fmt_open_spec(&is, false, err, sizeof err);
     if (d->fmt == NULL) {
       log_msg("%s", err);
       return -1;

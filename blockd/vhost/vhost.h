@@ -257,8 +257,10 @@ struct vhost_dev {
 /* One --vhost-user-blk, parsed. */
 struct vhost_spec {
   char *path;                  /* the socket */
-  char *file;                  /* the image */
+  char *file;                  /* the image: a file or rbd:POOL/IMAGE[@SNAP] */
   char *format;                /* format=, or NULL */
+  char *conf;                  /* rbd: conf=, or NULL */
+  char *id;                    /* rbd: id=, or NULL */
   char *serial;                /* serial=, or NULL */
   bool readonly;               /* readonly */
   bool cache_none;             /* cache=none */

@@ -105,6 +105,66 @@ static void test_options_vhost_spec(void **state)
   options_free(&o);
 }
 
+/* rbd: names keep conf= and id=; the parser splits the name into pool,
+ * image and snapshot and refuses what the cluster could misread. */
+static void test_options_export_rbd(void **state)
+{
+  struct options o;
+  char err[256];
+  const char *args[] = { "--unix", "/tmp/s", "--export", "a=rbd:p,,1/img@s1,ro,conf=/c.conf,id=bd",
+                         "--export", "b=rbd:p/img", NULL };
+  struct spec_rbd n;
+
+  (void)state;
+  assert_int_equal(parse(&o, err, args), OPTIONS_RUN);
+  assert_string_equal(o.exports[0].path, "rbd:p,1/img@s1");
+  assert_string_equal(o.exports[0].conf, "/c.conf");
+  assert_string_equal(o.exports[0].id, "bd");
+  assert_true(o.exports[0].readonly);
+  assert_null(o.exports[1].conf);
+  assert_null(o.exports[1].id);
+  assert_int_equal(spec_rbd_parse(o.exports[0].path, &n, err, sizeof err), 0);
+  assert_string_equal(n.pool, "p,1");
+  assert_string_equal(n.image, "img");
+  assert_string_equal(n.snap, "s1");
+  assert_int_equal(spec_rbd_parse(o.exports[1].path, &n, err, sizeof err), 0);
+  assert_string_equal(n.snap, "");
+  options_free(&o);
+}
+
+static void test_options_export_rbd_refused(void **state)
+{
+  static const char *const bad[] = {
+    "a=rbd:", "a=rbd:p", "a=rbd:/i", "a=rbd:p/", "a=rbd:p/n/i", "a=rbd:p@x/i", "a=rbd:p/i@",
+    "a=rbd:p/i@s@t", "a=rbd:p/i g", "a=rbd:p/i\x01", "a=rbd:p/i,format=raw",
+    "a=rbd:p/i,id=client.admin", "a=rbd:p/i,id=", "a=rbd:p/i,id=a/b", "a=x.img,conf=/c",
+    "a=x.img,id=admin", "a=rbd:p/i,serial=x", "a=rbd:p/i,cache=none",
+  };
+  char longname[300 + 16] = "a=rbd:p/";
+
+  (void)state;
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct options o;
+    char err[256];
+    const char *args[] = { "--unix", "/tmp/s", "--export", bad[i], NULL };
+
+    if (parse(&o, err, args) != OPTIONS_USAGE)
+      fail_msg("'%s' was accepted", bad[i]);
+    options_free(&o);
+  }
+  memset(longname + 8, 'x', 300);
+  longname[308] = '\0';
+  {
+    struct options o;
+    char err[256];
+    const char *args[] = { "--unix", "/tmp/s", "--export", longname, NULL };
+
+    assert_int_equal(parse(&o, err, args), OPTIONS_USAGE);
+    assert_non_null(strstr(err, "longer than 255 bytes"));
+    options_free(&o);
+  }
+}
+
 static void test_options_readonly_applies_to_all(void **state)
 {
   struct options o;
@@ -153,7 +213,7 @@ static void test_options_usage_errors(void **state)
     { { "--export", "a=f", "--export", "a=g" }, "given twice" },
     { { "--export", "a=f,queues=2" }, "unknown option 'queues=2'" },
     { { "--vhost-user-blk", "v.sock=f,what" },
-      "unknown option 'what' (valid: readonly (or ro), format=raw|qcow2|overlay, cache=default|none, serial=ID, queues=N)" },
+      "unknown option 'what' (valid: readonly (or ro), format=raw|qcow2|overlay, cache=default|none, serial=ID, queues=N; for rbd: conf=FILE, id=USER)" },
     { { "--vhost-user-blk", "v.sock=f,queues=0" }, "queues must be 1 to 64" },
     { { "--vhost-user-blk", "v.sock=f,queues=99999999999" }, "queues must be 1 to 64" },
     { { "--vhost-user-blk", "v.sock=f,queues=-2" }, "queues=-2 is not a number" },
@@ -188,6 +248,8 @@ int main(void)
     cmocka_unit_test(test_options_exports),
     cmocka_unit_test(test_options_export_commas),
     cmocka_unit_test(test_options_vhost_spec),
+    cmocka_unit_test(test_options_export_rbd),
+    cmocka_unit_test(test_options_export_rbd_refused),
     cmocka_unit_test(test_options_readonly_applies_to_all),
     cmocka_unit_test(test_options_default_listen),
     cmocka_unit_test(test_options_usage_errors),
