@@ -36,6 +36,7 @@ refused "space or control" --export "a=rbd:pool/im g"
 refused "space or control" --export "$(printf 'a=rbd:pool/im\tg')"
 refused "longer than 255 bytes" --export "a=rbd:pool/$long"
 refused "takes no format=" --export "a=rbd:pool/img,format=raw"
+refused "takes no cache=none" --export "a=rbd:pool/img,cache=none"
 refused "without 'client.'" --export "a=rbd:pool/img,id=client.admin"
 refused "id= must be" --export "a=rbd:pool/img,id=a;b"
 refused "conf= and id= are for rbd: images" --export "a=$TMP/disk.img,conf=/etc/hosts"
@@ -101,7 +102,8 @@ stop_blockd
 # and FUA writes still reach the cluster (write then flush, on the pool).
 timeout 20 rbd create --size 16M rbd/cached
 timeout 20 rbd config image set rbd/cached rbd_cache true
-start_blockd --export "c=rbd:rbd/cached"
+# (--cache=none, for every export, leaves rbd: ones as they are.)
+start_blockd --cache=none --export "c=rbd:rbd/cached"
 grep -q "rbd:rbd/cached: librbd's cache is on" "$TMP/blockd.log" || fail "no warning for a cached image"
 qemu-io -f raw -c "write -f -P 0x99 0 64k" "nbd+unix:///c?socket=$NBD_SOCK" >/dev/null
 timeout 20 rbd export rbd/cached "$TMP/cached.raw" >/dev/null 2>&1
