@@ -12,6 +12,16 @@ import time
 
 SKIP = 77
 BUILDDIR = os.environ.get("BUILDDIR", "build")
+
+
+def _terminated(signum, frame):
+    """meson stops a test that runs past its timeout with SIGTERM: unwind
+    like an exception, so that with-blocks and finally clauses stop the
+    servers and remove the temporary directories."""
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _terminated)
 BLOCKD = os.environ.get("BLOCKD", os.path.join(BUILDDIR, "blockd", "blockd"))
 
 

@@ -4,11 +4,15 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 
 SKIP = 77
+
+# meson's timeout sends SIGTERM: unwind so that finally clauses clean up.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 BLOCKD_IMG = os.environ.get("BLOCKD_IMG", "")
 FMT_IO = os.environ.get("FMT_IO", "")
 
