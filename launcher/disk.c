@@ -34,7 +34,7 @@ int disk_parse(const char *spec, size_t index, struct disk *d)
 
   memset(d, 0, sizeof *d);
   d->lock_fd = -1;
-  if (spec_parse(spec, SPEC_SERIAL, &s, err, sizeof err) < 0) {
+  if (spec_parse(spec, SPEC_SERIAL | SPEC_RBD, &s, err, sizeof err) < 0) {
     launch_error("--disk %s", err);
     return -1;
   }
@@ -43,6 +43,8 @@ int disk_parse(const char *spec, size_t index, struct disk *d)
   d->readonly = s.readonly;
   d->cache_none = s.cache_none;
   d->serial = s.serial;
+  d->conf = s.conf;
+  d->id = s.id;
   if (d->serial != NULL && !serial_valid(d->serial)) {
     launch_error("--disk %s: serial must be 1 to %d characters of [A-Za-z0-9._-]", spec,
                  SERIAL_MAX);
@@ -71,6 +73,11 @@ int disk_check(struct disk *d)
   struct stat st;
   char err[1024];
 
+  /* An RBD image is checked by blockd at start (cluster, pool, image,
+   * librbd's exclusive lock); its one-line refusal is passed on, and
+   * nothing else has started by then. */
+  if (spec_is_rbd(d->path))
+    return 0;
   fd = open(d->path, (d->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) {
     launch_error("%s: %m", d->path);
@@ -125,6 +132,10 @@ int disk_check_boot(const struct disk *d)
   char err[1024];
   int r = 0;
 
+  /* An RBD image is blockd's to open (with its conf= and id=); a disk that
+   * does not boot ends the launch with exit status 6 all the same. */
+  if (spec_is_rbd(d->path))
+    return 0;
   f = fmt_open(d->path, d->format, true, err, sizeof err);
   if (f == NULL) {
     launch_error("%s", err);
@@ -151,7 +162,9 @@ void disk_free(struct disk *d)
   free(d->path);
   free(d->serial);
   free(d->format);
-  d->path = d->serial = d->format = NULL;
+  free(d->conf);
+  free(d->id);
+  d->path = d->serial = d->format = d->conf = d->id = NULL;
   if (d->lock_fd >= 0)
     close(d->lock_fd);
   d->lock_fd = -1;

@@ -38,7 +38,9 @@ enum transport {
 
 /* One --disk. */
 struct disk {
-  char *path;       /* image file; made absolute by disk_check */
+  char *path;       /* image file (made absolute by disk_check), or an rbd: name */
+  char *conf;       /* rbd: conf=, Ceph configuration file, or NULL */
+  char *id;         /* rbd: id=, Ceph user, or NULL */
   char *serial;     /* virtio-blk serial; "diskN" unless given */
   char *format;     /* blockd format= (raw, qcow2, overlay), NULL: detected */
   bool readonly;    /* export and device are read-only */

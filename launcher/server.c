@@ -80,11 +80,18 @@ int server_cmdline(const struct launch *l, struct argv *a)
   }
   for (size_t i = 0; i < l->ndisks; i++) {
     const struct disk *d = &l->disks[i];
-    CLEANUP_FREE char *file = spec_escape(d->path);
+    CLEANUP_FREE char *image = spec_escape(d->path);
+    CLEANUP_FREE char *conf = d->conf ? spec_escape(d->conf) : NULL;
+    CLEANUP_FREE char *file = NULL;
     char sock[PATH_MAX], name[32];
 
-    if (file == NULL)
+    /* The image, with an rbd: name's own options after it. */
+    if (image == NULL || (d->conf && conf == NULL) ||
+        asprintf(&file, "%s%s%s%s%s", image, conf ? ",conf=" : "", conf ? conf : "",
+                 d->id ? ",id=" : "", d->id ? d->id : "") < 0) {
+      file = NULL;
       return -ENOMEM;
+    }
     if (l->transport == TRANSPORT_NBD) {
       r |= argv_add(a, "--export");
       r |= argv_addf(a, "disk%zu=%s%s%s%s%s", i, file, d->readonly ? ",readonly" : "",

@@ -75,7 +75,7 @@ refuse "unknown option 'bogus'" "${K[@]}" --disk "$TMP/disk.raw,bogus"
 refuse "given twice" "${K[@]}" --disk "$TMP/disk.raw" --disk "$TMP/disk.raw"
 refuse "$TMP/./disk.raw: given twice \(same file as $TMP/disk.raw\)" "${K[@]}" \
   --disk "$TMP/disk.raw" --disk "$TMP/./disk.raw,ro"
-refuse "unknown option 'rw' \(valid: readonly \(or ro\), format=raw\|qcow2\|overlay, cache=default\|none, serial=ID\)" "${K[@]}" \
+refuse "unknown option 'rw' \(valid: readonly \(or ro\), format=raw\|qcow2\|overlay, cache=default\|none, serial=ID; for rbd: conf=FILE, id=USER\)" "${K[@]}" \
   --disk "$TMP/disk.raw,rw"
 # ro and readonly are one option, as for blockd --export.
 for ro in ro readonly; do
