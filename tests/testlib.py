@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 SKIP = 77
 BUILDDIR = os.environ.get("BUILDDIR", "build")
@@ -17,12 +18,28 @@ BUILDDIR = os.environ.get("BUILDDIR", "build")
 def _terminated(signum, frame):
     """meson stops a test that runs past its timeout with SIGTERM: unwind
     like an exception, so that with-blocks and finally clauses stop the
-    servers and remove the temporary directories."""
+    servers and remove the temporary directories. (A test blocked inside a
+    C call that retries on EINTR, such as libnbd's poll, cannot unwind: meson
+    kills it after its grace period.)"""
     sys.exit(128 + signum)
 
 
 signal.signal(signal.SIGTERM, _terminated)
 BLOCKD = os.environ.get("BLOCKD", os.path.join(BUILDDIR, "blockd", "blockd"))
+
+
+def main(fn):
+    """Runs FN(); a failed check prints FAIL and the traceback, exit 1.
+    (SIGTERM unwinds like an exception: see _terminated above.)"""
+    try:
+        fn()
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        print("FAIL", file=sys.stderr)
+        sys.exit(1)
+    print("PASS")
 
 
 def skip(msg):

@@ -4,13 +4,11 @@ printed if the test fails."""
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
-import traceback
 
-from testlib import Blockd, sparse_file, allocated, check, skip  # noqa: F401  (re-exported)
+from testlib import Blockd, sparse_file, allocated, check, skip, main  # noqa: F401  (re-exported)
 
 MiB = 1 << 20
 
@@ -73,23 +71,6 @@ def wait_until(cond, timeout=5, step=0.05):
         if v or time.time() >= deadline:
             return v
         time.sleep(step)
-
-
-def main(fn):
-    """Runs FN(); a failed check prints FAIL and the traceback, exit 1.
-
-    SIGTERM (meson's timeout) unwinds the stack like an exception, so every
-    `with served(...)` still stops its blockd and removes its directory."""
-    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
-    try:
-        fn()
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        print("FAIL", file=sys.stderr)
-        sys.exit(1)
-    print("PASS")
 
 
 def extents(h, count, offset, flags=0):

@@ -15,11 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 import nbd
 
-from testlib import BLOCKD, check, skip  # noqa: F401  (re-exported)
+from testlib import BLOCKD, check, main, skip  # noqa: F401  (re-exported)
 
 FAULTFS = os.environ.get("FAULTFS", "")
 BLOCKD_IMG = os.environ.get("BLOCKD_IMG", os.path.join(os.environ.get("BUILDDIR", "build"),
@@ -264,21 +263,6 @@ def powerfail_rig():
         yield rig
     finally:
         rig.close()
-
-
-def main(fn):
-    """Runs FN(); a failed check prints the traceback and FAIL, exit 1.
-    SIGTERM unwinds the stack like an exception, so cleanup still runs."""
-    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
-    try:
-        fn()
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        print("FAIL", file=sys.stderr)
-        sys.exit(1)
-    print("PASS")
 
 
 def img(*args):

@@ -6,14 +6,13 @@ import contextlib
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 
-from testlib import Blockd, sparse_file, allocated, check, skip  # noqa: F401  (re-exported)
+from testlib import Blockd, sparse_file, allocated, check, skip, main  # noqa: F401  (re-exported)
 import vuclient as V
 
 MiB = 1 << 20
@@ -172,23 +171,6 @@ def img_create(*args):
         skip("BLOCKD_IMG is not set (blockd-img not built)")
     r = subprocess.run([BLOCKD_IMG, *args], capture_output=True, text=True)
     check(r.returncode == 0, "blockd-img %s: %s" % (" ".join(args), r.stderr))
-
-
-def main(fn):
-    """Runs FN(); a failed check prints FAIL and the traceback, exit 1.
-
-    SIGTERM (meson's timeout) unwinds the stack like an exception, so every
-    `with served(...)` still stops its blockd and removes its directory."""
-    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
-    try:
-        fn()
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        print("FAIL", file=sys.stderr)
-        sys.exit(1)
-    print("PASS")
 
 
 class Cases:
