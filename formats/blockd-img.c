@@ -87,6 +87,22 @@ static void usage(FILE *stream)
           "                                 -u: the virtual size only (you vouch for the\n"
           "                                 rest)\n"
           "\n"
+          "Ceph RBD images (when built with librbd): FILE, SRC and DST may name one,\n"
+          "rbd:POOL/IMAGE[@SNAP][,conf=FILE][,id=USER] (conf: the cluster's\n"
+          "configuration, default $CEPH_CONF or /etc/ceph/ceph.conf; id: the Ceph user,\n"
+          "default admin):\n"
+          "  create -s SIZE rbd:POOL/IMAGE  create an RBD image of SIZE bytes\n"
+          "  create -b rbd:POOL/IMAGE@SNAP rbd:POOL/CLONE\n"
+          "                                 create CLONE as an RBD clone of the snapshot,\n"
+          "                                 in constant time (the snapshot is protected\n"
+          "                                 where the cluster's clone format needs it)\n"
+          "  convert SRC rbd:POOL/IMAGE     import SRC into a new RBD image, writing its\n"
+          "                                 data only (removed again if the copy fails)\n"
+          "  convert rbd:... DST, info rbd:...\n"
+          "                                 export, and inspect (size, space in the\n"
+          "                                 cluster, a clone's parent, in use)\n"
+          "blockd-img never replaces an RBD image (--force is refused); 'rbd rm' does.\n"
+          "\n"
           "Options:\n"
           "  --force                        overwrite an existing FILE or DST (never one\n"
           "                                 that a server or another tool holds open)\n"
@@ -102,14 +118,28 @@ static void usage(FILE *stream)
           "blockd-img", fmt_names());
 }
 
-/* Bytes allocated on disk for PATH, or -1. */
-static int64_t allocated_bytes(const char *path)
+/* What info says of an image beside its format's fields. */
+struct facts {
+  int64_t allocated;    /* bytes it takes on disk or in the cluster, or -1 */
+  enum lock_use use;    /* how other processes use it */
+  struct fmt_rbd_info rbd; /* an RBD image's facts (parent "" otherwise) */
+};
+
+/* Fills X for F. */
+static void facts_of(struct fmt *f, struct facts *x)
 {
   struct stat st;
 
-  if (stat(path, &st) == -1)
-    return -1;
-  return (int64_t)st.st_blocks * 512;
+  x->allocated = -1;
+  if (fmt_rbd_info(f, &x->rbd) == 0) {
+    x->allocated = (int64_t)x->rbd.allocated;
+    x->use = x->rbd.locked ? LOCK_WRITTEN : LOCK_UNUSED;
+    return;
+  }
+  x->rbd.parent[0] = '\0';
+  if (stat(f->path, &st) == 0)
+    x->allocated = (int64_t)st.st_blocks * 512;
+  x->use = lock_in_use(f);
 }
 
 /* lock_in_use's answers, as info --json names them. */
@@ -121,19 +151,23 @@ static const char *const use_names[] = {
 static void info_json(struct fmt *f, int depth)
 {
   struct overlay_info oi;
+  struct facts x;
   const char *backing = NULL;
 
+  facts_of(f, &x);
 #ifdef HAVE_QCOW2
   backing = qcow2_backing(f);
 #endif
+  if (x.rbd.parent[0] != '\0')
+    backing = x.rbd.parent;
   printf("{\n%*s\"filename\": ", depth * 2 + 2, "");
   img_json_string(f->path);
   printf(",\n%*s\"format\": ", depth * 2 + 2, "");
   img_json_string(fmt_name(f));
   printf(",\n%*s\"virtual-size\": %" PRIu64, depth * 2 + 2, "", f->size);
-  printf(",\n%*s\"allocated-bytes\": %" PRId64, depth * 2 + 2, "", allocated_bytes(f->path));
+  printf(",\n%*s\"allocated-bytes\": %" PRId64, depth * 2 + 2, "", x.allocated);
   if (depth == 0)
-    printf(",\n  \"in-use\": \"%s\"", use_names[lock_in_use(f)]);
+    printf(",\n  \"in-use\": \"%s\"", use_names[x.use]);
   if (backing != NULL) {
     printf(",\n%*s\"backing-filename\": ", depth * 2 + 2, "");
     img_json_string(backing);
@@ -155,25 +189,29 @@ static void info_json(struct fmt *f, int depth)
 static void info_text(struct fmt *f)
 {
   struct overlay_info oi;
+  struct facts x;
   const char *backing = NULL;
   char b1[32], b2[32];
-  int64_t alloc = allocated_bytes(f->path);
 
+  facts_of(f, &x);
 #ifdef HAVE_QCOW2
   backing = qcow2_backing(f);
 #endif
   printf("image: %s\n", f->path);
   printf("format: %s\n", fmt_name(f));
   printf("virtual size: %s (%" PRIu64 " bytes)\n", img_human(f->size, b1, sizeof b1), f->size);
-  printf("allocated: %s (%" PRId64 " bytes)\n", img_human((uint64_t)(alloc < 0 ? 0 : alloc), b2,
-                                                     sizeof b2), alloc);
+  printf("allocated: %s (%" PRId64 " bytes)\n",
+         img_human((uint64_t)(x.allocated < 0 ? 0 : x.allocated), b2, sizeof b2), x.allocated);
   if (backing != NULL)
     printf("backing file: %s\n", backing);
-  switch (lock_in_use(f)) {
+  if (x.rbd.parent[0] != '\0')
+    printf("clone of: %s\n", x.rbd.parent);
+  switch (x.use) {
   case LOCK_UNUSED: break;
   case LOCK_IN_USE: printf("in use: open read-only by another process\n"); break;
   case LOCK_WRITTEN:
-    printf("in use: open for writing by another process (these figures may be changing)\n");
+    printf("in use: open for writing by another %s (these figures may be changing)\n",
+           x.rbd.locked ? "client, which holds its exclusive lock" : "process");
     break;
   }
   if (overlay_get_info(f, &oi) == 0) {
@@ -217,9 +255,20 @@ static int cmd_info(int argc, char **argv)
   }
   if (argc - optind != 1)
     img_die(EXIT_USAGE, "info: expected one FILE");
-  /* Locks nothing, so that a served image can be looked at, as qemu-img
-   * info -U does. */
-  f = fmt_open_shared(argv[optind], format, err, sizeof err);
+  if (spec_is_rbd(argv[optind])) {
+    struct img_spec s;
+
+    if (format != NULL)
+      img_die(EXIT_USAGE, "info: -f does not apply to an rbd: image");
+    img_rbd_spec(argv[optind], &s);
+    /* Read-only, so it takes no lock: it works on an image in use. */
+    f = fmt_open_spec(&s, true, err, sizeof err);
+    spec_free(&s);
+  }
+  else
+    /* Locks nothing, so that a served image can be looked at, as qemu-img
+     * info -U does. */
+    f = fmt_open_shared(argv[optind], format, err, sizeof err);
   if (f == NULL)
     img_die(EXIT_FAILURE, "%s", err);
   if (json) {
@@ -261,6 +310,36 @@ static int cluster_bits_of(const char *s)
   return __builtin_ctzll(v);
 }
 
+/* Creates the RBD image TARGET, of SIZE_ARG bytes or as a clone of BASE:
+ * blockd-img create -s SIZE rbd:... or -b rbd:...@SNAP rbd:... */
+static int create_rbd(const char *target, const char *size_arg, const char *base)
+{
+  struct img_spec s, b;
+  char err[2048];
+  uint64_t size;
+  int r;
+
+  img_rbd_spec(target, &s);
+  if (size_arg != NULL) {
+    if (size_parse(size_arg, &size) < 0 || size > (uint64_t)INT64_MAX)
+      img_die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
+    r = fmt_rbd_create(&s, size, err, sizeof err);
+  }
+  else {
+    if (!spec_is_rbd(base))
+      img_die(EXIT_USAGE, "create: an RBD image's base is an RBD snapshot (rbd:POOL/IMAGE@SNAP);"
+                          " to copy %s into the cluster: blockd-img convert %s %s", base, base,
+              target);
+    img_rbd_spec(base, &b);
+    r = fmt_rbd_clone(&b, &s, err, sizeof err);
+    spec_free(&b);
+  }
+  spec_free(&s);
+  if (r < 0)
+    img_die(EXIT_FAILURE, "%s", err);
+  return 0;
+}
+
 /* blockd-img create [--force] (-s SIZE | -b BASE [-F FORMAT] [-c SIZE]) FILE */
 static int cmd_create(int argc, char **argv)
 {
@@ -276,6 +355,7 @@ static int cmd_create(int argc, char **argv)
   };
   const char *size_arg = NULL, *base = NULL, *base_format = NULL;
   int bits = OVERLAY_DEFAULT_CLUSTER_BITS;
+  bool bits_given = false;
   unsigned flags = 0;
   char err[2048];
   uint64_t size;
@@ -292,6 +372,7 @@ static int cmd_create(int argc, char **argv)
       bits = cluster_bits_of(optarg);
       if (bits < 0)
         img_die(EXIT_USAGE, "create: invalid cluster size '%s' (a power of two, 4K to 16M)", optarg);
+      bits_given = true;
       break;
     case 'h': usage(stdout); return 0;
     default: img_die(EXIT_USAGE, "create: unknown option or missing argument: %s", argv[optind - 1]);
@@ -303,6 +384,15 @@ static int cmd_create(int argc, char **argv)
     img_die(EXIT_USAGE, "create: give exactly one of -s SIZE (raw) or -b BASE (overlay)");
   if (base_format != NULL && base == NULL)
     img_die(EXIT_USAGE, "create: -F FORMAT goes with -b BASE");
+  if (spec_is_rbd(argv[optind])) {
+    /* The cluster's own copy-on-write: no overlay options. */
+    if (flags & FMT_CREATE_FORCE)
+      img_die(EXIT_USAGE, "create: --force: blockd-img never replaces an RBD image");
+    if (bits_given || base_format != NULL)
+      img_die(EXIT_USAGE, "create: %s are for overlays: an RBD clone keeps its parent's objects",
+              bits_given ? "-c" : "-F");
+    return create_rbd(argv[optind], size_arg, base);
+  }
   if (size_arg != NULL) {
     int r = size_parse(size_arg, &size);
     if (r < 0 || size > (uint64_t)INT64_MAX)
@@ -461,6 +551,44 @@ static bool in_chain(struct fmt *f, const struct stat *st)
   return false;
 }
 
+/* convert SRC rbd:...: imports SRC (open) into a new RBD image DST, which
+ * is removed again if the copy fails. */
+static int convert_to_rbd(struct fmt *src, const char *dst)
+{
+  struct img_spec s;
+  struct fmt *out = NULL;
+  char err[2048], err2[1024];
+  int r;
+
+  img_rbd_spec(dst, &s);
+  if (fmt_rbd_create(&s, src->size, err, sizeof err) < 0) {
+    fmt_close(src);
+    img_die(EXIT_FAILURE, "%s", err);
+  }
+  /* A new image reads as zeroes: only data is written, so the import takes
+   * as much of the cluster as SRC has data. */
+  out = fmt_open_spec(&s, false, err, sizeof err);
+  if (out == NULL || copy_image(src, out, err, sizeof err) < 0)
+    goto fail;
+  r = fmt_flush(out);
+  if (r < 0) {
+    snprintf(err, sizeof err, "%s: %s", dst, strerror(-r));
+    goto fail;
+  }
+  fmt_close(out);
+  fmt_close(src);
+  spec_free(&s);
+  return 0;
+fail:
+  fmt_close(out);
+  /* A half-imported image looks complete: do not leave it behind. */
+  if (fmt_rbd_remove(&s, err2, sizeof err2) < 0)
+    img_warn("%s (left in the cluster: remove it with 'rbd rm')", err2);
+  fmt_close(src);
+  spec_free(&s);
+  img_die(EXIT_FAILURE, "%s", err);
+}
+
 /* blockd-img convert [--force] [-f FORMAT] SRC DST */
 static int cmd_convert(int argc, char **argv)
 {
@@ -492,9 +620,23 @@ static int cmd_convert(int argc, char **argv)
     img_die(EXIT_USAGE, "convert: expected SRC and DST");
   srcpath = argv[optind];
   dst = argv[optind + 1];
-  src = fmt_open(srcpath, format, true, err, sizeof err);
+  if (spec_is_rbd(dst) && (flags & FMT_CREATE_FORCE))
+    img_die(EXIT_USAGE, "convert: --force: blockd-img never replaces an RBD image");
+  if (spec_is_rbd(srcpath)) {
+    struct img_spec s;
+
+    if (format != NULL)
+      img_die(EXIT_USAGE, "convert: -f does not apply to an rbd: image");
+    img_rbd_spec(srcpath, &s);
+    src = fmt_open_spec(&s, true, err, sizeof err);
+    spec_free(&s);
+  }
+  else
+    src = fmt_open(srcpath, format, true, err, sizeof err);
   if (src == NULL)
     img_die(EXIT_FAILURE, "%s", err);
+  if (spec_is_rbd(dst))
+    return convert_to_rbd(src, dst);
   /* Truncating DST must never destroy what we are about to read. */
   if (stat(dst, &st) == 0 && in_chain(src, &st))
     img_die(EXIT_FAILURE, "%s: is the source image or one of its bases", dst);

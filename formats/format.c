@@ -208,6 +208,40 @@ struct fmt *fmt_open_shared(const char *path, const char *format, char *err, siz
   return open_path(path, format, FMT_SHARED, err, errlen);
 }
 
+#ifndef HAVE_RBD
+/* Without librbd: every RBD operation says so. */
+static int no_rbd(const char *path, char *err, size_t errlen)
+{
+  snprintf(err, errlen, "%s: built without Ceph RBD support (librbd)", path);
+  return -1;
+}
+
+int fmt_rbd_create(const struct img_spec *s, uint64_t size, char *err, size_t errlen)
+{
+  (void)size;
+  return no_rbd(s->path, err, errlen);
+}
+
+int fmt_rbd_clone(const struct img_spec *base, const struct img_spec *s, char *err,
+                  size_t errlen)
+{
+  (void)base;
+  return no_rbd(s->path, err, errlen);
+}
+
+int fmt_rbd_remove(const struct img_spec *s, char *err, size_t errlen)
+{
+  return no_rbd(s->path, err, errlen);
+}
+
+int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info)
+{
+  (void)f;
+  (void)info;
+  return -EINVAL;
+}
+#endif
+
 struct fmt *fmt_open_spec(const struct img_spec *s, bool readonly, char *err, size_t errlen)
 {
   readonly = readonly || s->readonly;
@@ -216,7 +250,7 @@ struct fmt *fmt_open_spec(const struct img_spec *s, bool readonly, char *err, si
 #ifdef HAVE_RBD
   return fmt_rbd_open(s->path, s->conf, s->id, readonly, err, errlen);
 #else
-  snprintf(err, errlen, "%s: built without Ceph RBD support (librbd)", s->path);
+  no_rbd(s->path, err, errlen);
   return NULL;
 #endif
 }

@@ -284,6 +284,28 @@ void spec_free(struct img_spec *s);
  * name goes into a spec, and into a QEMU option value. */
 char *spec_escape(const char *path);
 
+/* rbd.c: what blockd-img does to RBD images besides I/O. Without librbd
+ * each fails with a message saying so. All return 0, or -1 with a one-line
+ * message in ERR. */
+/* Creates the image S names (rbd:POOL/IMAGE, with S's conf= and id=) of
+ * SIZE bytes, with the cluster's default features; never replaces one. */
+int fmt_rbd_create(const struct img_spec *s, uint64_t size, char *err, size_t errlen);
+/* Creates S as an RBD clone of the snapshot BASE (rbd:POOL/IMAGE@SNAP, in
+ * S's cluster), in constant time, protecting the snapshot where the
+ * cluster's clone format needs it. */
+int fmt_rbd_clone(const struct img_spec *base, const struct img_spec *s, char *err,
+                  size_t errlen);
+/* Removes the image S names (what a failed import leaves). */
+int fmt_rbd_remove(const struct img_spec *s, char *err, size_t errlen);
+/* What blockd-img info shows of an RBD image. */
+struct fmt_rbd_info {
+  uint64_t allocated; /* bytes of the image's own objects (whole objects, as rbd du) */
+  char parent[3 * RBD_NAME_MAX + 8]; /* a clone's parent, rbd:POOL/IMAGE@SNAP, or "" */
+  bool locked;        /* a client holds its exclusive lock: someone writes it */
+};
+/* Fills INFO if F is an RBD image; returns -EINVAL if not, or -errno. */
+int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info);
+
 /* basepath.c: where the files an image names (bases, backing files) may be */
 /* Adds DIR to the directories beneath which bases may live, besides the
  * directory of the image that names them. Returns 0 or -errno. */

@@ -50,6 +50,16 @@ const char *img_format_arg(const char *opt, const char *name, int usage_status)
   return name;
 }
 
+void img_rbd_spec(const char *arg, struct img_spec *s)
+{
+  char err[1024];
+
+  if (spec_parse(arg, SPEC_RBD, s, err, sizeof err) < 0)
+    img_die(EXIT_USAGE, "%s", err);
+  if (s->readonly)
+    img_die(EXIT_USAGE, "'%s': blockd-img takes no readonly here", arg);
+}
+
 const char *img_human(uint64_t n, char *buf, size_t len)
 {
   static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };

@@ -26,6 +26,9 @@ void img_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void img_allow_base_dir(const char *dir, int usage_status);
 /* -f/-F FORMAT: a format built in, or dies with USAGE_STATUS. */
 const char *img_format_arg(const char *opt, const char *name, int usage_status);
+/* Parses ARG, an rbd:POOL/IMAGE[@SNAP] name with [,conf=FILE][,id=USER],
+ * into S (spec_free it); dies with EXIT_USAGE if it is malformed. */
+void img_rbd_spec(const char *arg, struct img_spec *s);
 /* Formats N bytes as "1.5 GiB" into BUF. */
 const char *img_human(uint64_t n, char *buf, size_t len);
 /* Writes S on stdout as a JSON string. */

@@ -579,3 +579,207 @@ const struct fmt_ops fmt_rbd_ops = {
   .cache = NULL,
   .aio = rbdimg_aio,
 };
+
+/* What blockd-img does to RBD images besides reading and writing them. */
+
+/* An open pool of the cluster S names: S's conf= and id=, its pool. */
+struct pool {
+  struct cluster *cluster; /* the connection, shared */
+  rados_ioctx_t io;        /* the pool */
+};
+
+/* Opens the pool of the rbd: name in S (split into N). Returns 0, or -1 with a
+ * message in ERR. */
+static int pool_open(const struct img_spec *s, struct spec_rbd *n, struct pool *p, char *err,
+                     size_t errlen)
+{
+  int e;
+
+  if (spec_rbd_parse(s->path, n, err, errlen) < 0)
+    return -1;
+  if (s->conf != NULL && check_conf(s->path, s->conf, err, errlen) < 0)
+    return -1;
+  p->cluster = cluster_get(s->path, s->conf, s->id, err, errlen);
+  if (p->cluster == NULL)
+    return -1;
+  e = rados_ioctx_create(p->cluster->rados, n->pool, &p->io);
+  if (e < 0) {
+    snprintf(err, errlen, "%s: pool '%s': %s", s->path, n->pool,
+             e == -ENOENT ? "no such pool" : strerror(-e));
+    cluster_put(p->cluster);
+    return -1;
+  }
+  return 0;
+}
+
+static void pool_close(struct pool *p)
+{
+  rados_ioctx_destroy(p->io);
+  cluster_put(p->cluster);
+}
+
+/* The message for E, an error creating the image N at PATH. */
+static void create_error(const char *path, const struct spec_rbd *n, int e, char *err,
+                         size_t errlen)
+{
+  if (e == -EEXIST)
+    snprintf(err, errlen, "%s: image '%s' already exists in pool '%s' (blockd-img never"
+                          " replaces an RBD image: remove it with 'rbd rm' first)",
+             path, n->image, n->pool);
+  else
+    snprintf(err, errlen, "%s: create: %s", path, strerror(-e));
+}
+
+int fmt_rbd_create(const struct img_spec *s, uint64_t size, char *err, size_t errlen)
+{
+  struct spec_rbd n;
+  struct pool p;
+  int order = 0; /* the cluster's default object size */
+  int e;
+
+  if (pool_open(s, &n, &p, err, errlen) < 0)
+    return -1;
+  if (n.snap[0] != '\0') {
+    snprintf(err, errlen, "%s: a snapshot cannot be created as an image (make it with"
+                          " 'rbd snap create')", s->path);
+    pool_close(&p);
+    return -1;
+  }
+  /* Format 2 with the cluster's default features (layering, exclusive
+   * lock, object map, ...): what 'rbd create' makes. */
+  e = rbd_create(p.io, n.image, size, &order);
+  if (e < 0)
+    create_error(s->path, &n, e, err, errlen);
+  pool_close(&p);
+  return e < 0 ? -1 : 0;
+}
+
+int fmt_rbd_remove(const struct img_spec *s, char *err, size_t errlen)
+{
+  struct spec_rbd n;
+  struct pool p;
+  int e;
+
+  if (pool_open(s, &n, &p, err, errlen) < 0)
+    return -1;
+  e = rbd_remove(p.io, n.image);
+  if (e < 0)
+    snprintf(err, errlen, "%s: remove: %s", s->path, strerror(-e));
+  pool_close(&p);
+  return e < 0 ? -1 : 0;
+}
+
+/* Protects snapshot N->snap of N->image in P, for a format 1 clone. Returns 0
+ * or -errno. */
+static int protect_snap(struct pool *p, const struct spec_rbd *n)
+{
+  rbd_image_t image;
+  int prot = 0;
+  int e = rbd_open(p->io, n->image, &image, NULL);
+
+  if (e < 0)
+    return e;
+  e = rbd_snap_is_protected(image, n->snap, &prot);
+  if (e == 0 && !prot)
+    e = rbd_snap_protect(image, n->snap);
+  rbd_close(image);
+  return e;
+}
+
+int fmt_rbd_clone(const struct img_spec *base, const struct img_spec *s, char *err,
+                  size_t errlen)
+{
+  struct spec_rbd bn, n;
+  struct pool bp, p;
+  rbd_image_options_t opts;
+  int e;
+
+  if (!same(base->conf, s->conf) && base->conf != NULL) {
+    snprintf(err, errlen, "%s: a clone lives in its base's cluster: give the same conf= to both",
+             s->path);
+    return -1;
+  }
+  if (!same(base->id, s->id) && base->id != NULL) {
+    snprintf(err, errlen, "%s: one Ceph user makes the clone: give the same id= to both", s->path);
+    return -1;
+  }
+  if (spec_rbd_parse(base->path, &bn, err, errlen) < 0)
+    return -1;
+  if (bn.snap[0] == '\0') {
+    snprintf(err, errlen, "%s: a clone's base is a snapshot: rbd:%s/%s@SNAP (make one with"
+                          " 'rbd snap create')", base->path, bn.pool, bn.image);
+    return -1;
+  }
+  /* Both names in the target's cluster. */
+  struct img_spec b = *base;
+  b.conf = s->conf;
+  b.id = s->id;
+  if (pool_open(&b, &bn, &bp, err, errlen) < 0)
+    return -1;
+  if (pool_open(s, &n, &p, err, errlen) < 0) {
+    pool_close(&bp);
+    return -1;
+  }
+  if (n.snap[0] != '\0') {
+    snprintf(err, errlen, "%s: a clone is an image, not a snapshot", s->path);
+    e = -EINVAL;
+    goto out;
+  }
+  rbd_image_options_create(&opts);
+  e = rbd_clone3(bp.io, bn.image, bn.snap, p.io, n.image, opts);
+  /* Format 1 clones (the default while the cluster admits clients older
+   * than Mimic) need the snapshot protected first; format 2 ones do not,
+   * and a snapshot is not protected unless a clone needs it. */
+  if (e == -EINVAL && protect_snap(&bp, &bn) == 0)
+    e = rbd_clone3(bp.io, bn.image, bn.snap, p.io, n.image, opts);
+  rbd_image_options_destroy(opts);
+  if (e == -ENOENT)
+    snprintf(err, errlen, "%s: no such image or snapshot in pool '%s'", base->path, bn.pool);
+  else if (e < 0)
+    create_error(s->path, &n, e, err, errlen);
+out:
+  pool_close(&p);
+  pool_close(&bp);
+  return e < 0 ? -1 : 0;
+}
+
+/* rbd_diff_iterate2's callback for fmt_rbd_info: adds up allocated bytes. */
+static int add_allocated(uint64_t offset, size_t length, int exists, void *arg)
+{
+  (void)offset;
+  if (exists)
+    *(uint64_t *)arg += length;
+  return 0;
+}
+
+int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info)
+{
+  struct rbd *r = (struct rbd *)f;
+  rbd_linked_image_spec_t parent;
+  rbd_snap_spec_t snap;
+  char tag[8], clients[8], cookies[8], addrs[8];
+  size_t taglen = sizeof tag, clientslen = sizeof clients, cookieslen = sizeof cookies,
+         addrslen = sizeof addrs;
+  int exclusive, e;
+
+  if (f->ops != &fmt_rbd_ops)
+    return -EINVAL;
+  memset(info, 0, sizeof *info);
+  /* The image's own objects, whole ones, not its parent's (as rbd du). */
+  e = rbd_diff_iterate2(r->image, NULL, 0, f->size, 0, 1, add_allocated, &info->allocated);
+  if (e < 0)
+    return e;
+  if (rbd_get_parent(r->image, &parent, &snap) == 0) {
+    snprintf(info->parent, sizeof info->parent, "rbd:%s/%s@%s", parent.pool_name,
+             parent.image_name, snap.name);
+    rbd_linked_image_spec_cleanup(&parent);
+    rbd_snap_spec_cleanup(&snap);
+  }
+  /* The exclusive lock is listed with the others (as rbd lock ls shows
+   * it); owners cannot be asked through a read-only handle. Buffers too
+   * short for any locker's name: -ERANGE means there is one. */
+  e = rbd_list_lockers(r->image, &exclusive, tag, &taglen, clients, &clientslen, cookies,
+                       &cookieslen, addrs, &addrslen);
+  info->locked = e > 0 || e == -ERANGE;
+  return 0;
+}
