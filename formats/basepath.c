@@ -27,13 +27,34 @@
 
 static char *allowed[MAX_ALLOWED]; /* canonical absolute directories */
 static size_t nr_allowed;
+static char *allowed_pools[MAX_ALLOWED]; /* Ceph pools, for rbd: bases */
+static size_t nr_allowed_pools;
 
-/* Adds DIR to the directories bases may live in. Returns 0 or -errno. */
+/* Adds "rbd:POOL" to the pools bases may live in. Returns 0 or -errno. */
+static int allow_pool(const char *name)
+{
+  const char *pool = name + 4;
+
+  if (nr_allowed_pools == MAX_ALLOWED)
+    return -E2BIG;
+  if (pool[0] == '\0' || strlen(pool) > RBD_NAME_MAX || strpbrk(pool, "/@ \t\n,") != NULL)
+    return -EINVAL;
+  allowed_pools[nr_allowed_pools] = strdup(pool);
+  if (allowed_pools[nr_allowed_pools] == NULL)
+    return -ENOMEM;
+  nr_allowed_pools++;
+  return 0;
+}
+
+/* Adds DIR to the directories bases may live in, or with "rbd:POOL" the
+ * pool to those RBD bases may live in. Returns 0 or -errno. */
 int basepath_allow(const char *dir)
 {
   char *real;
   struct stat st;
 
+  if (spec_is_rbd(dir))
+    return allow_pool(dir);
   if (nr_allowed == MAX_ALLOWED)
     return -E2BIG;
   real = realpath(dir, NULL);
@@ -53,6 +74,9 @@ void basepath_reset(void)
   for (size_t i = 0; i < nr_allowed; i++)
     free(allowed[i]);
   nr_allowed = 0;
+  for (size_t i = 0; i < nr_allowed_pools; i++)
+    free(allowed_pools[i]);
+  nr_allowed_pools = 0;
 }
 
 /* Opens NAME beneath directory DIRFD with openat2(RESOLVE_BENEATH), for
@@ -255,4 +279,40 @@ bool basepath_allowed(const char *referrer, const char *name)
     return false;
   close(fd);
   return true;
+}
+
+/* An overlay's base in a Ceph cluster: a snapshot, in a pool the user
+ * allowed. No pool is allowed by default: the cluster holds other tenants'
+ * images, which the server's Ceph user can read, and the name comes from
+ * the overlay file. The cluster is librados' default ($CEPH_CONF or
+ * /etc/ceph/ceph.conf, the user from CEPH_ARGS): a file must not choose
+ * which configuration file the server reads. */
+struct fmt *basepath_open_rbd(const char *referrer, const char *name, char *err, size_t errlen)
+{
+  struct spec_rbd n;
+  size_t i;
+
+  if (spec_rbd_parse(name, &n, err, errlen) < 0)
+    return NULL;
+  if (n.snap[0] == '\0') {
+    snprintf(err, errlen, "%s: an RBD base must be a snapshot, which cannot change", name);
+    return NULL;
+  }
+  for (i = 0; i < nr_allowed_pools; i++)
+    if (strcmp(allowed_pools[i], n.pool) == 0)
+      break;
+  /* Refused before the cluster is asked: the answer never says whether
+   * such an image exists. */
+  if (i == nr_allowed_pools) {
+    snprintf(err, errlen, "%s: in Ceph pool '%s', where bases may be only with --allow-base-dir"
+             " rbd:%s", name, n.pool, n.pool);
+    return NULL;
+  }
+  (void)referrer;
+#ifdef HAVE_RBD
+  return fmt_rbd_open(name, NULL, NULL, true, err, errlen);
+#else
+  snprintf(err, errlen, "%s: built without Ceph RBD support (librbd)", name);
+  return NULL;
+#endif
 }

@@ -96,6 +96,11 @@ static void usage(FILE *stream)
           "                                 create CLONE as an RBD clone of the snapshot,\n"
           "                                 in constant time (the snapshot is protected\n"
           "                                 where the cluster's clone format needs it)\n"
+          "  create -b rbd:POOL/IMAGE@SNAP FILE\n"
+          "                                 create a local overlay over the snapshot: its\n"
+          "                                 writes stay in FILE, unwritten ranges are read\n"
+          "                                 from the cluster (serve it with\n"
+          "                                 --allow-base-dir rbd:POOL)\n"
           "  convert SRC rbd:POOL/IMAGE     import SRC into a new RBD image, writing its\n"
           "                                 data only (removed again if the copy fails)\n"
           "  convert rbd:... DST, info rbd:...\n"
@@ -107,7 +112,9 @@ static void usage(FILE *stream)
           "  --force                        overwrite an existing FILE or DST (never one\n"
           "                                 that a server or another tool holds open)\n"
           "  --allow-base-dir DIR           bases may also live beneath DIR (repeatable;\n"
-          "                                 by default only beneath the image's directory)\n"
+          "                                 by default only beneath the image's directory);\n"
+          "                                 rbd:POOL: snapshots in that Ceph pool may be\n"
+          "                                 bases\n"
           "  -h, --help                     show this help and exit\n"
           "  -V, --version                  show the version and exit\n"
           "\n"
@@ -393,6 +400,8 @@ static int cmd_create(int argc, char **argv)
               bits_given ? "-c" : "-F");
     return create_rbd(argv[optind], size_arg, base);
   }
+  if (base != NULL && spec_is_rbd(base) && base_format != NULL)
+    img_die(EXIT_USAGE, "create: -F: an rbd: base has no format to name");
   if (size_arg != NULL) {
     int r = size_parse(size_arg, &size);
     if (r < 0 || size > (uint64_t)INT64_MAX)
@@ -409,7 +418,8 @@ static int cmd_create(int argc, char **argv)
 
     if (f == NULL) {
       img_warn("note: %s", err);
-      img_warn("note: serve it with --allow-base-dir naming the base's directory");
+      img_warn("note: serve it with --allow-base-dir naming the base's %s",
+               spec_is_rbd(base) ? "pool (rbd:POOL)" : "directory");
     }
     fmt_close(f);
   }

@@ -129,6 +129,10 @@ extern const struct fmt_ops fmt_rbd_ops;
  * one-line message in ERR on failure. */
 struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool readonly,
                          char *err, size_t errlen);
+/* An overlay's record of its RBD base F: the snapshot's id and the image's
+ * id (into ID, LEN bytes), which a snapshot re-created under the same names
+ * does not have. Returns 0 or -errno (-EINVAL: F is not a snapshot). */
+int fmt_rbd_identity(struct fmt *f, uint64_t *snap_id, char *id, size_t len);
 
 /* fdatasync(FD) on behalf of F, through fmt_sync_result. */
 int fmt_fdatasync(struct fmt *f, int fd);
@@ -155,6 +159,9 @@ int basepath_open(const char *referrer, const char *name, char *out, size_t outl
 /* The same, for reading and writing: committing an overlay into its base. */
 int basepath_open_write(const char *referrer, const char *name, char *out, size_t outlen,
                         char *err, size_t errlen);
+/* Opens NAME (rbd:POOL/IMAGE@SNAP), the base of the overlay REFERRER, read-only,
+ * if its pool is allowed (--allow-base-dir rbd:POOL). NULL with a message in ERR. */
+struct fmt *basepath_open_rbd(const char *referrer, const char *name, char *err, size_t errlen);
 /* Whether NAME, named by REFERRER, can be opened under that policy. */
 bool basepath_allowed(const char *referrer, const char *name);
 /* Checks FD, open as PATH, is a regular file or block device, and clears

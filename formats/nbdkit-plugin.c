@@ -113,7 +113,8 @@ static int plugin_config_complete(void)
   "file=FILE (required)           The image: raw, qcow2 (read-only) or overlay.\n" \
   "format=raw|qcow2|overlay       Override detection from the file's contents\n" \
   "                               (qcow2 is never detected: name it).\n" \
-  "allow-base-dir=DIR             Bases may live beneath DIR too (repeatable).\n" \
+  "allow-base-dir=DIR             Bases may live beneath DIR too (repeatable;\n" \
+  "                               rbd:POOL: snapshots in that Ceph pool).\n" \
   "readonly=true                  Open the image read-only (no lock for writing)."
 
 /* Opens the image once for the whole server, while errors still reach the user. */

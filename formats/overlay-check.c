@@ -181,6 +181,17 @@ static void check_base(struct ovl_check *k)
   struct fmt *base;
   int bfd;
 
+  if (strcmp(k->h.base_format, "rbd") == 0) {
+    /* A snapshot in a Ceph cluster, as the engine opens it. */
+    snprintf(shown, sizeof shown, "%s", k->h.base_path);
+    base = basepath_open_rbd(k->path, k->h.base_path, berr, sizeof berr);
+    if (base == NULL) {
+      fmt_check_report(k->c, FMT_CHECK_CORRUPTION, "%s: cannot open base image: %s", k->path,
+                       berr);
+      return;
+    }
+    goto identity;
+  }
   if (ops == NULL) {
     fmt_check_report(k->c, FMT_CHECK_CORRUPTION, "%s: base format '%s' unknown or not built in",
                      k->path, k->h.base_format);
@@ -196,6 +207,7 @@ static void check_base(struct ovl_check *k)
     fmt_check_report(k->c, FMT_CHECK_CORRUPTION, "%s: cannot open base image: %s", k->path, berr);
     return;
   }
+identity:
   if (overlay_header_check_base(&k->h, base, k->path, err, sizeof err) < 0)
     fmt_check_report(k->c, FMT_CHECK_CORRUPTION, "%s", err);
   else

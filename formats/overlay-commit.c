@@ -161,6 +161,11 @@ static struct fmt *open_base(struct commit *k, char *err, size_t errlen)
   struct fmt *base;
   int bfd;
 
+  if (strcmp(k->h.base_format, "rbd") == 0) {
+    snprintf(err, errlen, "%s: its base is an RBD snapshot, which cannot change: convert the"
+             " chain instead (blockd-img convert, into a file or a new RBD image)", k->path);
+    return NULL;
+  }
   if (ops == NULL) {
     snprintf(err, errlen, "%s: base format '%s' unknown or not built in", k->path,
              k->h.base_format);

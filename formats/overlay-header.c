@@ -19,14 +19,18 @@
 
 _Static_assert(sizeof(struct overlay_header) == OVERLAY_HEADER_SIZE, "overlay header is one page");
 
-/* FNV-1a 64 of LEN bytes. */
-static uint64_t fnv1a(const unsigned char *p, size_t len)
+/* FNV-1a 64 of LEN more bytes at P, after those that gave H. */
+static uint64_t fnv1a_more(uint64_t h, const unsigned char *p, size_t len)
 {
-  uint64_t h = 0xcbf29ce484222325ULL;
-
   for (size_t i = 0; i < len; i++)
     h = (h ^ p[i]) * 0x100000001b3ULL;
   return h;
+}
+
+/* FNV-1a 64 of LEN bytes. */
+static uint64_t fnv1a(const unsigned char *p, size_t len)
+{
+  return fnv1a_more(0xcbf29ce484222325ULL, p, len);
 }
 
 /* Decodes and checks a header read from PATH, in place, to host order.
@@ -149,6 +153,37 @@ int overlay_header_write(int fd, const struct overlay_header *h)
   return file_pwrite_full(fd, &le, sizeof le, 0);
 }
 
+/* overlay_header_identify for an RBD snapshot BASE (BUF: HASH_BYTES of
+ * zeroes): no file to stat, so the file size is the virtual size, the
+ * "modification time" the snapshot's id, and the hash covers the image's
+ * id after its head, so a snapshot or image re-created under the same
+ * names is told apart. */
+static int identify_rbd(struct overlay_header *h, const struct fmt *base, unsigned char *buf)
+{
+#ifdef HAVE_RBD
+  char id[128];
+  uint64_t snap;
+  uint64_t n = base->size < HASH_BYTES ? base->size : HASH_BYTES;
+  int r = fmt_rbd_identity((struct fmt *)base, &snap, id, sizeof id);
+
+  if (r == 0 && n > 0)
+    r = base->ops->pread((struct fmt *)base, buf, n, 0);
+  if (r < 0)
+    return r;
+  h->base_file_size = base->size;
+  h->base_mtime_sec = (int64_t)snap;
+  h->base_mtime_nsec = 0;
+  h->base_virtual_size = base->size;
+  h->base_hash = fnv1a_more(fnv1a(buf, HASH_BYTES), (const unsigned char *)id, strlen(id));
+  memset(h->base_format, 0, sizeof h->base_format);
+  snprintf(h->base_format, sizeof h->base_format, "%s", base->ops->name);
+  return 0;
+#else
+  (void)h, (void)base, (void)buf;
+  return -ENOTSUP;
+#endif
+}
+
 int overlay_header_identify(struct overlay_header *h, const struct fmt *base)
 {
   CLEANUP_FREE unsigned char *buf = calloc(1, HASH_BYTES);
@@ -157,6 +192,8 @@ int overlay_header_identify(struct overlay_header *h, const struct fmt *base)
 
   if (buf == NULL)
     return -ENOMEM;
+  if (base->fd < 0)
+    return identify_rbd(h, base, buf);
   /* The open file, as overlay_header_check_base reads it. */
   if (fstat(base->fd, &st) == -1)
     return -errno;
@@ -212,7 +249,11 @@ int overlay_header_check_base(const struct overlay_header *h, const struct fmt *
              " made", (unsigned long long)now.base_file_size,
              (unsigned long long)h->base_file_size);
   else if (now.base_hash != h->base_hash)
-    snprintf(what, sizeof what, "its first 64 KiB differ from when the overlay was made");
+    snprintf(what, sizeof what, "its first 64 KiB%s differ from when the overlay was made",
+             base->fd < 0 ? " or its image id" : "");
+  else if (base->fd < 0 && now.base_mtime_sec != h->base_mtime_sec)
+    snprintf(what, sizeof what, "it is another snapshot of that name: id %lld, %lld when the"
+             " overlay was made", (long long)now.base_mtime_sec, (long long)h->base_mtime_sec);
   else if (now.base_mtime_sec != h->base_mtime_sec || now.base_mtime_nsec != h->base_mtime_nsec) {
     /* Size and head match: most likely a copy without -p, or a touch. */
     snprintf(err, errlen, "%s: base image %s changed since the overlay was created (only its"
@@ -350,6 +391,40 @@ int overlay_header_set_base(struct overlay_header *h, const char *path, const ch
   return 0;
 }
 
+/* Opens BASE, an rbd:POOL/IMAGE@SNAP spec with [,conf=FILE][,id=USER], to
+ * become an overlay's base, and records its name (without the options: a
+ * file must not choose the configuration its server reads) in H. NULL with
+ * a message in ERR. */
+static struct fmt *open_rbd_base(struct overlay_header *h, const char *base,
+                                 const char *base_format, char *err, size_t errlen)
+{
+  struct img_spec s;
+  struct spec_rbd n;
+  struct fmt *b = NULL;
+
+  if (base_format != NULL) {
+    snprintf(err, errlen, "%s: an rbd: base has no format to name", base);
+    return NULL;
+  }
+  if (spec_parse(base, SPEC_RBD, &s, err, errlen) < 0)
+    return NULL;
+  if (spec_rbd_parse(s.path, &n, err, errlen) < 0)
+    goto out;
+  if (n.snap[0] == '\0') {
+    snprintf(err, errlen, "%s: an overlay's RBD base is a snapshot, which cannot change:"
+             " rbd:%s/%s@SNAP (make one with 'rbd snap create')", s.path, n.pool, n.image);
+    goto out;
+  }
+  b = fmt_open_spec(&s, true, err, errlen);
+  if (b != NULL) {
+    h->base_path_len = (uint32_t)strlen(s.path);
+    memcpy(h->base_path, s.path, h->base_path_len + 1);
+  }
+out:
+  spec_free(&s);
+  return b;
+}
+
 int overlay_create(const char *path, const char *base, const char *base_format,
                    unsigned cluster_bits, unsigned flags, char *err, size_t errlen)
 {
@@ -366,20 +441,23 @@ int overlay_create(const char *path, const char *base, const char *base_format,
     return -1;
   }
   memset(&h, 0, sizeof h);
-  if (overlay_header_set_base(&h, path, base, real, sizeof real, err, errlen) < 0)
+  if (spec_is_rbd(base))
+    b = open_rbd_base(&h, base, base_format, err, errlen);
+  else if (overlay_header_set_base(&h, path, base, real, sizeof real, err, errlen) < 0)
     return -1;
-  /* Opening the base checks it (and its own chain) and gives its size; its
-   * identity is read from the same open file. */
-  b = fmt_open(real, base_format, true, err, errlen);
+  else
+    /* Opening the base checks it (and its own chain) and gives its size;
+     * its identity is read from the same open file. */
+    b = fmt_open(real, base_format, true, err, errlen);
   if (b == NULL)
     return -1;
-  r = fstat(b->fd, &bst) == -1 ? -errno : overlay_header_identify(&h, b);
+  r = b->fd >= 0 && fstat(b->fd, &bst) == -1 ? -errno : overlay_header_identify(&h, b);
   if (r < 0) {
     snprintf(err, errlen, "%s: %s", base, strerror(-r));
     fmt_close(b);
     return -1;
   }
-  if (stat(path, &st) == 0 && st.st_dev == bst.st_dev && st.st_ino == bst.st_ino) {
+  if (b->fd >= 0 && stat(path, &st) == 0 && st.st_dev == bst.st_dev && st.st_ino == bst.st_ino) {
     snprintf(err, errlen, "%s: is the base image itself", path);
     fmt_close(b);
     return -1;

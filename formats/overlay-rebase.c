@@ -140,6 +140,11 @@ int overlay_rebase(const char *path, const char *newbase, const char *format, un
     snprintf(err, errlen, "%s: %s", path, OVERLAY_COMMIT_INTERRUPTED);
     goto out;
   }
+  if (strcmp(h.base_format, "rbd") == 0) {
+    /* Nothing to re-accept: a snapshot cannot be touched or copied. */
+    snprintf(err, errlen, "%s: its base is an RBD snapshot, which rebase does not move", path);
+    goto out;
+  }
   nh = h;
   /* The recorded base, if it still opens: the original to compare with. */
   old = open_base(path, h.base_path, h.base_format, oerr, sizeof oerr);

@@ -136,6 +136,16 @@ static struct fmt *overlay_open(int fd, const char *path, enum fmt_access access
   memcpy(o->base_recorded, h.base_path, h.base_path_len + 1);
   memcpy(o->base_format, h.base_format, sizeof o->base_format);
 
+  /* An RBD snapshot: a name in a cluster, not a file. */
+  if (strcmp(o->base_format, "rbd") == 0) {
+    o->base = basepath_open_rbd(path, h.base_path, berr, sizeof berr);
+    if (o->base == NULL) {
+      snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);
+      goto err;
+    }
+    snprintf(o->base_path, sizeof o->base_path, "%s", h.base_path);
+    goto check_base;
+  }
   /* The base's format is the one recorded at creation, never guessed from
    * its contents; where it may live is basepath.c's policy. */
   base_ops = fmt_lookup(o->base_format);
@@ -161,6 +171,7 @@ static struct fmt *overlay_open(int fd, const char *path, enum fmt_access access
     snprintf(err, errlen, "%s: cannot open base image: %s", path, berr);
     goto err;
   }
+check_base:
   if (overlay_header_check_base(&h, o->base, path, err, errlen) < 0)
     goto err;
 

@@ -783,3 +783,19 @@ int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info)
   info->locked = e > 0 || e == -ERANGE;
   return 0;
 }
+
+int fmt_rbd_identity(struct fmt *f, uint64_t *snap_id, char *id, size_t len)
+{
+  struct rbd *r = (struct rbd *)f;
+  struct spec_rbd n;
+  char err[512];
+  int e;
+
+  if (f->ops != &fmt_rbd_ops || spec_rbd_parse(f->path, &n, err, sizeof err) < 0 ||
+      n.snap[0] == '\0')
+    return -EINVAL;
+  e = rbd_snap_get_id(r->image, n.snap, snap_id);
+  if (e == 0)
+    e = rbd_get_id(r->image, id, len);
+  return e;
+}

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # blockd-img on RBD images: create (a blank image; an O(1) clone of a
-# snapshot), convert (a sparse file imported into the cluster with its
-# zeroes left out, and exported back), info (format, size, space in the
-# cluster, a clone's parent, in use), and the names and options refused.
+# snapshot; a local overlay over a snapshot), convert (a sparse file
+# imported into the cluster with its zeroes left out, and exported back),
+# info (format, size, space in the cluster, a clone's parent, in use), and
+# the names and options refused. A local overlay over an RBD snapshot is
+# served only from allowed pools, reads the snapshot, keeps its writes on
+# the host, and refuses a snapshot re-created under the same name.
 . "$SRCDIR/tests/lib.sh"
 . "$SRCDIR/tests/rbd/cephlib.sh"
 require_ceph
@@ -80,4 +83,50 @@ cmp -n $((1 << 20)) "$TMP/base.raw" "$TMP/ws.raw" || fail "the clone's first MiB
 "$IMG" convert rbd:rbd/base@v1 "$TMP/snap.raw" || fail "convert a snapshot"
 cmp "$TMP/base.raw" "$TMP/snap.raw" || fail "the base snapshot changed"
 [ "$(stat -c %b "$TMP/snap.raw")" -lt $((32 << 11)) ] || fail "the export filled the hole"
+
+# A local overlay over the snapshot: base data from the cluster, writes on
+# the host's disk.
+refused 1 "RBD base is a snapshot" create -b rbd:rbd/base "$TMP/bad.ovl"
+refused 2 "an rbd: base has no format to name" create -F raw -b rbd:rbd/base@v1 "$TMP/bad.ovl"
+"$IMG" create -b rbd:rbd/base@v1 "$TMP/ws.ovl" 2> "$TMP/err" || { cat "$TMP/err" >&2; fail "create an overlay over rbd"; }
+grep -q -- "--allow-base-dir rbd:rbd" "$TMP/err" || { cat "$TMP/err" >&2; fail "create: no note on the pool"; }
+refused 1 "where bases may be only with --allow-base-dir rbd:rbd" info "$TMP/ws.ovl"
+"$IMG" info --allow-base-dir rbd:rbd "$TMP/ws.ovl" > "$TMP/info" || fail "info of the overlay"
+grep -qx "base: rbd:rbd/base@v1 (rbd)" "$TMP/info" || { cat "$TMP/info" >&2; fail "info: the rbd base"; }
+rc=0; timeout 30 "$BLOCKD" --unix "$TMP/no.sock" "$TMP/ws.ovl" 2> "$TMP/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "allow-base-dir rbd:rbd" "$TMP/err" || { cat "$TMP/err" >&2; fail "served from a pool not allowed: exit $rc"; }
+du_base=$(rbd_du base)
+start_blockd --allow-base-dir rbd:rbd --export "ws=$TMP/ws.ovl"
+qemu-img compare -f raw -F raw "$u" "$TMP/base.raw" >/dev/null || fail "the overlay does not read as its base"
+qemu-io -f raw -c "write -P 0x6b 2M 1M" -c "write -z 20M 64k" "$u" >/dev/null || fail "write to the overlay"
+qemu-io -f raw -c "read -P 0x6b 2M 1M" -c "read -P 0 20M 64k" "$u" | grep -c "^read" | grep -qx 2 || fail "read back from the overlay"
+stop_blockd
+[ "$(rbd_du base)" -eq "$du_base" ] || fail "the overlay's writes reached the cluster"
+a=$(allocated "$TMP/ws.ovl")
+echo "overlay over rbd: $a bytes on the host after 1 MiB written and 64 KiB zeroed"
+[ "$a" -ge $((1 << 20)) ] && [ "$a" -le $((2 << 20)) ] || fail "the overlay holds $a bytes"
+"$IMG" convert --allow-base-dir rbd:rbd "$TMP/ws.ovl" "$TMP/flat.raw" || fail "convert the overlay"
+cmp -n $((2 << 20)) "$TMP/base.raw" "$TMP/flat.raw" || fail "flattened overlay: its first 2 MiB"
+cmp -i $((3 << 20)) -n $((17 << 20)) "$TMP/base.raw" "$TMP/flat.raw" || fail "flattened overlay: 3-20 MiB"
+"$IMG" check --allow-base-dir rbd:rbd "$TMP/ws.ovl" > "$TMP/out" || { cat "$TMP/out" >&2; fail "check the overlay"; }
+grep -q "base rbd:rbd/base@v1 (rbd): identity as recorded" "$TMP/out" || { cat "$TMP/out" >&2; fail "check: base identity"; }
+refused 1 "RBD snapshot, which cannot change" commit --allow-base-dir rbd:rbd "$TMP/ws.ovl"
+refused 1 "RBD snapshot, which rebase does not move" rebase --allow-base-dir rbd:rbd "$TMP/ws.ovl"
+
+# A snapshot re-created under the same name is another base.
+"$IMG" create -s 1M rbd:rbd/b2 && timeout 20 rbd snap create rbd/b2@s 2>/dev/null || fail "b2@s"
+"$IMG" create -b rbd:rbd/b2@s "$TMP/b2.ovl" 2>/dev/null || fail "overlay over b2@s"
+timeout 20 rbd snap rm rbd/b2@s 2>/dev/null && timeout 20 rbd snap create rbd/b2@s 2>/dev/null || fail "re-create b2@s"
+refused 1 "another snapshot of that name" info --allow-base-dir rbd:rbd "$TMP/b2.ovl"
+rc=0; "$IMG" check --allow-base-dir rbd:rbd "$TMP/b2.ovl" > "$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "another snapshot of that name" "$TMP/out" || { cat "$TMP/out" >&2; fail "check: re-created snapshot, exit $rc"; }
+# A header edited to name the image itself, which changes: refused.
+"$PY" - "$TMP/b2.ovl" <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    name = b"rbd:rbd/b2"
+    f.seek(120); f.write(struct.pack("<I", len(name)))
+    f.seek(128); f.write(name + b"\0" * 16)
+PY
+refused 1 "an RBD base must be a snapshot" info --allow-base-dir rbd:rbd "$TMP/b2.ovl"
 echo "PASS"
