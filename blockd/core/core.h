@@ -169,9 +169,9 @@ struct worker {
   int init_result;             /* 0, or -1 if it could not */
   struct io_uring ring;        /* submission and completion queues */
   struct watch wake;           /* its eventfd: tasks from other threads, stop */
-  pthread_mutex_t lock;        /* protects tasks, stopping */
-  struct task *tasks;          /* handed over, not yet run (newest first) */
-  bool stopping;               /* workers_stop was called (under lock) */
+  struct task *tasks;          /* handed over, not yet run (newest first; atomic) */
+  unsigned posting;            /* threads in worker_post now (atomic) */
+  bool stopping;               /* workers_stop was called (atomic) */
   bool draining;               /* the worker thread has seen stopping */
   unsigned nr_clients;         /* clients owned or on their way, for balancing (atomic) */
   struct client *clients;      /* clients owned */

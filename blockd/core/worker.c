@@ -4,6 +4,7 @@
  * worker's eventfd. Once a second the worker ticks its clients (time
  * limits); when told to stop it drains them and waits until they are gone. */
 #include <errno.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,6 @@ static int worker_init(struct worker *w)
   struct io_uring_params params;
   int r, efd;
 
-  pthread_mutex_init(&w->lock, NULL);
   efd = eventfd(0, EFD_CLOEXEC);
   if (efd == -1) {
     log_msg("eventfd: %m");
@@ -160,10 +160,13 @@ static int worker_init(struct worker *w)
 /* Frees W's ring and eventfd. */
 static void worker_fini(struct worker *w)
 {
+  /* A thread that handed W its last task may still be about to write the
+   * eventfd: wait for it (a few instructions) before closing that. */
+  while (__atomic_load_n(&w->posting, __ATOMIC_ACQUIRE) != 0)
+    sched_yield();
   io_uring_queue_exit(&w->ring);
   buffer_cache_clear(&w->buffers);
   close(w->wake.fd);
-  pthread_mutex_destroy(&w->lock);
 }
 
 /* Wakes W's event loop. */
@@ -178,17 +181,23 @@ static void worker_wake(struct worker *w)
 /* Runs T on W's thread, soon (any thread). */
 void worker_post(struct worker *w, struct task *t)
 {
-  bool wake;
+  struct task *head;
 
-  /* Wake under the lock: once the worker can see the task, it may finish
-   * and free itself, so nothing here may touch W after the unlock. */
-  pthread_mutex_lock(&w->lock);
-  wake = w->tasks == NULL;
-  t->next = w->tasks;
-  w->tasks = t;
-  if (wake)
+  /* No lock: librbd's completion thread and the pool call this once per
+   * request. Pushed onto the stack with a compare-and-swap; only a push onto
+   * an empty stack wakes the worker (it takes the whole stack at once, so a
+   * non-empty one has a wake-up coming). Once the task is visible the
+   * worker may run it, finish and free itself: POSTING keeps it from
+   * closing the eventfd until the write below is done. */
+  __atomic_add_fetch(&w->posting, 1, __ATOMIC_SEQ_CST);
+  head = __atomic_load_n(&w->tasks, __ATOMIC_RELAXED);
+  do
+    t->next = head;
+  while (!__atomic_compare_exchange_n(&w->tasks, &head, t, true, __ATOMIC_RELEASE,
+                                      __ATOMIC_RELAXED));
+  if (head == NULL)
     worker_wake(w);
-  pthread_mutex_unlock(&w->lock);
+  __atomic_sub_fetch(&w->posting, 1, __ATOMIC_RELEASE);
 }
 
 /* Runs T once, after the completions of the current pass. */
@@ -257,11 +266,8 @@ static void wake_event(struct watch *wt)
   struct task *tasks, *reversed = NULL;
   bool stopping;
 
-  pthread_mutex_lock(&w->lock);
-  tasks = w->tasks;
-  w->tasks = NULL;
-  stopping = w->stopping;
-  pthread_mutex_unlock(&w->lock);
+  tasks = __atomic_exchange_n(&w->tasks, NULL, __ATOMIC_ACQUIRE);
+  stopping = __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE);
 
   /* Tasks were pushed newest first. */
   while (tasks) {
@@ -284,12 +290,7 @@ static void wake_event(struct watch *wt)
  * client: a worker must not leave before it sees them). */
 static bool tasks_waiting(struct worker *w)
 {
-  bool waiting;
-
-  pthread_mutex_lock(&w->lock);
-  waiting = w->tasks != NULL;
-  pthread_mutex_unlock(&w->lock);
-  return waiting;
+  return __atomic_load_n(&w->tasks, __ATOMIC_ACQUIRE) != NULL;
 }
 
 /* Posts the timeout that wakes W once a second for its clients' ticks. */
@@ -478,11 +479,11 @@ unsigned workers_count(void)
 /* Drains every client, then stops and frees the workers. */
 void workers_stop(void)
 {
+  /* The workers live until joined: no need to hold them while waking. A
+   * worker that read STOPPING before the store gets this wake-up after. */
   for (unsigned i = 0; i < nr_workers; i++) {
-    pthread_mutex_lock(&workers[i].lock);
     __atomic_store_n(&workers[i].stopping, true, __ATOMIC_RELEASE);
     worker_wake(&workers[i]);
-    pthread_mutex_unlock(&workers[i].lock);
   }
   for (unsigned i = 0; i < nr_workers; i++)
     pthread_join(workers[i].thread, NULL);
