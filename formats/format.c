@@ -240,6 +240,11 @@ int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info)
   (void)info;
   return -EINVAL;
 }
+
+bool fmt_rbd_connected(void)
+{
+  return false;
+}
 #endif
 
 struct fmt *fmt_open_spec(const struct img_spec *s, bool readonly, char *err, size_t errlen)

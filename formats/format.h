@@ -305,6 +305,10 @@ struct fmt_rbd_info {
 };
 /* Fills INFO if F is an RBD image; returns -EINVAL if not, or -errno. */
 int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info);
+/* Whether this process is connected to a Ceph cluster now (an RBD image,
+ * or an overlay over an RBD base, is open): librados runs threads for it,
+ * which a fork would not carry over. */
+bool fmt_rbd_connected(void);
 
 /* basepath.c: where the files an image names (bases, backing files) may be */
 /* Adds DIR to the directories beneath which bases may live, besides the

@@ -1,6 +1,7 @@
 /* nbdkit-blockd-plugin: the blockd formats (raw, qcow2, overlay) as an nbdkit plugin.
  *
  *   nbdkit nbdkit-blockd-plugin.so file=FILE [format=raw|qcow2|overlay] [readonly=true]
+ *   nbdkit nbdkit-blockd-plugin.so file=rbd:POOL/IMAGE[@SNAP] [conf=FILE] [id=USER]
  *
  * One engine, two front ends: this file only translates nbdkit's callbacks
  * into the synchronous operations of formats/format.h.  The image is opened
@@ -8,6 +9,11 @@
  * one handle: an overlay opened for writing holds an exclusive lock, so a
  * second open from a second connection would fail, and sharing the handle is
  * also what makes multi-conn true (see plugin_can_multi_conn).
+ *
+ * An image in a Ceph cluster (an rbd: name, or an overlay over an RBD
+ * snapshot) is the exception: librados runs threads, which nbdkit's fork
+ * into the background would lose. It is opened in .get_ready to check it,
+ * closed, and opened again for good in .after_fork.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,16 +34,22 @@
  * operations are thread-safe (format.h) and the handle is shared. */
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
-static char *filename;        /* file= (absolute; nbdkit may chdir before serving) */
+static char *filename;        /* file= (absolute; nbdkit may chdir before serving),
+                               * or an rbd: name */
 static char *format;          /* format= or NULL to detect from the contents */
+static char *conf;            /* conf=: Ceph configuration file, or NULL */
+static char *id;              /* id=: Ceph user, or NULL */
 static bool readonly;         /* readonly= */
-static struct fmt *image;     /* the image, open from .get_ready to .cleanup */
+static bool open_after_fork;  /* the image needs librados: open it in .after_fork */
+static struct fmt *image;     /* the image, open from .get_ready (or .after_fork) to .cleanup */
 
 /* Frees the configuration when the plugin is unloaded. */
 static void plugin_unload(void)
 {
   free(filename);
   free(format);
+  free(conf);
+  free(id);
 }
 
 /* Prints the plugin's facts for `nbdkit --dump-plugin`. */
@@ -63,8 +75,17 @@ static int plugin_config(const char *key, const char *value)
   fmt_log = plugin_log;
   if (strcmp(key, "file") == 0) {
     free(filename);
-    filename = nbdkit_realpath(value);
+    /* An rbd: name is not a path; a file named so is given as ./rbd:... */
+    filename = spec_is_rbd(value) ? strdup(value) : nbdkit_realpath(value);
     if (filename == NULL)
+      return -1;
+  }
+  else if (strcmp(key, "conf") == 0 || strcmp(key, "id") == 0) {
+    char **p = key[0] == 'c' ? &conf : &id;
+
+    free(*p);
+    *p = key[0] == 'c' ? nbdkit_realpath(value) : strdup(value);
+    if (*p == NULL)
       return -1;
   }
   else if (strcmp(key, "format") == 0) {
@@ -106,6 +127,14 @@ static int plugin_config_complete(void)
     nbdkit_error("you must supply the file=FILE parameter after the plugin name");
     return -1;
   }
+  if (!spec_is_rbd(filename) && (conf != NULL || id != NULL)) {
+    nbdkit_error("conf= and id= are for rbd: images");
+    return -1;
+  }
+  if (spec_is_rbd(filename) && format != NULL) {
+    nbdkit_error("an rbd: image takes no format=");
+    return -1;
+  }
   return 0;
 }
 
@@ -115,26 +144,26 @@ static int plugin_config_complete(void)
   "                               (qcow2 is never detected: name it).\n" \
   "allow-base-dir=DIR             Bases may live beneath DIR too (repeatable;\n" \
   "                               rbd:POOL: snapshots in that Ceph pool).\n" \
-  "readonly=true                  Open the image read-only (no lock for writing)."
+  "readonly=true                  Open the image read-only (no lock for writing).\n" \
+  "file=rbd:POOL/IMAGE[@SNAP]     A Ceph RBD image (if built with librbd), with\n" \
+  "conf=FILE                      the cluster's configuration ($CEPH_CONF or\n" \
+  "id=USER                        /etc/ceph/ceph.conf) and Ceph user (admin)."
 
-/* Opens the image once for the whole server, while errors still reach the user. */
-static int plugin_get_ready(void)
+/* Opens the image as configured. Returns 0, or -1 after nbdkit_error. */
+static int open_image(void)
 {
+  struct img_spec s = { .path = filename, .format = format, .conf = conf, .id = id };
   char err[512];
-  bool ro = readonly;
 
+  s.readonly = readonly;
   /* Like nbdkit-file-plugin: a file we may not write is served read-only
    * rather than refused, so `nbdkit -r` and --filter=cow work on it. */
-  if (!ro && access(filename, W_OK) == -1 && (errno == EACCES || errno == EROFS)) {
+  if (!s.readonly && !spec_is_rbd(filename) && access(filename, W_OK) == -1 &&
+      (errno == EACCES || errno == EROFS)) {
     nbdkit_debug("%s: not writable, opening read-only", filename);
-    ro = true;
+    s.readonly = true;
   }
-  /* The image stays open across nbdkit's fork into the background: the
-   * descriptors and the open-file-description locks the engines take are
-   * inherited by the child, which is the process that serves.  Threads are
-   * not, so an engine must not start any in ->open (none does; qcow2 only
-   * holds a mutex). */
-  image = fmt_open(filename, format, ro, err, sizeof err);
+  image = fmt_open_spec(&s, false, err, sizeof err);
   if (image == NULL) {
     nbdkit_error("%s", err);
     return -1;
@@ -142,6 +171,30 @@ static int plugin_get_ready(void)
   nbdkit_debug("%s: format %s, size %" PRIu64 ", %s", filename, fmt_name(image), image->size,
                image->readonly ? "read-only" : "read-write");
   return 0;
+}
+
+/* Opens the image once for the whole server, while errors still reach the user. */
+static int plugin_get_ready(void)
+{
+  if (open_image() < 0)
+    return -1;
+  /* The image stays open across nbdkit's fork into the background: the
+   * descriptors and the open-file-description locks the engines take are
+   * inherited by the child, which is the process that serves. Threads are
+   * not: an image that connected to a Ceph cluster is closed now (which
+   * stops librados' threads) and opened again after the fork. */
+  if (fmt_rbd_connected()) {
+    fmt_close(image);
+    image = NULL;
+    open_after_fork = true;
+  }
+  return 0;
+}
+
+/* In the process that serves: opens an image that needs librados. */
+static int plugin_after_fork(void)
+{
+  return open_after_fork ? open_image() : 0;
 }
 
 /* Flushes and closes the image after the last connection. */
@@ -404,6 +457,7 @@ static struct nbdkit_plugin plugin = {
   .config_help = plugin_config_help,
   .magic_config_key = "file",
   .get_ready = plugin_get_ready,
+  .after_fork = plugin_after_fork,
   .cleanup = plugin_cleanup,
   .open = plugin_open,
   .close = plugin_close,

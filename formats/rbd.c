@@ -799,3 +799,13 @@ int fmt_rbd_identity(struct fmt *f, uint64_t *snap_id, char *id, size_t len)
     e = rbd_get_id(r->image, id, len);
   return e;
 }
+
+bool fmt_rbd_connected(void)
+{
+  bool connected;
+
+  pthread_mutex_lock(&clusters_lock);
+  connected = clusters != NULL;
+  pthread_mutex_unlock(&clusters_lock);
+  return connected;
+}
