@@ -178,6 +178,8 @@ struct worker {
   unsigned nr_budgeted;        /* those of them that take budget (with budget_resume) */
   struct buffer_cache buffers; /* payload buffers for reuse */
   struct task *pass_end;       /* to run after this pass's completions */
+  struct io_req *trims;        /* trims for the ring, issued at the pass's end (io.c) */
+  struct task trims_task;      /* the pass-end task that issues them */
   struct pool_job *to_pool;    /* jobs for the pool, handed over once per loop pass */
   struct pool_job *to_pool_tail;
   unsigned nr_to_pool;         /* jobs in to_pool */
@@ -324,6 +326,9 @@ struct io_req {
   struct fmt_aio aio;          /* the engine's asynchronous operation (fmt_aio) */
   struct fmt_map m;            /* the file range the engine mapped */
   uint64_t moved;              /* bytes moved so far on the ring */
+  struct io_req *trim_next;    /* IO_TRIM on the ring: the worker's pending trims, then
+                                * the others this one's fallocate covers */
+  uint64_t trim_length;        /* bytes that fallocate punches from m.offset */
 };
 /* Runs R: on the worker's ring if the engine maps the range, else through
  * the engine's asynchronous path if it has one for R, else on the pool;

@@ -75,7 +75,8 @@ static int data_fd(const struct io_req *r, uint64_t off)
   return r->m.direct_fd;
 }
 
-static void submit_ring(struct io_req *r)
+/* Prepares R's next ring operation; returns its SQE. */
+static struct io_uring_sqe *submit_ring(struct io_req *r)
 {
   struct io_uring_sqe *sqe = worker_sqe(r->w);
   uint64_t off = r->m.offset + r->moved;
@@ -102,7 +103,7 @@ static void submit_ring(struct io_req *r)
     break;
   case IO_TRIM:
     io_uring_prep_fallocate(sqe, r->m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                            r->m.offset, r->length);
+                            r->m.offset, r->trim_length);
     break;
   case IO_ZERO:
     io_uring_prep_fallocate(sqe, r->m.fd,
@@ -123,6 +124,7 @@ static void submit_ring(struct io_req *r)
     abort();
   }
   sqe_set_completion(sqe, &r->comp);
+  return sqe;
 }
 
 /* Runs R synchronously through the engine, on a pool thread. */
@@ -219,6 +221,90 @@ static bool start_aio(struct io_req *r)
   return fmt_aio(r->fmt, op, r->iov, r->iovcnt, r->length, r->offset, r->flags, &r->aio) == 0;
 }
 
+/* The fallocate of R, which covered the trims chained from R too, ended
+ * with RES: each of them ends with it. */
+static void trims_done(struct io_req *r, int res)
+{
+  while (r != NULL) {
+    struct io_req *next = r->trim_next;
+
+    /* done may reuse R: the chain is read first. */
+    r->trim_next = NULL;
+    if (res == -EOPNOTSUPP || res == -ENOSYS)
+      to_pool(r); /* the engine's fallback, per request */
+    else
+      finish(r, res < 0 ? -res : 0);
+    r = next;
+  }
+}
+
+/* Sorts the list L by file, then offset (insertion sort: a pass brings
+ * few trims). */
+static struct io_req *trims_sort(struct io_req *l)
+{
+  struct io_req *sorted = NULL;
+
+  while (l != NULL) {
+    struct io_req *r = l, **p = &sorted;
+
+    l = l->trim_next;
+    while (*p != NULL && ((*p)->m.fd < r->m.fd ||
+                          ((*p)->m.fd == r->m.fd && (*p)->m.offset <= r->m.offset)))
+      p = &(*p)->trim_next;
+    r->trim_next = *p;
+    *p = r;
+  }
+  return sorted;
+}
+
+/* Pass-end task: issues the pass's trims. Those whose file ranges touch or
+ * overlap become one fallocate (a guest discarding a freed file sends its
+ * range in pieces), and the fallocates on one file run one after another
+ * (hard-linked): in parallel they would only wait for each other on the
+ * inode's lock, each on an io-wq thread of its own, and on file systems
+ * mounted with online discard each punch also waits for the device. */
+static void trims_issue(struct task *t)
+{
+  struct worker *w = container_of(t, struct worker, trims_task);
+  struct io_req *r = trims_sort(w->trims);
+
+  w->trims = NULL;
+  while (r != NULL) {
+    struct io_req *last = r, *next;
+    uint64_t end = r->m.offset + r->length;
+    struct io_uring_sqe *sqe;
+
+    while (last->trim_next != NULL && last->trim_next->m.fd == r->m.fd &&
+           last->trim_next->m.offset <= end) {
+      struct io_req *m = last->trim_next;
+
+      if (m->m.offset + m->length > end)
+        end = m->m.offset + m->length;
+      last = m;
+    }
+    next = last->trim_next;
+    last->trim_next = NULL; /* R's chain: the trims its fallocate covers */
+    r->trim_length = end - r->m.offset;
+    sqe = submit_ring(r);
+    if (next != NULL && next->m.fd == r->m.fd)
+      sqe->flags |= IOSQE_IO_HARDLINK;
+    r = next;
+  }
+}
+
+/* Queues R, a trim mapped onto its file, for the end of the pass. */
+static void trim_defer(struct io_req *r)
+{
+  struct worker *w = r->w;
+
+  if (w->trims == NULL) {
+    w->trims_task.fn = trims_issue;
+    worker_at_pass_end(w, &w->trims_task);
+  }
+  r->trim_next = w->trims;
+  w->trims = r;
+}
+
 /* Handles the completion of R's ring operation. */
 static void ring_done(struct completion *c, int res)
 {
@@ -236,6 +322,10 @@ static void ring_done(struct completion *c, int res)
   }
   if (res == -EIO && r->op == IO_WRITE && (r->flags & FMT_FUA))
     fmt_sync_result(r->fmt, res);
+  if (r->op == IO_TRIM && r->trim_next != NULL) {
+    trims_done(r, res);
+    return;
+  }
   if (res < 0) {
     /* File systems that cannot punch or zero: the engine's synchronous path
      * has the fallbacks (and honours FAST_ZERO). */
@@ -277,6 +367,7 @@ void io_submit(struct io_req *r)
   enum fmt_map_dir dir;
 
   r->err = 0;
+  r->trim_next = NULL;
   r->zero = false;
   r->moved = 0;
   r->comp.fn = ring_done;
@@ -336,6 +427,10 @@ void io_submit(struct io_req *r)
     if (r->op == IO_READ)
       iov_zero(r);
     finish(r, 0);
+    return;
+  }
+  if (r->op == IO_TRIM) {
+    trim_defer(r);
     return;
   }
   submit_ring(r);
