@@ -7,9 +7,10 @@ import sys
 
 # Figures folded by median over --repeat rounds (the rest are summed or kept).
 MEDIAN_KEYS = ("iops", "mbps", "server_cpu_s_per_mio", "server_cpu_pct", "fio_usr_cpu",
-               "fio_sys_cpu", "lat_mean_us", "clat_p99_us", "syscalls_per_io", "ctxsw_per_io")
+               "fio_sys_cpu", "lat_mean_us", "clat_p99_us", "syscalls_per_io", "ctxsw_per_io",
+               "osd_cpu_s_per_mio", "osd_cpu_pct", "mon_cpu_s_per_mio", "mon_cpu_pct")
 # Figures given as a ratio to the baseline server's.
-RATIO_KEYS = ("iops", "mbps", "server_cpu_s_per_mio")
+RATIO_KEYS = ("iops", "mbps", "server_cpu_s_per_mio", "osd_cpu_s_per_mio")
 
 
 def median(values):
@@ -53,7 +54,9 @@ def add_ratios(results, baseline):
     for r in results:
         base = next((b for b in results if b["job"] == r["job"] and b["server"] == baseline), None)
         if base is not None:
-            r["ratio"] = {k: ratio(r.get(k), base.get(k)) for k in RATIO_KEYS}
+            # Only the figures this run has (the OSD's only with --rbd).
+            r["ratio"] = {k: ratio(r.get(k), base.get(k)) for k in RATIO_KEYS
+                          if k in r or k in base}
 
 
 def fmt(v, unit=""):
@@ -79,6 +82,10 @@ def print_table(jobs, results, servers, baseline, peak_rss, out=sys.stdout):
     w = max(len(s) for s in servers) + 2
     hdr = ("  %-*s %9s %7s %9s %7s %11s %7s %7s %7s" %
            (w, "server", "IOPS", "x", "MB/s", "x", "CPU s/MIO", "x", "srvCPU%", "fioCPU%"))
+    # --rbd: the Ceph daemons, measured over the same fio runs.
+    cluster = any(r.get("osd_cpu_s_per_mio") is not None for r in results)
+    if cluster:
+        hdr += " %10s %7s %6s %10s" % ("OSD s/MIO", "x", "OSD%", "mon s/MIO")
     print("ratios (x) are to %s from the same run" % baseline, file=out)
     for job in jobs:
         rows = [r for r in results if r["job"] == job.name]
@@ -99,6 +106,10 @@ def print_table(jobs, results, servers, baseline, peak_rss, out=sys.stdout):
             if split and split.get("io-wq"):
                 extra += "  io-wq %.0f%% of CPU" % (
                     100.0 * split["io-wq"] / max(sum(split.values()), 1e-9))
+            if cluster:
+                extra = " %10s %7s %6s %10s%s" % (
+                    fmt(r.get("osd_cpu_s_per_mio")), fmtx(rx.get("osd_cpu_s_per_mio")),
+                    fmt(r.get("osd_cpu_pct")), fmt(r.get("mon_cpu_s_per_mio")), extra)
             print("  %-*s %9s %7s %9s %7s %11s %7s %7s %7s%s" % (
                 w, r["server"], fmt(r["iops"], "k"), fmtx(rx.get("iops")),
                 fmt(r["mbps"]), fmtx(rx.get("mbps")),
@@ -161,14 +172,24 @@ def markdown_table(doc):
     def cell(r, key, unit=""):
         if r is None or r.get(key) is None:
             return "-"
-        x = (r.get("ratio") or {}).get(key)
-        return "%s (%s)" % (fmt(r[key], unit), fmtx(x)) if r["server"] != base else fmt(r[key], unit)
+        if r["server"] == base or key not in RATIO_KEYS:
+            return fmt(r[key], unit)
+        return "%s (%s)" % (fmt(r[key], unit), fmtx((r.get("ratio") or {}).get(key)))
 
     out = []
-    for title, key, unit in (("IOPS", "iops", "k"), ("MB/s", "mbps", ""),
-                             ("server CPU s per million I/Os (lower is better)",
-                              "server_cpu_s_per_mio", "")):
-        out.append("%s, ratio to %s in brackets:\n" % (title, base))
+    sections = [("IOPS", "iops", "k"), ("MB/s", "mbps", ""),
+                ("server CPU s per million I/Os (lower is better)", "server_cpu_s_per_mio", "")]
+    if any(r.get("osd_cpu_s_per_mio") is not None for r in results):
+        # --rbd: what the single-node cluster spent on the same runs.
+        sections += [("server CPU, % of one core", "server_cpu_pct", ""),
+                      ("OSD CPU s per million I/Os", "osd_cpu_s_per_mio", ""),
+                      ("OSD CPU, % of one core", "osd_cpu_pct", ""),
+                      ("monitor CPU s per million I/Os", "mon_cpu_s_per_mio", "")]
+    for title, key, unit in sections:
+        if key in RATIO_KEYS:
+            out.append("%s, ratio to %s in brackets:\n" % (title, base))
+        else:
+            out.append("%s:\n" % title)
         out.append("| job | " + " | ".join(servers) + " |")
         out.append("| --- |" + " ---: |" * len(servers))
         for job in doc["jobs"]:

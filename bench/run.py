@@ -28,9 +28,11 @@ import time
 
 sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import guest  # noqa: E402
+import rbdmode  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CEILING, DIRECT, cached_kib, drop_cache, CLK_TCK, SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
+from servers import (ALT, CEILING, DIRECT, cached_kib, drop_cache, CLK_TCK, RBD_NAMES, SERVER_NAMES,
+                     VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log, proc_cpu_ticks,
                      proc_thread_ticks, server_argv, server_missing, server_version,
                      thread_cpu_split)
 
@@ -38,14 +40,21 @@ SKIP = 77
 MIB = 1 << 20
 
 
-def run_host_job(job, srv, runtime, tmp, use_perf):
-    """Runs fio JOB on this host against SRV; returns the figures as a dict."""
+def daemon_ticks(pids):
+    """Returns {name: CPU ticks so far} of the daemons in PIDS ({name: pid})."""
+    return {name: proc_cpu_ticks(pid) for name, pid in pids.items() if pid}
+
+
+def run_host_job(job, srv, runtime, tmp, use_perf, daemons=None):
+    """Runs fio JOB on this host against SRV; returns the figures as a dict.
+    DAEMONS ({name: pid}, the Ceph OSD and monitor) are measured like SRV."""
     out = os.path.join(tmp, "fio-%s-%s.json" % (job.name, srv.name))
     argv = fio_nbd_argv(job, srv.uri(), runtime, out)
     perf = PerfStat(srv.proc.pid, out + ".perf") if use_perf else None
     t0 = time.monotonic()
     th0 = proc_thread_ticks(srv.proc.pid) if use_perf else None
     c0 = srv.cpu_ticks()
+    d0 = daemon_ticks(daemons or {})
     fio = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
@@ -55,12 +64,15 @@ def run_host_job(job, srv, runtime, tmp, use_perf):
             fio.kill()
             fio.wait()
     c1 = srv.cpu_ticks()
+    d1 = daemon_ticks(daemons or {})
     split = thread_cpu_split(th0, proc_thread_ticks(srv.proc.pid)) if use_perf else None
     wall = time.monotonic() - t0
     counts = perf.finish() if perf else {}
     res = {"job": job.name, "server": srv.name, "fio_argv": argv,
            "fio_status": fio.returncode, "iops": 0.0, "mbps": 0.0, "total_ios": 0,
            "server_cpu_s": (c1 - c0) / CLK_TCK, "wall_s": wall}
+    for name in d1:
+        res[name + "_cpu_s"] = (d1[name] - d0[name]) / CLK_TCK
     try:
         if fio.returncode != 0:
             raise ValueError("fio exited %d" % fio.returncode)
@@ -72,6 +84,9 @@ def run_host_job(job, srv, runtime, tmp, use_perf):
     if res["total_ios"]:
         res["server_cpu_s_per_mio"] = res["server_cpu_s"] / res["total_ios"] * 1e6
         res["server_cpu_pct"] = 100.0 * res["server_cpu_s"] / wall
+        for name in d1:
+            res[name + "_cpu_s_per_mio"] = res[name + "_cpu_s"] / res["total_ios"] * 1e6
+            res[name + "_cpu_pct"] = 100.0 * res[name + "_cpu_s"] / wall
     if counts:
         ios = res["total_ios"] or 1
         res["syscalls_per_io"] = counts.get("raw_syscalls:sys_enter", 0) / ios
@@ -81,9 +96,25 @@ def run_host_job(job, srv, runtime, tmp, use_perf):
     return res
 
 
-def run_host(args, jobs, targets, tmp):
+def run_rbd_job(args, job, srv, tmp, cluster):
+    """--rbd: starts SRV on the shared image, runs JOB against it, stops it;
+    returns the result.  The image is refilled first for a refill job."""
+    if job.refill:
+        rbdmode.fill_image(cluster, args.size_bytes)
+    srv.start()
+    try:
+        r = run_host_job(job, srv, args.runtime, tmp, args.perf, rbdmode.cluster_pids(cluster))
+    finally:
+        rc = srv.stop()
+    if rc != 0 and not r.get("error"):
+        r["error"] = "%s exited with status %s on SIGTERM: %s" % (srv.name, rc, srv.logtail())
+    return r
+
+
+def run_host(args, jobs, targets, tmp, cluster=None):
     """Host mode: fio's nbd engine against every server, job by job; returns
-    one (median) result per job and server, and whether all answered."""
+    one (median) result per job and server, and whether all answered.  With
+    CLUSTER (--rbd) each server runs only for its own fio run (see rbdmode)."""
     results, ok = [], True
     servers = [t.server for t in targets]
     for job in jobs:
@@ -93,7 +124,7 @@ def run_host(args, jobs, targets, tmp):
             # (or right after another's writes).
             k = rnd % len(servers)
             for srv in servers[k:] + servers[:k]:
-                if job.refill and srv.name != CEILING:
+                if job.refill and srv.name != CEILING and cluster is None:
                     # Trims must punch data, not the holes an earlier round left.
                     fill_image(srv.image, args.size_bytes, refill=True)
                     if srv.name == DIRECT:
@@ -103,8 +134,11 @@ def run_host(args, jobs, targets, tmp):
                 os.sync()
                 log("%s on %s%s" % (job.name, srv.name,
                                     " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
-                srv.check_alive()
-                r = run_host_job(job, srv, args.runtime, tmp, args.perf)
+                if cluster is not None:
+                    r = run_rbd_job(args, job, srv, tmp, cluster)
+                else:
+                    srv.check_alive()
+                    r = run_host_job(job, srv, args.runtime, tmp, args.perf)
                 runs[srv.name].append(r)
                 if r.get("error") or not r["iops"] > 0:
                     log("FAIL: %s on %s: %s" % (job.name, srv.name, r.get("error", "zero IOPS")))
@@ -171,8 +205,9 @@ def parse_args(argv):
     p.add_argument("--size", help="test file size, e.g. 1G, 64M (default 1G, quick 64M)")
     p.add_argument("--dir", help="where the sockets and test files go "
                    "(default: a new directory in $TMPDIR)")
-    p.add_argument("--baseline", default="blockd",
-                   help="server the ratios are relative to (default blockd)")
+    p.add_argument("--baseline",
+                   help="server the ratios are relative to (default blockd; with --rbd "
+                        "qsd-rbd, the peer the RBD targets are set against)")
     p.add_argument("--json", help="write all results to this JSON file")
     p.add_argument("--perf", action="store_true",
                    help="also count the server's syscalls and context switches "
@@ -182,8 +217,20 @@ def parse_args(argv):
                    help="run fio inside a QEMU guest on a virtio-blk disk backed by "
                         "each server over NBD or vhost-user, and by QEMU's own file "
                         "driver as the reference (see bench/README.md)")
+    p.add_argument("--rbd", action="store_true",
+                   help="start a throwaway single-node Ceph cluster and compare %s on "
+                        "one RBD image, each server running alone for each fio run or "
+                        "guest boot; also reports the OSD's and the monitor's CPU per I/O"
+                        % " and ".join(RBD_NAMES))
     args = p.parse_args(argv)
-    known = SERVER_NAMES + [ALT, DIRECT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
+    if args.rbd:
+        known = RBD_NAMES + ([rbdmode.GUEST_REFERENCE] if args.guest else [])
+    else:
+        known = SERVER_NAMES + [ALT, DIRECT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
+    if args.baseline is None:
+        args.baseline = "qsd-rbd" if args.rbd else "blockd"
+    if args.rbd and args.blockd_alt:
+        p.error("--blockd-alt is not for --rbd")
     if args.servers:
         args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
         bad = [s for s in args.server_list if s not in known]
@@ -236,6 +283,8 @@ def tool_paths(args):
 def choose_servers(args, paths):
     """Returns the servers to run, or exits 77 naming the one that cannot."""
     servers = args.server_list
+    if args.rbd:
+        return choose_rbd_servers(args, paths)
     if servers is None and args.guest:
         servers = [s for s in guest.DEFAULT_SERVERS
                    if s == guest.REFERENCE or not server_missing(s, paths)]
@@ -248,6 +297,33 @@ def choose_servers(args, paths):
         why = None if s == guest.REFERENCE else server_missing(s, paths)
         if why:
             print("SKIP: %s" % why, file=sys.stderr)
+            sys.exit(SKIP)
+    return servers
+
+
+def choose_rbd_servers(args, paths):
+    """--rbd: returns the servers to run, or exits 77 naming what is missing.
+    By default a server whose prerequisite is missing is left out (QEMU's rbd
+    driver comes in qemu-block-extra, which the CI does not install), as long
+    as one remains; a server named in --servers must run."""
+    servers = args.server_list or RBD_NAMES + ([rbdmode.GUEST_REFERENCE] if args.guest else [])
+
+    def why(s):
+        if s != rbdmode.GUEST_REFERENCE:
+            w = server_missing(s, paths)
+            if w:
+                return w
+        return rbdmode.missing([s], paths)
+    if args.server_list is None:
+        for s in list(servers):
+            w = why(s)
+            if w and len(servers) > 1 and not rbdmode.missing([], paths):
+                log("leaving out %s: %s" % (s, w))
+                servers.remove(s)
+    for s in servers:
+        w = why(s)
+        if w:
+            print("SKIP: %s" % w, file=sys.stderr)
             sys.exit(SKIP)
     return servers
 
@@ -269,6 +345,52 @@ def write_json(path, args, meta, targets, jobs, results, peak_rss, paths, page_c
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+
+
+def start_file_targets(args, names, tmp, paths, targets):
+    """Fills a test file per server and starts the servers on them, adding
+    each to TARGETS as it starts (so the caller stops it if a later one fails)."""
+    # Every file is filled before any server starts, so no server is
+    # running while another's file is written.
+    log("filling %d files of %d MiB in %s" % (len(names), args.size_bytes // MIB, tmp))
+    # The ceiling reads no file: its own stays a hole of the same size.
+    fill_images([os.path.join(tmp, n + ".img") for n in names if n != CEILING],
+                args.size_bytes)
+    if CEILING in names:
+        with open(os.path.join(tmp, CEILING + ".img"), "wb") as f:
+            f.truncate(args.size_bytes)
+    if DIRECT in names:
+        drop_cache(os.path.join(tmp, DIRECT + ".img"))
+    for name in names:
+        image = os.path.join(tmp, name + ".img")
+        srv = None
+        launched = (args.guest and name in ("blockd", "blockd-vhost")
+                    and guest.launcher(paths) is not None)
+        if name != guest.REFERENCE and not launched:
+            srv = Server(name, server_argv(name, paths, os.path.join(tmp, name + ".sock"),
+                                           os.path.join(tmp, name + ".pid"), image),
+                         os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid"),
+                         image, os.path.join(tmp, name + ".log"))
+        targets.append(Target(name, image, srv, launched))
+        if srv:
+            srv.start()
+            log("%s ready, pid %d" % (name, srv.proc.pid))
+
+
+def add_rbd_targets(args, names, tmp, paths, cluster, targets):
+    """--rbd: creates and fills the one image every server serves in turn, and
+    adds a target per server (none is started: see rbdmode)."""
+    log("filling rbd/%s, %d MiB" % (rbdmode.IMAGE, args.size_bytes // MIB))
+    rbdmode.create_image(cluster, args.size_bytes)
+    rbdmode.fill_image(cluster, args.size_bytes)
+    image = rbdmode.spec(cluster)
+    for name in names:
+        srv = None
+        if name != rbdmode.GUEST_REFERENCE:
+            sock, pidfile = os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid")
+            srv = Server(name, server_argv(name, paths, sock, pidfile, image), sock, pidfile,
+                         image, os.path.join(tmp, name + ".log"))
+        targets.append(Target(name, image, srv))
 
 
 def main(argv):
@@ -301,37 +423,19 @@ def main(argv):
         os.makedirs(args.dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="blockd-bench.", dir=args.dir)
     targets, results, peak_rss, page_cache = [], [], {}, {}
+    cluster = None
     status = 0
     try:
-        # Every file is filled before any server starts, so no server is
-        # running while another's file is written.
-        log("filling %d files of %d MiB in %s" % (len(names), args.size_bytes // MIB, tmp))
-        # The ceiling reads no file: its own stays a hole of the same size.
-        fill_images([os.path.join(tmp, n + ".img") for n in names if n != CEILING],
-                    args.size_bytes)
-        if CEILING in names:
-            with open(os.path.join(tmp, CEILING + ".img"), "wb") as f:
-                f.truncate(args.size_bytes)
-        if DIRECT in names:
-            drop_cache(os.path.join(tmp, DIRECT + ".img"))
-        for name in names:
-            image = os.path.join(tmp, name + ".img")
-            srv = None
-            launched = (args.guest and name in ("blockd", "blockd-vhost")
-                        and guest.launcher(paths) is not None)
-            if name != guest.REFERENCE and not launched:
-                srv = Server(name, server_argv(name, paths, os.path.join(tmp, name + ".sock"),
-                                               os.path.join(tmp, name + ".pid"), image),
-                             os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid"),
-                             image, os.path.join(tmp, name + ".log"))
-            targets.append(Target(name, image, srv, launched))
-            if srv:
-                srv.start()
-                log("%s ready, pid %d" % (name, srv.proc.pid))
+        if args.rbd:
+            log("starting a Ceph cluster in %s" % tmp)
+            cluster = rbdmode.start_cluster(os.path.join(tmp, "ceph"), args.size_bytes)
+            add_rbd_targets(args, names, tmp, paths, cluster, targets)
+        else:
+            start_file_targets(args, names, tmp, paths, targets)
         if args.guest:
             results, ok = guest.run_guest(args, jobs, targets, tmp, paths)
         else:
-            results, ok = run_host(args, jobs, targets, tmp)
+            results, ok = run_host(args, jobs, targets, tmp, cluster)
         status = 0 if ok else 1
         for t in targets:
             peak_rss[t.name] = t.server.peak_rss_kib() if t.server else t.peak_rss_kib
@@ -353,6 +457,9 @@ def main(argv):
                 log("FAIL: %s exited with status %s on SIGTERM: %s"
                     % (t.name, rc, t.server.logtail()))
                 status = 1
+        # After the servers: blockd flushes to the cluster on its way out.
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     if status == 130:
         return status
@@ -376,6 +483,10 @@ def main(argv):
             "clk_tck": CLK_TCK, "mb": "1e6 bytes"})
         if args.guest:
             meta["guest"] = guest.describe(args)
+        if args.rbd:
+            meta["cache_mode"] = ("librbd cache off (blockd: always; qsd: cache.direct=on); "
+                                  "the image filled and flushed first")
+            meta["ceph"] = rbdmode.describe()
         write_json(args.json, args, meta, targets, jobs, results, peak_rss, paths, page_cache)
     if status == 0 and len(results) != len(jobs) * len(targets):
         status = 1

@@ -18,6 +18,8 @@ SERVER_NAMES = ["blockd", "nbdkit-file", "qsd", "nbdkit-plugin", "ceiling"]
 CEILING = "ceiling"
 # Guest mode only: the same servers as vhost-user-blk back-ends.
 VHOST_NAMES = ["blockd-vhost", "qsd-vhost"]
+# --rbd: blockd and qemu-storage-daemon's rbd driver on one Ceph RBD image.
+RBD_NAMES = ["blockd-rbd", "qsd-rbd"]
 # Another blockd binary (--blockd-alt), to measure a change side by side.
 ALT = "blockd-alt"
 # blockd with --cache=none: its file is read and written around the page
@@ -39,8 +41,28 @@ def set_pdeathsig():
         pass
 
 
+def rbd_parts(image):
+    """Splits rbd:POOL/IMAGE,conf=FILE into (POOL, IMAGE, FILE)."""
+    name, conf = image[len("rbd:"):].split(",conf=", 1)
+    pool, img = name.split("/", 1)
+    return pool, img, conf
+
+
 def server_argv(name, paths, sock, pidfile, image):
-    """Returns the command line that serves IMAGE on SOCK for server NAME."""
+    """Returns the command line that serves IMAGE on SOCK for server NAME
+    (for the rbd servers IMAGE is rbd:POOL/IMAGE,conf=FILE)."""
+    if name == "blockd-rbd":
+        return [paths["blockd"], "--unix", sock, "--pidfile", pidfile, "--export", "=" + image]
+    if name == "qsd-rbd":
+        # cache.direct=on is how QEMU's rbd driver sets rbd_cache=false (off,
+        # it turns librbd's write-back cache on); blockd forces it off.
+        pool, img, conf = rbd_parts(image)
+        return ["qemu-storage-daemon",
+                "--blockdev", "driver=rbd,node-name=rbd0,pool=%s,image=%s,conf=%s,"
+                "cache.direct=on,discard=unmap" % (pool, img, conf),
+                "--nbd-server", "addr.type=unix,addr.path=" + sock,
+                "--export", "type=nbd,id=e0,node-name=rbd0,name=,writable=on",
+                "--pidfile", pidfile]
     if name in ("blockd", "blockd-alt"):
         prog = paths["blockd" if name == "blockd" else "blockd_alt"]
         return [prog, "--unix", sock, "--pidfile", pidfile, image]
@@ -78,7 +100,7 @@ def server_argv(name, paths, sock, pidfile, image):
 
 def server_missing(name, paths):
     """Returns why server NAME cannot run here, or None if it can."""
-    if name in ("blockd", "blockd-alt", "blockd-vhost", DIRECT):
+    if name in ("blockd", "blockd-alt", "blockd-vhost", DIRECT, "blockd-rbd"):
         p = paths["blockd_alt" if name == "blockd-alt" else "blockd"]
         if p is None:
             return "blockd-alt needs --blockd-alt PATH"
@@ -88,7 +110,7 @@ def server_missing(name, paths):
             return "nbdkit not installed"
         p = paths["plugin"]
         return None if os.path.exists(p) else "nbdkit plugin not built (%s)" % p
-    prog = {"nbdkit-file": "nbdkit", "qsd": "qemu-storage-daemon",
+    prog = {"nbdkit-file": "nbdkit", "qsd": "qemu-storage-daemon", "qsd-rbd": "qemu-storage-daemon",
             "qsd-vhost": "qemu-storage-daemon", CEILING: "nbdkit"}[name]
     return None if shutil.which(prog) else prog + " not installed"
 
@@ -98,7 +120,8 @@ def server_version(name, paths):
     prog = {"blockd": paths["blockd"], "blockd-alt": paths.get("blockd_alt"),
             "blockd-vhost": paths["blockd"], DIRECT: paths["blockd"], "nbdkit-file": "nbdkit",
             "nbdkit-plugin": "nbdkit", "qsd": "qemu-storage-daemon",
-            "qsd-vhost": "qemu-storage-daemon", CEILING: "nbdkit"}.get(name)
+            "qsd-vhost": "qemu-storage-daemon", CEILING: "nbdkit",
+            "blockd-rbd": paths["blockd"], "qsd-rbd": "qemu-storage-daemon"}.get(name)
     if prog is None:
         return ""
     try:
@@ -236,13 +259,19 @@ class Server:
         self.logpath = logpath    # its stderr/stdout
         self.proc = None          # subprocess.Popen once started
         self.exit_status = None   # exit status after stop()
+        self.hwm_kib = None       # highest VmHWM of earlier runs (--rbd restarts it)
 
     def uri(self):
         """Returns the NBD URI of the default export."""
         return "nbd+unix:///?socket=" + self.sock
 
     def start(self, timeout=30):
-        """Starts the server and waits until its socket accepts connections."""
+        """Starts the server and waits until its socket accepts connections.
+        May be called again after stop()."""
+        self.exit_status = None
+        for path in (self.pidfile, self.sock):
+            if os.path.exists(path):
+                os.unlink(path)     # left by an earlier run of this server
         with open(self.logpath, "ab") as logf:
             # A session of its own: a Ctrl-C on the terminal must not reach
             # the server, we stop it ourselves with SIGTERM.
@@ -283,14 +312,20 @@ class Server:
         return proc_cpu_ticks(self.proc.pid)
 
     def peak_rss_kib(self):
-        """Returns the server's peak RSS (VmHWM) in KiB."""
-        return proc_status_kib(self.proc.pid, "VmHWM")
+        """Returns the server's peak RSS (VmHWM) in KiB, the highest of every
+        run when it was restarted."""
+        now = None
+        if self.proc is not None and self.proc.poll() is None:
+            now = proc_status_kib(self.proc.pid, "VmHWM")
+        seen = [k for k in (now, self.hwm_kib) if k is not None]
+        return max(seen) if seen else None
 
     def stop(self, timeout=20):
         """SIGTERMs the server, waits, SIGKILLs it if it hangs; returns the status."""
         if self.proc is None or self.exit_status is not None:
             return self.exit_status
         if self.proc.poll() is None:
+            self.hwm_kib = self.peak_rss_kib()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)

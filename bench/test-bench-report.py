@@ -91,6 +91,26 @@ class Folding(unittest.TestCase):
         self.assertIn("| %s | 20.0k | 10.0k (0.50x) |" % JOBS[0].name, text)
         self.assertIn("| %s | 8.00 | 16.0 (2.00x) |" % JOBS[0].name, text)
         self.assertIn("| peak RSS (MiB) | 10.0 | 20.0 (2.00x) |", text)
+        self.assertNotIn("OSD", text)
+
+    def test_markdown_table_rbd(self):
+        # --rbd: the cluster's figures get tables of their own; a CPU share
+        # has no ratio.
+        results = [{"job": JOBS[0].name, "server": "qsd-rbd", "iops": 2000.0, "mbps": 8.2,
+                    "server_cpu_s_per_mio": 300.0, "server_cpu_pct": 60.0,
+                    "osd_cpu_s_per_mio": 200.0, "osd_cpu_pct": 40.0, "mon_cpu_s_per_mio": 0.0},
+                   {"job": JOBS[0].name, "server": "blockd-rbd", "iops": 4000.0, "mbps": 16.4,
+                    "server_cpu_s_per_mio": 75.0, "server_cpu_pct": 30.0,
+                    "osd_cpu_s_per_mio": 100.0, "osd_cpu_pct": 40.0, "mon_cpu_s_per_mio": 0.0}]
+        add_ratios(results, "qsd-rbd")
+        doc = {"meta": {"baseline": "qsd-rbd"}, "jobs": [vars(JOBS[0])],
+               "servers": {"qsd-rbd": {}, "blockd-rbd": {}}, "results": results}
+        text = markdown_table(doc)
+        self.assertIn("| %s | 300 | 75.0 (0.25x) |" % JOBS[0].name, text)
+        self.assertIn("OSD CPU s per million I/Os, ratio to qsd-rbd in brackets:", text)
+        self.assertIn("| %s | 200 | 100 (0.50x) |" % JOBS[0].name, text)
+        self.assertIn("OSD CPU, % of one core:\n", text)
+        self.assertIn("| %s | 40.0 | 40.0 |" % JOBS[0].name, text)
 
 
 if __name__ == "__main__":
