@@ -28,8 +28,10 @@ import tempfile
 import threading
 import time
 
+import rbdmode
 from fio import fio_figures
-from servers import CLK_TCK, fill_image, log, proc_cpu_ticks, proc_status_kib, set_pdeathsig
+from servers import (CLK_TCK, fill_image, log, proc_cpu_ticks, proc_status_kib, rbd_parts,
+                     set_pdeathsig)
 
 REFERENCE = "qemu-file"     # the guest disk on QEMU's own file driver
 DEFAULT_SERVERS = ["blockd", "blockd-vhost", "qsd", "qsd-vhost", REFERENCE]
@@ -186,6 +188,12 @@ def qemu_argv(kernel, initrd, target, template):
     swapped, or a built-in line of the same shape."""
     if target.transport == "vhost-user":
         chardev = "socket,id=vhost0,path=" + target.server.sock
+    elif target.transport == "rbd":
+        # --rbd's reference: QEMU's own rbd driver, librbd's cache off as in
+        # qsd-rbd (cache.direct=on is what turns it off).
+        pool, img, conf = rbd_parts(target.image)
+        disk = ("driver=rbd,node-name=disk0,pool=%s,image=%s,conf=%s,cache.direct=on,"
+                "discard=unmap,detect-zeroes=unmap" % (pool, img, conf))
     elif target.server:
         disk = ("driver=nbd,node-name=disk0,server.type=unix,server.path=%s,export=,"
                 "discard=unmap,detect-zeroes=unmap" % target.server.sock)
@@ -262,8 +270,10 @@ class Sampler:
             self.peak_rss_kib = proc_status_kib(self.pid, "VmHWM")
 
 
-def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
-    """Boots one guest on TARGET's disk, runs every job; returns the results."""
+def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template, daemons=None):
+    """Boots one guest on TARGET's disk, runs every job; returns the results.
+    DAEMONS ({name: pid}, --rbd's OSD and monitor) are measured per job like
+    the server."""
     logpath = os.path.join(tmp, "guest-%s.log" % target.name)
     env = None
     rundir = None
@@ -295,14 +305,18 @@ def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
                 if tag == "BEGIN":
                     cur, body = word[1], []
                     c0 = srv.cpu_ticks()
+                    d0 = {n: proc_cpu_ticks(p) for n, p in (daemons or {}).items() if p}
                     t0 = time.monotonic()
                 elif tag == "DONE" and cur:
                     wall = time.monotonic() - t0
                     c1 = srv.cpu_ticks()
+                    d1 = {n: proc_cpu_ticks(p) for n, p in (daemons or {}).items() if p}
                     cpu = (c1 - c0) / CLK_TCK if c0 is not None and c1 is not None else None
                     results[cur] = {"job": cur, "server": target.name, "wall_s": wall,
                                     "server_cpu_s": cpu, "fio_status": int(word[2]),
                                     "iops": 0.0, "mbps": 0.0, "total_ios": 0}
+                    for n in d1:
+                        results[cur][n + "_cpu_s"] = (d1[n] - d0[n]) / CLK_TCK
                 elif tag == "END" and cur in results:
                     r = results[cur]
                     try:
@@ -315,6 +329,10 @@ def boot(target, kernel, initrd, jobs, runtime, tmp, paths, template):
                     if r["server_cpu_s"] is not None and r["total_ios"]:
                         r["server_cpu_s_per_mio"] = r["server_cpu_s"] / r["total_ios"] * 1e6
                         r["server_cpu_pct"] = 100.0 * r["server_cpu_s"] / r["wall_s"]
+                    for n in (daemons or {}):
+                        if r.get(n + "_cpu_s") is not None and r["total_ios"]:
+                            r[n + "_cpu_s_per_mio"] = r[n + "_cpu_s"] / r["total_ios"] * 1e6
+                            r[n + "_cpu_pct"] = 100.0 * r[n + "_cpu_s"] / r["wall_s"]
                     cur = None
                 elif tag == "FINISH":
                     srv.sample_rss()
@@ -359,9 +377,28 @@ def tail(path, n=600):
         return ""
 
 
-def run_guest(args, jobs, targets, tmp, paths):
+def boot_alone(target, kernel, initrd, jobs, runtime, tmp, paths, template, cluster):
+    """--rbd: boot() with TARGET's server (if it is ours) running only for
+    this boot, and the cluster's daemons measured too."""
+    if target.server:
+        target.server.start()
+    try:
+        results = boot(target, kernel, initrd, jobs, runtime, tmp, paths, template,
+                       rbdmode.cluster_pids(cluster))
+    finally:
+        rc = target.server.stop() if target.server else 0
+    if rc != 0:
+        for r in results:
+            r.setdefault("error", "%s exited with status %s on SIGTERM: %s"
+                         % (target.name, rc, target.server.logtail()))
+    return results
+
+
+def run_guest(args, jobs, targets, tmp, paths, cluster=None):
     """Guest mode: one boot per target (and round); returns one (median)
-    result per job and target, and whether all answered."""
+    result per job and target, and whether all answered.  With CLUSTER
+    (--rbd) every target is on the one image, and a server runs only for its
+    own boot (see rbdmode)."""
     from report import median_result
     log("building the guest (kernel, busybox, fio)")
     kernel, initrd = build_initrd(tmp, jobs, args.runtime)
@@ -369,19 +406,32 @@ def run_guest(args, jobs, targets, tmp, paths):
     for transport in ("nbd", "vhost-user"):
         template[transport] = launch_template(paths, kernel, initrd, targets[0].image, transport)
     # The file reference runs on the NBD line: the same RAM and disk device.
-    template["file"] = template["nbd"]
+    template["file"] = template["rbd"] = template["nbd"]
     if template["nbd"] is None:
         log("blockd-launch not built: QEMU started directly for every server")
     runs = {t.name: {j.name: [] for j in jobs} for t in targets}
-    ok = True
+    ok, booted = True, False
     for rnd in range(args.repeat):
         k = rnd % len(targets)
         for t in targets[k:] + targets[:k]:
-            if rnd > 0:
-                # The last round's trims left holes; start from data again.
-                fill_image(t.image, args.size_bytes, refill=True)
+            if booted if cluster is not None else rnd > 0:
+                # The last boot's trims left holes (on the file, or on the
+                # image every --rbd target shares); start from data again.
+                if cluster is not None:
+                    rbdmode.fill_image(cluster, args.size_bytes)
+                else:
+                    fill_image(t.image, args.size_bytes, refill=True)
+            booted = True
             os.sync()
             log("guest on %s%s" % (t.name, " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
+            if cluster is not None:
+                for r in boot_alone(t, kernel, initrd, jobs, args.runtime, tmp, paths, template,
+                                    cluster):
+                    runs[t.name][r["job"]].append(r)
+                    if r.get("error") or not r["iops"] > 0:
+                        log("FAIL: %s on %s: %s" % (r["job"], t.name, r.get("error", "zero IOPS")))
+                        ok = False
+                continue
             if t.server:
                 t.server.check_alive()
             for r in boot(t, kernel, initrd, jobs, args.runtime, tmp, paths, template):

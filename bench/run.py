@@ -159,8 +159,10 @@ class Target:
         self.launched = launched  # guest mode: blockd-launch runs it
         self.peak_rss_kib = None  # guest mode: measured by guest.py
         # How the guest's disk reaches it: nbd, vhost-user, or file (qemu-file).
+        # rbd: --rbd's qemu-rbd, QEMU's own rbd driver.
         self.transport = ("vhost-user" if name in VHOST_NAMES else
-                          "file" if name == guest.REFERENCE else "nbd")
+                          "file" if name == guest.REFERENCE else
+                          "rbd" if name == rbdmode.GUEST_REFERENCE else "nbd")
 
 
 def parse_size(text):
@@ -305,7 +307,7 @@ def choose_rbd_servers(args, paths):
     """--rbd: returns the servers to run, or exits 77 naming what is missing.
     By default a server whose prerequisite is missing is left out (QEMU's rbd
     driver comes in qemu-block-extra, which the CI does not install), as long
-    as one remains; a server named in --servers must run."""
+    as blockd-rbd can run; a server named in --servers must run."""
     servers = args.server_list or RBD_NAMES + ([rbdmode.GUEST_REFERENCE] if args.guest else [])
 
     def why(s):
@@ -314,10 +316,10 @@ def choose_rbd_servers(args, paths):
             if w:
                 return w
         return rbdmode.missing([s], paths)
-    if args.server_list is None:
+    if args.server_list is None and not why("blockd-rbd"):
         for s in list(servers):
             w = why(s)
-            if w and len(servers) > 1 and not rbdmode.missing([], paths):
+            if w:
                 log("leaving out %s: %s" % (s, w))
                 servers.remove(s)
     for s in servers:
@@ -386,11 +388,12 @@ def add_rbd_targets(args, names, tmp, paths, cluster, targets):
     image = rbdmode.spec(cluster)
     for name in names:
         srv = None
-        if name != rbdmode.GUEST_REFERENCE:
+        launched = (args.guest and name == "blockd-rbd" and guest.launcher(paths) is not None)
+        if name != rbdmode.GUEST_REFERENCE and not launched:
             sock, pidfile = os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid")
             srv = Server(name, server_argv(name, paths, sock, pidfile, image), sock, pidfile,
                          image, os.path.join(tmp, name + ".log"))
-        targets.append(Target(name, image, srv))
+        targets.append(Target(name, image, srv, launched))
 
 
 def main(argv):
@@ -433,7 +436,7 @@ def main(argv):
         else:
             start_file_targets(args, names, tmp, paths, targets)
         if args.guest:
-            results, ok = guest.run_guest(args, jobs, targets, tmp, paths)
+            results, ok = guest.run_guest(args, jobs, targets, tmp, paths, cluster)
         else:
             results, ok = run_host(args, jobs, targets, tmp, cluster)
         status = 0 if ok else 1
