@@ -16,8 +16,10 @@ import cephcluster  # noqa: E402
 
 from servers import MIB  # noqa: E402
 
-NAMES = ["blockd-rbd", "qsd-rbd"]
 GUEST_REFERENCE = "qemu-rbd"    # guest mode: QEMU's own rbd driver opens the image
+# Host mode: fio's own rbd engine, librbd inside fio and no server: what the
+# cluster gives one client, the ceiling the servers are measured against.
+HOST_REFERENCE = "fio-rbd"
 IMAGE = "bench"                 # the image's name in pool rbd
 
 
@@ -121,6 +123,33 @@ def _fill(cluster, size):
                     if c.get_return_value() < 0:
                         raise OSError(-c.get_return_value(), "rbd write of the bench image")
                 img.flush()
+
+
+def fio_has_rbd():
+    """Returns True if fio is built with its rbd engine."""
+    try:
+        r = subprocess.run(["fio", "--enghelp=rbd"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0 and "rbdname" in r.stdout
+
+
+def fio_options():
+    """Returns fio's options for the image through its own rbd engine."""
+    return ["--ioengine=rbd", "--pool=" + cephcluster.POOL, "--rbdname=" + IMAGE,
+            "--clientname=admin"]
+
+
+def fio_env(cluster):
+    """Returns the environment for fio-rbd: the cluster's configuration with
+    librbd's cache off, as in both servers (librbd's default is on)."""
+    conf = os.path.join(cluster.dir, "fio-rbd.conf")
+    if not os.path.exists(conf):
+        with open(cluster.conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(text + "\n[client]\nrbd cache = false\n")
+    return dict(os.environ, CEPH_CONF=conf)
 
 
 def cluster_pids(cluster):

@@ -10,11 +10,13 @@ server it records IOPS, MB/s, the server's CPU seconds per million I/Os
 (utime+stime of all its threads, from /proc/PID/stat) and, at the end, the
 server's peak RSS (VmHWM).  Every figure is also given as a ratio to the
 baseline server (blockd unless told otherwise) from the same run.  --guest
-runs the same jobs inside a QEMU guest instead (see guest.py).
+runs the same jobs inside a QEMU guest instead (see guest.py).  --rbd puts
+blockd and qemu-storage-daemon's rbd driver on one image of a throwaway Ceph
+cluster and measures the cluster's daemons too (see rbdmode.py).
 
 See bench/README.md for the commands behind the published figures.
 Exit status: 0 ok, 1 a server or job failed, 2 usage error, 77 a
-prerequisite (fio's nbd engine, a server) is missing, 130 interrupted.
+prerequisite (fio's nbd engine, a server, Ceph) is missing, 130 interrupted.
 """
 import argparse
 import json
@@ -45,34 +47,41 @@ def daemon_ticks(pids):
     return {name: proc_cpu_ticks(pid) for name, pid in pids.items() if pid}
 
 
-def run_host_job(job, srv, runtime, tmp, use_perf, daemons=None):
+def run_host_job(job, srv, runtime, tmp, use_perf, daemons=None, direct=None):
     """Runs fio JOB on this host against SRV; returns the figures as a dict.
-    DAEMONS ({name: pid}, the Ceph OSD and monitor) are measured like SRV."""
-    out = os.path.join(tmp, "fio-%s-%s.json" % (job.name, srv.name))
-    argv = fio_nbd_argv(job, srv.uri(), runtime, out)
+    DAEMONS ({name: pid}, the Ceph OSD and monitor) are measured like SRV.
+    DIRECT, with SRV None, is a run without a server: (name, fio engine
+    options, environment), --rbd's fio-rbd."""
+    name = srv.name if srv else direct[0]
+    out = os.path.join(tmp, "fio-%s-%s.json" % (job.name, name))
+    if srv:
+        argv, env = fio_nbd_argv(job, srv.uri(), runtime, out), None
+    else:
+        argv, env = ["fio", *job.options(runtime), *direct[1], "--output=" + out], direct[2]
+    use_perf = use_perf and srv is not None
     perf = PerfStat(srv.proc.pid, out + ".perf") if use_perf else None
     t0 = time.monotonic()
     th0 = proc_thread_ticks(srv.proc.pid) if use_perf else None
-    c0 = srv.cpu_ticks()
+    c0 = srv.cpu_ticks() if srv else None
     d0 = daemon_ticks(daemons or {})
     fio = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+                           stderr=subprocess.STDOUT, text=True, env=env)
     try:
         fio_log, _ = fio.communicate()
     finally:
         if fio.poll() is None:
             fio.kill()
             fio.wait()
-    c1 = srv.cpu_ticks()
+    c1 = srv.cpu_ticks() if srv else None
     d1 = daemon_ticks(daemons or {})
     split = thread_cpu_split(th0, proc_thread_ticks(srv.proc.pid)) if use_perf else None
     wall = time.monotonic() - t0
     counts = perf.finish() if perf else {}
-    res = {"job": job.name, "server": srv.name, "fio_argv": argv,
+    res = {"job": job.name, "server": name, "fio_argv": argv,
            "fio_status": fio.returncode, "iops": 0.0, "mbps": 0.0, "total_ios": 0,
-           "server_cpu_s": (c1 - c0) / CLK_TCK, "wall_s": wall}
-    for name in d1:
-        res[name + "_cpu_s"] = (d1[name] - d0[name]) / CLK_TCK
+           "server_cpu_s": (c1 - c0) / CLK_TCK if srv else None, "wall_s": wall}
+    for d in d1:
+        res[d + "_cpu_s"] = (d1[d] - d0[d]) / CLK_TCK
     try:
         if fio.returncode != 0:
             raise ValueError("fio exited %d" % fio.returncode)
@@ -82,11 +91,12 @@ def run_host_job(job, srv, runtime, tmp, use_perf, daemons=None):
         res["error"] = "%s: %s" % (e, fio_log.strip()[-600:])
         return res
     if res["total_ios"]:
-        res["server_cpu_s_per_mio"] = res["server_cpu_s"] / res["total_ios"] * 1e6
-        res["server_cpu_pct"] = 100.0 * res["server_cpu_s"] / wall
-        for name in d1:
-            res[name + "_cpu_s_per_mio"] = res[name + "_cpu_s"] / res["total_ios"] * 1e6
-            res[name + "_cpu_pct"] = 100.0 * res[name + "_cpu_s"] / wall
+        if srv:
+            res["server_cpu_s_per_mio"] = res["server_cpu_s"] / res["total_ios"] * 1e6
+            res["server_cpu_pct"] = 100.0 * res["server_cpu_s"] / wall
+        for d in d1:
+            res[d + "_cpu_s_per_mio"] = res[d + "_cpu_s"] / res["total_ios"] * 1e6
+            res[d + "_cpu_pct"] = 100.0 * res[d + "_cpu_s"] / wall
     if counts:
         ios = res["total_ios"] or 1
         res["syscalls_per_io"] = counts.get("raw_syscalls:sys_enter", 0) / ios
@@ -96,11 +106,15 @@ def run_host_job(job, srv, runtime, tmp, use_perf, daemons=None):
     return res
 
 
-def run_rbd_job(args, job, srv, tmp, cluster):
+def run_rbd_job(args, job, srv, tmp, cluster, name):
     """--rbd: starts SRV on the shared image, runs JOB against it, stops it;
-    returns the result.  The image is refilled first for a refill job."""
+    returns the result.  The image is refilled first for a refill job.
+    Without SRV, fio's own rbd engine runs as NAME (fio-rbd)."""
     if job.refill:
         rbdmode.fill_image(cluster, args.size_bytes)
+    if srv is None:
+        return run_host_job(job, None, args.runtime, tmp, False, rbdmode.cluster_pids(cluster),
+                            (name, rbdmode.fio_options(), rbdmode.fio_env(cluster)))
     srv.start()
     try:
         r = run_host_job(job, srv, args.runtime, tmp, args.perf, rbdmode.cluster_pids(cluster))
@@ -116,15 +130,15 @@ def run_host(args, jobs, targets, tmp, cluster=None):
     one (median) result per job and server, and whether all answered.  With
     CLUSTER (--rbd) each server runs only for its own fio run (see rbdmode)."""
     results, ok = [], True
-    servers = [t.server for t in targets]
     for job in jobs:
-        runs = {srv.name: [] for srv in servers}
+        runs = {t.name: [] for t in targets}
         for rnd in range(args.repeat):
             # Rotate the order each round so no server always runs first
             # (or right after another's writes).
-            k = rnd % len(servers)
-            for srv in servers[k:] + servers[:k]:
-                if job.refill and srv.name != CEILING and cluster is None:
+            k = rnd % len(targets)
+            for t in targets[k:] + targets[:k]:
+                srv = t.server
+                if job.refill and t.name != CEILING and cluster is None:
                     # Trims must punch data, not the holes an earlier round left.
                     fill_image(srv.image, args.size_bytes, refill=True)
                     if srv.name == DIRECT:
@@ -132,18 +146,18 @@ def run_host(args, jobs, targets, tmp, cluster=None):
                 # Write back what the previous job dirtied, so its writeback
                 # is not charged to this one.
                 os.sync()
-                log("%s on %s%s" % (job.name, srv.name,
+                log("%s on %s%s" % (job.name, t.name,
                                     " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
                 if cluster is not None:
-                    r = run_rbd_job(args, job, srv, tmp, cluster)
+                    r = run_rbd_job(args, job, srv, tmp, cluster, t.name)
                 else:
                     srv.check_alive()
                     r = run_host_job(job, srv, args.runtime, tmp, args.perf)
-                runs[srv.name].append(r)
+                runs[t.name].append(r)
                 if r.get("error") or not r["iops"] > 0:
-                    log("FAIL: %s on %s: %s" % (job.name, srv.name, r.get("error", "zero IOPS")))
+                    log("FAIL: %s on %s: %s" % (job.name, t.name, r.get("error", "zero IOPS")))
                     ok = False
-        results += [median_result(runs[srv.name]) for srv in servers]
+        results += [median_result(runs[t.name]) for t in targets]
     return results, ok
 
 
@@ -226,7 +240,7 @@ def parse_args(argv):
                         % " and ".join(RBD_NAMES))
     args = p.parse_args(argv)
     if args.rbd:
-        known = RBD_NAMES + ([rbdmode.GUEST_REFERENCE] if args.guest else [])
+        known = RBD_NAMES + [rbdmode.GUEST_REFERENCE if args.guest else rbdmode.HOST_REFERENCE]
     else:
         known = SERVER_NAMES + [ALT, DIRECT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
     if args.baseline is None:
@@ -308,10 +322,14 @@ def choose_rbd_servers(args, paths):
     By default a server whose prerequisite is missing is left out (QEMU's rbd
     driver comes in qemu-block-extra, which the CI does not install), as long
     as blockd-rbd can run; a server named in --servers must run."""
-    servers = args.server_list or RBD_NAMES + ([rbdmode.GUEST_REFERENCE] if args.guest else [])
+    # The smoke test (--quick) is about the servers: no fio-rbd unless named.
+    servers = args.server_list or RBD_NAMES + (
+        [rbdmode.GUEST_REFERENCE] if args.guest else [] if args.quick else [rbdmode.HOST_REFERENCE])
 
     def why(s):
-        if s != rbdmode.GUEST_REFERENCE:
+        if s == rbdmode.HOST_REFERENCE and not rbdmode.fio_has_rbd():
+            return "fio without its rbd engine"
+        if s not in (rbdmode.GUEST_REFERENCE, rbdmode.HOST_REFERENCE):
             w = server_missing(s, paths)
             if w:
                 return w
@@ -389,7 +407,7 @@ def add_rbd_targets(args, names, tmp, paths, cluster, targets):
     for name in names:
         srv = None
         launched = (args.guest and name == "blockd-rbd" and guest.launcher(paths) is not None)
-        if name != rbdmode.GUEST_REFERENCE and not launched:
+        if name not in (rbdmode.GUEST_REFERENCE, rbdmode.HOST_REFERENCE) and not launched:
             sock, pidfile = os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid")
             srv = Server(name, server_argv(name, paths, sock, pidfile, image), sock, pidfile,
                          image, os.path.join(tmp, name + ".log"))
