@@ -246,13 +246,14 @@ def serve(topdir):
     t0 = time.monotonic()
     try:
         cluster.start()
+        # Said before DIR/ready appears: cephlib.sh shows our output then.
+        print("ceph: cluster up in %.0f s (mon 127.0.0.1:%d)"
+              % (time.monotonic() - t0, cluster.port), file=sys.stderr, flush=True)
         pids = cluster.pids()
         ready = os.path.join(topdir, "ready")
         with open(ready + ".tmp", "w") as f:
             f.write("%d %d %d\n" % (pids["ceph-mon"], pids["ceph-osd"], cluster.port))
         os.rename(ready + ".tmp", ready)
-        print("ceph: cluster up in %.0f s (mon 127.0.0.1:%d)"
-              % (time.monotonic() - t0, cluster.port), file=sys.stderr, flush=True)
         while True:
             signal.pause()
     except KeyboardInterrupt:
