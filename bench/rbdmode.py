@@ -6,6 +6,7 @@ Both servers serve the same image, and librbd's exclusive lock means only one
 may hold it writable at a time (blockd keeps the lock and does not hand it
 over), so in this mode a server runs only for the length of one fio run (or
 one guest boot): started on the image, measured, stopped, then the next."""
+import glob
 import os
 import subprocess
 import sys
@@ -29,16 +30,21 @@ def spec(cluster):
 
 
 def qemu_rbd_driver():
-    """Returns the path of QEMU's rbd block module (qemu-block-extra), or None."""
-    for d in ("/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib/qemu", "/usr/lib64/qemu"):
-        p = os.path.join(d, "block-rbd.so")
-        if os.path.exists(p):
-            return p
+    """Returns the path of QEMU's rbd block module (Debian: qemu-block-extra),
+    or None.  A QEMU with the driver built in, not as a module, is not seen."""
+    for pattern in ("/usr/lib/*/qemu/block-rbd.so", "/usr/lib/qemu/block-rbd.so",
+                    "/usr/lib64/qemu/block-rbd.so"):
+        found = glob.glob(pattern)
+        if found:
+            return found[0]
     return None
 
 
 def blockd_has_rbd(blockd):
-    """Returns True if the blockd binary links librbd."""
+    """Returns True if the blockd binary links librbd (meson test says so in
+    $BLOCKD_RBD, for the blockd in $BLOCKD)."""
+    if os.environ.get("BLOCKD_RBD") in ("yes", "no") and os.environ.get("BLOCKD") == blockd:
+        return os.environ["BLOCKD_RBD"] == "yes"
     try:
         out = subprocess.run(["ldd", blockd], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
