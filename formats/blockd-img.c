@@ -484,8 +484,8 @@ static int extent_add(void *opaque, uint64_t offset, uint64_t length, uint32_t t
   return 0;
 }
 
-/* Copies the data of SRC into DST, skipping zero extents and zero blocks.
- * Returns 0, or -1 with a message in ERR. */
+/* Copies the data of SRC into DST, skipping zero extents and zero blocks,
+ * and makes it durable. Returns 0, or -1 with a message in ERR. */
 static int copy_image(struct fmt *src, struct fmt *dst, char *err, size_t errlen)
 {
   CLEANUP_FREE char *buf = malloc(COPY_CHUNK);
@@ -541,6 +541,8 @@ static int copy_image(struct fmt *src, struct fmt *dst, char *err, size_t errlen
   }
   progress_end(&bar, r == 0);
   free(l.v);
+  if (r == 0 && (r = fmt_flush(dst)) < 0)
+    snprintf(err, errlen, "%s: %s", dst->path, strerror(-r));
   return r < 0 ? -1 : 0;
 }
 
@@ -568,7 +570,6 @@ static int convert_to_rbd(struct fmt *src, const char *dst)
   struct img_spec s;
   struct fmt *out = NULL;
   char err[2048], err2[1024];
-  int r;
 
   img_rbd_spec(dst, &s);
   if (fmt_rbd_create(&s, src->size, err, sizeof err) < 0) {
@@ -580,11 +581,6 @@ static int convert_to_rbd(struct fmt *src, const char *dst)
   out = fmt_open_spec(&s, false, err, sizeof err);
   if (out == NULL || copy_image(src, out, err, sizeof err) < 0)
     goto fail;
-  r = fmt_flush(out);
-  if (r < 0) {
-    snprintf(err, sizeof err, "%s: %s", dst, strerror(-r));
-    goto fail;
-  }
   fmt_close(out);
   fmt_close(src);
   spec_free(&s);
@@ -615,7 +611,7 @@ static int cmd_convert(int argc, char **argv)
   struct stat st;
   struct fmt *src, *out = NULL;
   bool created;
-  int c, fd, r;
+  int c, fd;
 
   while ((c = getopt_long(argc, argv, "+f:h", opts, NULL)) != -1) {
     switch (c) {
@@ -667,11 +663,6 @@ static int cmd_convert(int argc, char **argv)
     goto fail;
   if (copy_image(src, out, err, sizeof err) < 0)
     goto fail;
-  r = fmt_flush(out);
-  if (r < 0) {
-    snprintf(err, sizeof err, "%s: %s", dst, strerror(-r));
-    goto fail;
-  }
   fmt_close(out);
   fmt_close(src);
   return 0;
