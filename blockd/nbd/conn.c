@@ -20,7 +20,7 @@
 #define HOLE_REPLY_MIN 4096
 
 static void parse(struct nbd_conn *c);
-static void post_send(struct nbd_conn *c);
+static void send_soon(struct nbd_conn *c);
 
 /* Payload bytes a request with header H, whose precheck gave ERR, holds in
  * memory: a write's payload must be read even if the write is refused; a
@@ -78,7 +78,8 @@ static struct nbd_pipe *pipe_get(struct nbd_conn *c)
 /* Frees C once nothing refers to it any more. */
 static void conn_maybe_free(struct nbd_conn *c)
 {
-  if (!c->read_closed || c->recv_posted || c->send_posted || c->nr_requests > 0)
+  if (!c->read_closed || c->recv_posted || c->send_posted || c->send_queued ||
+      c->nr_requests > 0)
     return;
   if (c->sq_head != NULL && !c->dead)
     return;
@@ -200,7 +201,7 @@ static void conn_reply(struct nbd_req *req)
     c->send_at = c->client.w->now; /* the client has had nothing to read till now */
   }
   c->sq_tail = req;
-  post_send(c);
+  send_soon(c);
 }
 
 static void dispatch(struct nbd_req *req);
@@ -579,6 +580,29 @@ static void post_send(struct nbd_conn *c)
   c->send_spliced = false;
 }
 
+/* The worker's pass ended: send what it queued. May free C. */
+static void send_task_run(struct task *t)
+{
+  struct nbd_conn *c = container_of(t, struct nbd_conn, send_task);
+
+  c->send_queued = false;
+  post_send(c);
+  conn_maybe_free(c);
+}
+
+/* Sends C's queued replies once the worker's pass ends, so that every reply
+ * its completions produced goes out in one sendmsg: a send posted at once
+ * would carry only the first, and the rest would wait for its completion,
+ * one more trip through the ring (the SQE is not submitted before the pass
+ * ends anyway). */
+static void send_soon(struct nbd_conn *c)
+{
+  if (c->send_queued || c->send_posted || c->sq_head == NULL || c->dead)
+    return;
+  c->send_queued = true;
+  worker_at_pass_end(c->client.w, &c->send_task);
+}
+
 /* Handles the completion of the posted send: frees what was sent. May free C. */
 static void send_done(struct completion *comp, int res)
 {
@@ -625,7 +649,7 @@ static void send_done(struct completion *comp, int res)
     conn_abort(c);
     return;
   }
-  post_send(c);
+  send_soon(c);
   if (c->stalled && !c->read_closed) {
     parse(c);
     return;
@@ -733,6 +757,7 @@ int nbd_conn_new(struct worker *w, int fd, const struct conn_params *p)
     c->pipes[i].r = c->pipes[i].w = -1;
   c->recv_comp.fn = recv_done;
   c->send_comp.fn = send_done;
+  c->send_task.fn = send_task_run;
   c->recv_at = c->send_at = w->now;
   client_add(w, &c->client, &conn_ops);
   if (w->draining)

@@ -196,6 +196,8 @@ struct nbd_conn {
   unsigned nr_requests;        /* requests alive (parsed, not yet freed) */
   struct nbd_pipe pipes[CONN_PIPES]; /* for spliced reads */
   bool send_spliced;           /* the posted send is a splice from a pipe */
+  struct task send_task;       /* posts the send at the end of the worker's pass */
+  bool send_queued;            /* send_task waits for the pass end */
   time_t recv_at;              /* when a receive last brought bytes (worker clock) */
   time_t send_at;              /* when replies last moved, or began to wait */
 };
