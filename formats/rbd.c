@@ -777,10 +777,12 @@ int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info)
   }
   /* The exclusive lock is listed with the others (as rbd lock ls shows
    * it); owners cannot be asked through a read-only handle. Buffers too
-   * short for any locker's name: -ERANGE means there is one. */
+   * short for any locker's name: -ERANGE, with the bytes the names need.
+   * The lock stays listed once released, with its tag ("internal", too
+   * long for TAG) and no holder: only a holder's name means in use. */
   e = rbd_list_lockers(r->image, &exclusive, tag, &taglen, clients, &clientslen, cookies,
                        &cookieslen, addrs, &addrslen);
-  info->locked = e > 0 || e == -ERANGE;
+  info->locked = e > 0 || (e == -ERANGE && clientslen > 0);
   return 0;
 }
 

@@ -77,6 +77,9 @@ u="nbd+unix:///ws?socket=$NBD_SOCK"
 qemu-img compare -f raw -F raw "$u" "$TMP/base.raw" >/dev/null || fail "the clone does not read as its base"
 qemu-io -f raw -c "write -P 0x5a 1M 1M" "$u" >/dev/null || fail "write to the clone"
 stop_blockd
+# A lock once taken stays listed, with its tag and no holder: not in use.
+"$IMG" info rbd:rbd/ws > "$TMP/info" || fail "info of the clone after serving"
+! grep -q "^in use" "$TMP/info" || { cat "$TMP/info" >&2; fail "info: a clone no one serves in use"; }
 "$IMG" convert rbd:rbd/ws "$TMP/ws.raw" || fail "convert out of the cluster"
 cmp -n $((1 << 20)) "$TMP/base.raw" "$TMP/ws.raw" || fail "the clone's first MiB"
 [ "$(od -An -tx1 -j $((1 << 20)) -N 1 "$TMP/ws.raw" | tr -d ' ')" = 5a ] || fail "the clone's write"
