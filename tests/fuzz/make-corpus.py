@@ -265,6 +265,13 @@ def overlay_seeds():
         "base-self": edit(chain, base_path=b"top.ovl") + trailer(chain_size, 1),
         "base-path-len": edit(raw4, base_path_len=3) + trailer(raw4_size),
         "base-path-empty": edit(raw4, base_path=b"") + trailer(raw4_size),
+        # RBD bases: no pool is allowed here, so each stops before any cluster.
+        "base-rbd-snapshot": edit(raw4, base_format=b"rbd", base_path=b"rbd:rbd/img@snap")
+        + trailer(raw4_size),
+        "base-rbd-image": edit(raw4, base_format=b"rbd", base_path=b"rbd:rbd/img")
+        + trailer(raw4_size),
+        "base-rbd-options": edit(raw4, base_format=b"rbd",
+                                 base_path=b"rbd:rbd/img@s,conf=ceph.conf") + trailer(raw4_size),
     }
     return seeds
 
