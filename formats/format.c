@@ -234,6 +234,11 @@ int fmt_rbd_remove(const struct img_spec *s, char *err, size_t errlen)
   return no_rbd(s->path, err, errlen);
 }
 
+int fmt_rbd_protect(const struct img_spec *s, char *err, size_t errlen)
+{
+  return no_rbd(s->path, err, errlen);
+}
+
 int fmt_rbd_info(struct fmt *f, struct fmt_rbd_info *info)
 {
   (void)f;

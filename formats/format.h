@@ -295,6 +295,9 @@ int fmt_rbd_create(const struct img_spec *s, uint64_t size, char *err, size_t er
  * cluster's clone format needs it. */
 int fmt_rbd_clone(const struct img_spec *base, const struct img_spec *s, char *err,
                   size_t errlen);
+/* Protects the snapshot S names (rbd:POOL/IMAGE@SNAP), so that rbd snap rm
+ * refuses it while something depends on it; protected already is fine. */
+int fmt_rbd_protect(const struct img_spec *s, char *err, size_t errlen);
 /* Removes the image S names (what a failed import leaves). */
 int fmt_rbd_remove(const struct img_spec *s, char *err, size_t errlen);
 /* What blockd-img info shows of an RBD image. */

@@ -416,6 +416,12 @@ static struct fmt *open_rbd_base(struct overlay_header *h, const char *base,
     goto out;
   }
   b = fmt_open_spec(&s, true, err, errlen);
+  /* A snapshot removed under an overlay would read as zeroes, silently:
+   * protected, rbd snap rm refuses it (unprotect it once no overlay needs it). */
+  if (b != NULL && fmt_rbd_protect(&s, err, errlen) < 0) {
+    fmt_close(b);
+    b = NULL;
+  }
   if (b != NULL) {
     h->base_path_len = (uint32_t)strlen(s.path);
     memcpy(h->base_path, s.path, h->base_path_len + 1);

@@ -811,3 +811,18 @@ bool fmt_rbd_connected(void)
   pthread_mutex_unlock(&clusters_lock);
   return connected;
 }
+
+int fmt_rbd_protect(const struct img_spec *s, char *err, size_t errlen)
+{
+  struct spec_rbd n;
+  struct pool p;
+  int e;
+
+  if (pool_open(s, &n, &p, err, errlen) < 0)
+    return -1;
+  e = n.snap[0] != '\0' ? protect_snap(&p, &n) : -EINVAL;
+  if (e < 0)
+    snprintf(err, errlen, "%s: protecting the snapshot: %s", s->path, strerror(-e));
+  pool_close(&p);
+  return e < 0 ? -1 : 0;
+}

@@ -119,7 +119,10 @@ refused 1 "RBD snapshot, which rebase does not move" rebase --allow-base-dir rbd
 # A snapshot re-created under the same name is another base.
 "$IMG" create -s 1M rbd:rbd/b2 && timeout 20 rbd snap create rbd/b2@s 2>/dev/null || fail "b2@s"
 "$IMG" create -b rbd:rbd/b2@s "$TMP/b2.ovl" 2>/dev/null || fail "overlay over b2@s"
-timeout 20 rbd snap rm rbd/b2@s 2>/dev/null && timeout 20 rbd snap create rbd/b2@s 2>/dev/null || fail "re-create b2@s"
+# The overlay's snapshot is protected: it cannot be removed under it.
+! timeout 20 rbd snap rm rbd/b2@s 2>/dev/null || fail "the base snapshot of an overlay could be removed"
+timeout 20 rbd snap unprotect rbd/b2@s && timeout 20 rbd snap rm rbd/b2@s 2>/dev/null &&
+  timeout 20 rbd snap create rbd/b2@s 2>/dev/null || fail "re-create b2@s"
 refused 1 "another snapshot of that name" info --allow-base-dir rbd:rbd "$TMP/b2.ovl"
 rc=0; "$IMG" check --allow-base-dir rbd:rbd "$TMP/b2.ovl" > "$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "another snapshot of that name" "$TMP/out" || { cat "$TMP/out" >&2; fail "check: re-created snapshot, exit $rc"; }
