@@ -83,11 +83,12 @@ unsigned limits_conn_count(void);
 /* buffer.c: payload buffers recycled per worker */
 #define BUFFER_MIN 4096                 /* smallest buffer, and alignment */
 #define BUFFER_CLASSES 14               /* 4 KiB .. 32 MiB */
-#define BUFFER_CACHE_MAX (16u << 20)    /* bytes a worker keeps for reuse */
+#define BUFFER_CACHE_MAX (64u << 20)    /* bytes a busy worker keeps for reuse */
 /* A worker's cache of free payload buffers, by power-of-two size class. */
 struct buffer_cache {
   void *free[BUFFER_CLASSES];   /* singly linked through each buffer's first word */
   size_t cached;                /* bytes held in the lists */
+  bool busy;                    /* a buffer was taken or given back since the last tick */
 };
 /* Returns a buffer of at least LEN bytes, page-aligned, or NULL. */
 void *buffer_alloc(struct buffer_cache *bc, size_t len);
@@ -95,6 +96,11 @@ void *buffer_alloc(struct buffer_cache *bc, size_t len);
 void buffer_free(struct buffer_cache *bc, void *buf, size_t len);
 /* Frees every cached buffer. */
 void buffer_cache_clear(struct buffer_cache *bc);
+/* Once a second: frees every cached buffer if none was taken or given back
+ * since the last call, so that an idle worker gives its memory back. */
+void buffer_cache_tick(struct buffer_cache *bc);
+/* Makes freed payload buffers go back to the kernel at once (call once). */
+void buffers_init(void);
 
 /* worker.c: threads, each with an io_uring */
 struct worker;

@@ -321,6 +321,7 @@ static void clock_check(struct worker *w)
   if (w->now < w->next_tick)
     return;
   w->next_tick = w->now + 1;
+  buffer_cache_tick(&w->buffers);
   for (struct client *c = w->clients, *next; c; c = next) {
     next = c->next;
     if (c->ops->tick)
@@ -413,6 +414,7 @@ static void worker_set_limits(struct worker *w, const struct worker_limits *limi
 /* Starts N worker threads with LIMITS. Returns 0 or -1. */
 int workers_start(unsigned n, const struct worker_limits *limits)
 {
+  buffers_init();
   workers = calloc(n, sizeof *workers);
   if (workers == NULL) {
     log_msg("out of memory");
