@@ -236,6 +236,25 @@ static void info_text(struct fmt *f)
   }
 }
 
+/* Opens ARG, a file (as FORMAT; SHARED: taking no lock) or an rbd: name (read
+ * only, which takes no lock), for COMMAND to read. NULL with a message in ERR. */
+static struct fmt *open_source(const char *command, const char *arg, const char *format,
+                               bool shared, char *err, size_t errlen)
+{
+  struct img_spec s;
+  struct fmt *f;
+
+  if (!spec_is_rbd(arg))
+    return shared ? fmt_open_shared(arg, format, err, errlen)
+                  : fmt_open(arg, format, true, err, errlen);
+  if (format != NULL)
+    img_die(EXIT_USAGE, "%s: -f does not apply to an rbd: image", command);
+  img_rbd_spec(arg, &s);
+  f = fmt_open_spec(&s, true, err, errlen);
+  spec_free(&s);
+  return f;
+}
+
 /* blockd-img info [-f FORMAT] [--json] FILE */
 static int cmd_info(int argc, char **argv)
 {
@@ -263,20 +282,9 @@ static int cmd_info(int argc, char **argv)
   }
   if (argc - optind != 1)
     img_die(EXIT_USAGE, "info: expected one FILE");
-  if (spec_is_rbd(argv[optind])) {
-    struct img_spec s;
-
-    if (format != NULL)
-      img_die(EXIT_USAGE, "info: -f does not apply to an rbd: image");
-    img_rbd_spec(argv[optind], &s);
-    /* Read-only, so it takes no lock: it works on an image in use. */
-    f = fmt_open_spec(&s, true, err, sizeof err);
-    spec_free(&s);
-  }
-  else
-    /* Locks nothing, so that a served image can be looked at, as qemu-img
-     * info -U does. */
-    f = fmt_open_shared(argv[optind], format, err, sizeof err);
+  /* Locks nothing, so that a served image can be looked at, as qemu-img
+   * info -U does. */
+  f = open_source("info", argv[optind], format, true, err, sizeof err);
   if (f == NULL)
     img_die(EXIT_FAILURE, "%s", err);
   if (json) {
@@ -318,21 +326,17 @@ static int cluster_bits_of(const char *s)
   return __builtin_ctzll(v);
 }
 
-/* Creates the RBD image TARGET, of SIZE_ARG bytes or as a clone of BASE:
+/* Creates the RBD image TARGET, of SIZE bytes (SIZE_ARG given) or as a clone of BASE:
  * blockd-img create -s SIZE rbd:... or -b rbd:...@SNAP rbd:... */
-static int create_rbd(const char *target, const char *size_arg, const char *base)
+static int create_rbd(const char *target, const char *size_arg, uint64_t size, const char *base)
 {
   struct img_spec s, b;
   char err[2048];
-  uint64_t size;
   int r;
 
   img_rbd_spec(target, &s);
-  if (size_arg != NULL) {
-    if (size_parse(size_arg, &size) < 0 || size > (uint64_t)INT64_MAX)
-      img_die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
+  if (size_arg != NULL)
     r = fmt_rbd_create(&s, size, err, sizeof err);
-  }
   else {
     if (!spec_is_rbd(base))
       img_die(EXIT_USAGE, "create: an RBD image's base is an RBD snapshot (rbd:POOL/IMAGE@SNAP);"
@@ -366,7 +370,7 @@ static int cmd_create(int argc, char **argv)
   bool bits_given = false;
   unsigned flags = 0;
   char err[2048];
-  uint64_t size;
+  uint64_t size = 0;
   int c;
 
   while ((c = getopt_long(argc, argv, "+s:b:F:c:h", opts, NULL)) != -1) {
@@ -392,6 +396,8 @@ static int cmd_create(int argc, char **argv)
     img_die(EXIT_USAGE, "create: give exactly one of -s SIZE (raw) or -b BASE (overlay)");
   if (base_format != NULL && base == NULL)
     img_die(EXIT_USAGE, "create: -F FORMAT goes with -b BASE");
+  if (size_arg != NULL && (size_parse(size_arg, &size) < 0 || size > (uint64_t)INT64_MAX))
+    img_die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
   if (spec_is_rbd(argv[optind])) {
     /* The cluster's own copy-on-write: no overlay options. */
     if (flags & FMT_CREATE_FORCE)
@@ -399,14 +405,11 @@ static int cmd_create(int argc, char **argv)
     if (bits_given || base_format != NULL)
       img_die(EXIT_USAGE, "create: %s are for overlays: an RBD clone keeps its parent's objects",
               bits_given ? "-c" : "-F");
-    return create_rbd(argv[optind], size_arg, base);
+    return create_rbd(argv[optind], size_arg, size, base);
   }
   if (base != NULL && spec_is_rbd(base) && base_format != NULL)
     img_die(EXIT_USAGE, "create: -F: an rbd: base has no format to name");
   if (size_arg != NULL) {
-    int r = size_parse(size_arg, &size);
-    if (r < 0 || size > (uint64_t)INT64_MAX)
-      img_die(EXIT_USAGE, "create: invalid size '%s'", size_arg);
     create_raw(argv[optind], size, flags);
     return 0;
   }
@@ -629,17 +632,7 @@ static int cmd_convert(int argc, char **argv)
   dst = argv[optind + 1];
   if (spec_is_rbd(dst) && (flags & FMT_CREATE_FORCE))
     img_die(EXIT_USAGE, "convert: --force: blockd-img never replaces an RBD image");
-  if (spec_is_rbd(srcpath)) {
-    struct img_spec s;
-
-    if (format != NULL)
-      img_die(EXIT_USAGE, "convert: -f does not apply to an rbd: image");
-    img_rbd_spec(srcpath, &s);
-    src = fmt_open_spec(&s, true, err, sizeof err);
-    spec_free(&s);
-  }
-  else
-    src = fmt_open(srcpath, format, true, err, sizeof err);
+  src = open_source("convert", srcpath, format, false, err, sizeof err);
   if (src == NULL)
     img_die(EXIT_FAILURE, "%s", err);
   if (spec_is_rbd(dst))

@@ -64,10 +64,15 @@ struct cluster {
 static pthread_mutex_t clusters_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cluster *clusters; /* connected clusters, under clusters_lock */
 
+/* An open pool of a cluster. */
+struct pool {
+  struct cluster *cluster; /* the connection, shared */
+  rados_ioctx_t io;        /* the pool */
+};
+
 struct rbd {
   struct fmt fmt;           /* common fields, first */
-  struct cluster *cluster;  /* the connection, shared */
-  rados_ioctx_t io;         /* the pool */
+  struct pool pool;         /* its pool */
   rbd_image_t image;        /* the open image (or snapshot) */
   bool durable_writes;      /* librbd's cache is off for this image: a completed
                              * write is durable, so FUA needs no flush */
@@ -232,6 +237,34 @@ static int check_conf(const char *path, const char *conf, char *err, size_t errl
   return 0;
 }
 
+/* Opens POOL of the cluster CONF/ID (the rbd: name PATH, for messages) into
+ * P. Returns 0, or -1 with a message in ERR. */
+static int pool_open(const char *path, const char *conf, const char *id, const char *pool,
+                     struct pool *p, char *err, size_t errlen)
+{
+  int e;
+
+  if (conf != NULL && check_conf(path, conf, err, errlen) < 0)
+    return -1;
+  p->cluster = cluster_get(path, conf, id, err, errlen);
+  if (p->cluster == NULL)
+    return -1;
+  e = rados_ioctx_create(p->cluster->rados, pool, &p->io);
+  if (e < 0) {
+    snprintf(err, errlen, "%s: pool '%s': %s", path, pool,
+             e == -ENOENT ? "no such pool" : strerror(-e));
+    cluster_put(p->cluster);
+    return -1;
+  }
+  return 0;
+}
+
+static void pool_close(struct pool *p)
+{
+  rados_ioctx_destroy(p->io);
+  cluster_put(p->cluster);
+}
+
 struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool readonly,
                      char *err, size_t errlen)
 {
@@ -247,26 +280,17 @@ struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, boo
     snprintf(err, errlen, "%s: a snapshot is read-only: add ,readonly", path);
     return NULL;
   }
-  if (conf != NULL && check_conf(path, conf, err, errlen) < 0)
-    return NULL;
   r = calloc(1, sizeof *r);
   if (r == NULL) {
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
     return NULL;
   }
-  r->cluster = cluster_get(path, conf, id, err, errlen);
-  if (r->cluster == NULL)
+  if (pool_open(path, conf, id, name.pool, &r->pool, err, errlen) < 0)
     goto err_free;
-  e = rados_ioctx_create(r->cluster->rados, name.pool, &r->io);
-  if (e < 0) {
-    snprintf(err, errlen, "%s: pool '%s': %s", path, name.pool,
-             e == -ENOENT ? "no such pool" : strerror(-e));
-    goto err_cluster;
-  }
   if (readonly)
-    e = rbd_open_read_only(r->io, name.image, &r->image, name.snap[0] ? name.snap : NULL);
+    e = rbd_open_read_only(r->pool.io, name.image, &r->image, name.snap[0] ? name.snap : NULL);
   else
-    e = rbd_open(r->io, name.image, &r->image, NULL);
+    e = rbd_open(r->pool.io, name.image, &r->image, NULL);
   if (e < 0) {
     if (e == -ENOENT && name.snap[0] != '\0')
       snprintf(err, errlen, "%s: no such image or snapshot in pool '%s'", path, name.pool);
@@ -274,7 +298,7 @@ struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, boo
       snprintf(err, errlen, "%s: no image '%s' in pool '%s'", path, name.image, name.pool);
     else
       snprintf(err, errlen, "%s: open: %s", path, strerror(-e));
-    goto err_io;
+    goto err_pool;
   }
   /* One writer, like raw's file lock: a lock taken this way is not handed
    * to the next client that asks, as librbd's automatic one is, so a second
@@ -318,10 +342,8 @@ struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, boo
   return &r->fmt;
 err_image:
   rbd_close(r->image);
-err_io:
-  rados_ioctx_destroy(r->io);
-err_cluster:
-  cluster_put(r->cluster);
+err_pool:
+  pool_close(&r->pool);
 err_free:
   free(r);
   return NULL;
@@ -332,8 +354,7 @@ static void rbdimg_close(struct fmt *f)
   struct rbd *r = (struct rbd *)f;
 
   rbd_close(r->image);
-  rados_ioctx_destroy(r->io);
-  cluster_put(r->cluster);
+  pool_close(&r->pool);
   fmt_fini(f);
   free(r);
 }
@@ -582,40 +603,14 @@ const struct fmt_ops fmt_rbd_ops = {
 
 /* What blockd-img does to RBD images besides reading and writing them. */
 
-/* An open pool of the cluster S names: S's conf= and id=, its pool. */
-struct pool {
-  struct cluster *cluster; /* the connection, shared */
-  rados_ioctx_t io;        /* the pool */
-};
-
-/* Opens the pool of the rbd: name in S (split into N). Returns 0, or -1 with a
- * message in ERR. */
-static int pool_open(const struct img_spec *s, struct spec_rbd *n, struct pool *p, char *err,
-                     size_t errlen)
+/* Opens the pool of the rbd: name in S (split into N), with S's conf= and id=.
+ * Returns 0, or -1 with a message in ERR. */
+static int spec_pool_open(const struct img_spec *s, struct spec_rbd *n, struct pool *p,
+                          char *err, size_t errlen)
 {
-  int e;
-
   if (spec_rbd_parse(s->path, n, err, errlen) < 0)
     return -1;
-  if (s->conf != NULL && check_conf(s->path, s->conf, err, errlen) < 0)
-    return -1;
-  p->cluster = cluster_get(s->path, s->conf, s->id, err, errlen);
-  if (p->cluster == NULL)
-    return -1;
-  e = rados_ioctx_create(p->cluster->rados, n->pool, &p->io);
-  if (e < 0) {
-    snprintf(err, errlen, "%s: pool '%s': %s", s->path, n->pool,
-             e == -ENOENT ? "no such pool" : strerror(-e));
-    cluster_put(p->cluster);
-    return -1;
-  }
-  return 0;
-}
-
-static void pool_close(struct pool *p)
-{
-  rados_ioctx_destroy(p->io);
-  cluster_put(p->cluster);
+  return pool_open(s->path, s->conf, s->id, n->pool, p, err, errlen);
 }
 
 /* The message for E, an error creating the image N at PATH. */
@@ -637,7 +632,7 @@ int fmt_rbd_create(const struct img_spec *s, uint64_t size, char *err, size_t er
   int order = 0; /* the cluster's default object size */
   int e;
 
-  if (pool_open(s, &n, &p, err, errlen) < 0)
+  if (spec_pool_open(s, &n, &p, err, errlen) < 0)
     return -1;
   if (n.snap[0] != '\0') {
     snprintf(err, errlen, "%s: a snapshot cannot be created as an image (make it with"
@@ -660,7 +655,7 @@ int fmt_rbd_remove(const struct img_spec *s, char *err, size_t errlen)
   struct pool p;
   int e;
 
-  if (pool_open(s, &n, &p, err, errlen) < 0)
+  if (spec_pool_open(s, &n, &p, err, errlen) < 0)
     return -1;
   e = rbd_remove(p.io, n.image);
   if (e < 0)
@@ -714,9 +709,9 @@ int fmt_rbd_clone(const struct img_spec *base, const struct img_spec *s, char *e
   struct img_spec b = *base;
   b.conf = s->conf;
   b.id = s->id;
-  if (pool_open(&b, &bn, &bp, err, errlen) < 0)
+  if (spec_pool_open(&b, &bn, &bp, err, errlen) < 0)
     return -1;
-  if (pool_open(s, &n, &p, err, errlen) < 0) {
+  if (spec_pool_open(s, &n, &p, err, errlen) < 0) {
     pool_close(&bp);
     return -1;
   }
@@ -818,7 +813,7 @@ int fmt_rbd_protect(const struct img_spec *s, char *err, size_t errlen)
   struct pool p;
   int e;
 
-  if (pool_open(s, &n, &p, err, errlen) < 0)
+  if (spec_pool_open(s, &n, &p, err, errlen) < 0)
     return -1;
   e = n.snap[0] != '\0' ? protect_snap(&p, &n) : -EINVAL;
   if (e < 0)
