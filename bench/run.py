@@ -33,7 +33,7 @@ import guest  # noqa: E402
 import rbdmode  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CEILING, DIRECT, cached_kib, drop_cache, CLK_TCK, RBD_NAMES, SERVER_NAMES,
+from servers import (ALT, CEILING, DIRECT, FILE_DIRECT, cached_kib, drop_cache, CLK_TCK, RBD_NAMES, SERVER_NAMES,
                      VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log, proc_cpu_ticks,
                      proc_thread_ticks, server_argv, server_missing, server_version,
                      thread_cpu_split)
@@ -138,6 +138,8 @@ def run_host(args, jobs, targets, tmp, cluster=None):
             k = rnd % len(targets)
             for t in targets[k:] + targets[:k]:
                 srv = t.server
+                if t.name == FILE_DIRECT and job.rw == "trim":
+                    continue
                 if job.refill and t.name != CEILING and cluster is None:
                     # Trims must punch data, not the holes an earlier round left.
                     fill_image(srv.image, args.size_bytes, refill=True)
@@ -150,6 +152,10 @@ def run_host(args, jobs, targets, tmp, cluster=None):
                                     " (round %d)" % (rnd + 1) if args.repeat > 1 else ""))
                 if cluster is not None:
                     r = run_rbd_job(args, job, srv, tmp, cluster, t.name)
+                elif srv is None:
+                    r = run_host_job(job, None, args.runtime, tmp, False, None,
+                                     (t.name, ["--ioengine=io_uring", "--direct=1",
+                                               "--filename=" + t.image], None))
                 else:
                     srv.check_alive()
                     r = run_host_job(job, srv, args.runtime, tmp, args.perf)
@@ -157,7 +163,7 @@ def run_host(args, jobs, targets, tmp, cluster=None):
                 if r.get("error") or not r["iops"] > 0:
                     log("FAIL: %s on %s: %s" % (job.name, t.name, r.get("error", "zero IOPS")))
                     ok = False
-        results += [median_result(runs[t.name]) for t in targets]
+        results += [median_result(runs[t.name]) for t in targets if runs[t.name]]
     return results, ok
 
 
@@ -203,8 +209,11 @@ def parse_args(argv):
                         "$NBDKIT_PLUGIN if set, else under $BUILDDIR or ./build)")
     p.add_argument("--servers",
                    help="comma-separated subset of %s (default: all, the plugin "
-                        "only if built); with --guest also %s (default: %s)"
-                        % (",".join(SERVER_NAMES), ",".join(VHOST_NAMES + [guest.REFERENCE]),
+                        "only if built), or on request %s (blockd --cache=none) and %s "
+                        "(fio O_DIRECT on a file, no server, no trim); with --guest also "
+                        "%s (default: %s)"
+                        % (",".join(SERVER_NAMES), DIRECT, FILE_DIRECT,
+                           ",".join(VHOST_NAMES + [guest.REFERENCE]),
                            ",".join(guest.DEFAULT_SERVERS)))
     p.add_argument("--blockd-alt", metavar="PATH",
                    help="another blockd binary, run as server %s (e.g. a copy built "
@@ -242,7 +251,8 @@ def parse_args(argv):
     if args.rbd:
         known = RBD_NAMES + [rbdmode.GUEST_REFERENCE if args.guest else rbdmode.HOST_REFERENCE]
     else:
-        known = SERVER_NAMES + [ALT, DIRECT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest else [])
+        known = SERVER_NAMES + [ALT, DIRECT] + (VHOST_NAMES + [guest.REFERENCE] if args.guest
+                                                else [FILE_DIRECT])
     if args.baseline is None:
         args.baseline = "qsd-rbd" if args.rbd else "blockd"
     if args.rbd and args.blockd_alt:
@@ -379,14 +389,15 @@ def start_file_targets(args, names, tmp, paths, targets):
     if CEILING in names:
         with open(os.path.join(tmp, CEILING + ".img"), "wb") as f:
             f.truncate(args.size_bytes)
-    if DIRECT in names:
-        drop_cache(os.path.join(tmp, DIRECT + ".img"))
+    for n in (DIRECT, FILE_DIRECT):
+        if n in names:
+            drop_cache(os.path.join(tmp, n + ".img"))
     for name in names:
         image = os.path.join(tmp, name + ".img")
         srv = None
         launched = (args.guest and name in ("blockd", "blockd-vhost")
                     and guest.launcher(paths) is not None)
-        if name != guest.REFERENCE and not launched:
+        if name not in (guest.REFERENCE, FILE_DIRECT) and not launched:
             srv = Server(name, server_argv(name, paths, os.path.join(tmp, name + ".sock"),
                                            os.path.join(tmp, name + ".pid"), image),
                          os.path.join(tmp, name + ".sock"), os.path.join(tmp, name + ".pid"),
@@ -465,7 +476,7 @@ def main(argv):
         status = 0 if ok else 1
         for t in targets:
             peak_rss[t.name] = t.server.peak_rss_kib() if t.server else t.peak_rss_kib
-        if DIRECT in names:
+        if DIRECT in names or FILE_DIRECT in names:
             for t in targets:
                 page_cache[t.name] = cached_kib(t.image)
     except KeyboardInterrupt:
@@ -495,7 +506,8 @@ def main(argv):
         print_table(jobs, results, names, baseline, peak_rss)
     if page_cache:
         print("page cache held by each server's file at the end (fincore; %s started from"
-              " an empty cache, the others from a cached file)" % DIRECT)
+              " an empty cache, the others from a cached file)"
+              % " and ".join(n for n in (DIRECT, FILE_DIRECT) if n in names))
         for n in names:
             if page_cache.get(n) is not None:
                 print("  %-14s %8.1f MiB" % (n, page_cache[n] / 1024))
@@ -514,7 +526,10 @@ def main(argv):
                                   "the image filled and flushed first")
             meta["ceph"] = rbdmode.describe()
         write_json(args.json, args, meta, targets, jobs, results, peak_rss, paths, page_cache)
-    if status == 0 and len(results) != len(jobs) * len(targets):
+    expected = len(jobs) * len(targets)
+    if FILE_DIRECT in names:
+        expected -= sum(j.rw == "trim" for j in jobs)
+    if status == 0 and len(results) != expected:
         status = 1
     return status
 

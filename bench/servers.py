@@ -25,6 +25,11 @@ ALT = "blockd-alt"
 # blockd with --cache=none: its file is read and written around the page
 # cache; run on request (--servers), its cache is measured from empty.
 DIRECT = "blockd-direct"
+# No server: fio itself on a file of its own, O_DIRECT through io_uring: what
+# the device gives at the job's queue depth, the bound blockd-direct works
+# under (the others read and write the page cache). Run on request; it has
+# no trim job (fio trims block devices only).
+FILE_DIRECT = "fio-direct"
 
 
 def log(msg):
@@ -100,6 +105,8 @@ def server_argv(name, paths, sock, pidfile, image):
 
 def server_missing(name, paths):
     """Returns why server NAME cannot run here, or None if it can."""
+    if name == FILE_DIRECT:
+        return None
     if name in ("blockd", "blockd-alt", "blockd-vhost", DIRECT, "blockd-rbd"):
         p = paths["blockd_alt" if name == "blockd-alt" else "blockd"]
         if p is None:
