@@ -33,10 +33,10 @@ import guest  # noqa: E402
 import rbdmode  # noqa: E402
 from fio import JOBS, fio_figures, fio_has_nbd, fio_nbd_argv, fio_version
 from report import add_ratios, machine_meta, median_result, print_table, ratio
-from servers import (ALT, CEILING, DIRECT, FILE_DIRECT, cached_kib, drop_cache, CLK_TCK, RBD_NAMES, SERVER_NAMES,
-                     VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log, proc_cpu_ticks,
-                     proc_thread_ticks, server_argv, server_missing, server_version,
-                     thread_cpu_split)
+from servers import (ALT, CEILING, DIRECT, FILE_DIRECT, cached_kib, drop_cache, CLK_TCK, RBD_NAMES,
+                     SERVER_NAMES, VHOST_NAMES, PerfStat, Server, fill_image, fill_images, log,
+                     proc_cpu_ticks, proc_thread_ticks, server_argv, server_missing,
+                     server_version, thread_cpu_split)
 
 SKIP = 77
 MIB = 1 << 20
@@ -51,7 +51,7 @@ def run_host_job(job, srv, runtime, tmp, use_perf, daemons=None, direct=None):
     """Runs fio JOB on this host against SRV; returns the figures as a dict.
     DAEMONS ({name: pid}, the Ceph OSD and monitor) are measured like SRV.
     DIRECT, with SRV None, is a run without a server: (name, fio engine
-    options, environment), --rbd's fio-rbd."""
+    options, environment): --rbd's fio-rbd, and fio-direct."""
     name = srv.name if srv else direct[0]
     out = os.path.join(tmp, "fio-%s-%s.json" % (job.name, name))
     if srv:
@@ -169,8 +169,9 @@ def run_host(args, jobs, targets, tmp, cluster=None):
 
 class Target:
     """One thing under test: a name, its test file, and its server (None for
-    the guest mode's qemu-file reference, where QEMU opens the file, and for
-    blockd under blockd-launch, which starts its own)."""
+    the guest mode's qemu-file reference, where QEMU opens the file, for
+    fio-direct, where fio does, and for blockd under blockd-launch, which
+    starts its own)."""
 
     def __init__(self, name, image, server, launched=False):
         self.name = name          # server name as in --servers

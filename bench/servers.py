@@ -26,8 +26,8 @@ ALT = "blockd-alt"
 # cache; run on request (--servers), its cache is measured from empty.
 DIRECT = "blockd-direct"
 # No server: fio itself on a file of its own, O_DIRECT through io_uring: what
-# the device gives at the job's queue depth, the bound blockd-direct works
-# under (the others read and write the page cache). Run on request; it has
+# the device gives at the job's queue depth, which blockd-direct cannot pass
+# (the others read and write the page cache). Run on request; it has
 # no trim job (fio trims block devices only).
 FILE_DIRECT = "fio-direct"
 
