@@ -168,6 +168,15 @@ struct worker_limits {
   unsigned idle_timeout;       /* seconds without a request, 0: none */
 };
 
+/* A cache=none file whose reads went through the page cache by splice: its
+ * cached pages are dropped once a second while it has such reads, and once
+ * more after (io.c). */
+struct drop_file {
+  int fd;                      /* the file (its engine's; never closed before exit) */
+  unsigned ticks;              /* sweeps left */
+};
+#define DROP_FILES 8
+
 /* A worker thread: one io_uring for the sockets and files of its clients. */
 struct worker {
   pthread_t thread;            /* the thread (not for a private worker) */
@@ -184,6 +193,8 @@ struct worker {
   unsigned nr_budgeted;        /* those of them that take budget (with budget_resume) */
   struct buffer_cache buffers; /* payload buffers for reuse */
   struct task *pass_end;       /* to run after this pass's completions */
+  struct drop_file drops[DROP_FILES]; /* cache=none files read by splice lately (io.c) */
+  unsigned nr_drops;
   struct io_req *trims;        /* trims for the ring, issued at the pass's end (io.c) */
   struct task trims_task;      /* the pass-end task that issues them */
   struct pool_job *to_pool;    /* jobs for the pool, handed over once per loop pass */
@@ -342,5 +353,10 @@ struct io_req {
  * asynchronous and pool work, possibly within it for ranges that map to
  * nothing. */
 void io_submit(struct io_req *r);
+/* Once a second on W: drops the page cache of the cache=none files its
+ * splices read through it. */
+void io_tick(struct worker *w);
+/* W's ring is gone: the last sweep of those files, directly. */
+void io_fini(struct worker *w);
 
 #endif

@@ -165,6 +165,7 @@ static void worker_fini(struct worker *w)
   while (__atomic_load_n(&w->posting, __ATOMIC_ACQUIRE) != 0)
     sched_yield();
   io_uring_queue_exit(&w->ring);
+  io_fini(w);
   buffer_cache_clear(&w->buffers);
   close(w->wake.fd);
 }
@@ -322,6 +323,7 @@ static void clock_check(struct worker *w)
     return;
   w->next_tick = w->now + 1;
   buffer_cache_tick(&w->buffers);
+  io_tick(w);
   for (struct client *c = w->clients, *next; c; c = next) {
     next = c->next;
     if (c->ops->tick)
