@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 import time
 
+import nbd
+
 from itest import check, main, MiB
 from testlib import Blockd, skip
 
@@ -93,6 +95,22 @@ def run():
                 got = b"".join(h.pread(MiB, off) for off in range(0, len(new), MiB))
                 check(got == new, "cache=none: a read after an aligned write saw older data")
                 data = new + data[len(new):]
+            # The same while spliced reads of that range are still in flight
+            # on another connection (their pages held in the socket).
+            w = srv.connect(name="a")
+            for rnd in range(40):
+                off = rng.randrange(0, 3) * MiB
+                bufs = [nbd.Buffer(MiB) for _ in range(4)]
+                for j, buf in enumerate(bufs):
+                    h.aio_pread(buf, off + (j % 2) * MiB)
+                new = rng.randbytes(2 * MiB)
+                w.pwrite(new, off)
+                while h.aio_in_flight() > 0:
+                    h.poll(-1)
+                data = data[:off] + new + data[off + 2 * MiB:]
+                check(w.pread(2 * MiB, off) == new and h.pread(2 * MiB, off) == new,
+                      "cache=none: a read after a write racing spliced reads saw older data")
+            w.shutdown()
             h.shutdown()
 
             # Unaligned requests go through the cache, with the same bytes.
