@@ -33,6 +33,15 @@ static uint64_t fnv1a(const unsigned char *p, size_t len)
   return fnv1a_more(0xcbf29ce484222325ULL, p, len);
 }
 
+/* The first control byte (below 0x20, or 0x7f) of S, or 0 if none. */
+static unsigned control_byte(const char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f)
+      return (unsigned char)*s;
+  return 0;
+}
+
 /* Decodes and checks a header read from PATH, in place, to host order.
  * Returns 0, -ENOTSUP for a version or feature this reader does not know,
  * or -EINVAL for a corrupt header; the message in ERR names the field. */
@@ -41,6 +50,7 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
 {
   uint64_t bitmap_end, cs, clusters;
   char what[160];
+  unsigned c;
 
   if (memcmp(h->magic, OVERLAY_MAGIC, 8) != 0) {
     snprintf(err, errlen, "%s: not a blockd overlay", path);
@@ -118,6 +128,11 @@ static int header_decode(struct overlay_header *h, uint64_t file_size, const cha
     CORRUPT("base_path_len %u is not the length of base_path", h->base_path_len);
   if (h->base_format[sizeof h->base_format - 1] != '\0')
     CORRUPT("base_format is not NUL terminated");
+  /* Both names reach messages, logs and terminals: no escape sequences. */
+  if ((c = control_byte(h->base_path)) != 0)
+    CORRUPT("base_path has a control byte (0x%02x)", c);
+  if ((c = control_byte(h->base_format)) != 0)
+    CORRUPT("base_format has a control byte (0x%02x)", c);
 #undef CORRUPT
   return 0;
 corrupt:
@@ -383,6 +398,12 @@ int overlay_header_set_base(struct overlay_header *h, const char *path, const ch
     return -1;
   if (strlen(recorded) >= sizeof h->base_path) {
     snprintf(err, errlen, "%s: path too long for an overlay header", base);
+    return -1;
+  }
+  if (control_byte(recorded) != 0) {
+    snprintf(err, errlen, "the base's path has a control character (0x%02x): not recorded in "
+             "an overlay header, whose names reach messages and terminals",
+             control_byte(recorded));
     return -1;
   }
   memset(h->base_path, 0, sizeof h->base_path);

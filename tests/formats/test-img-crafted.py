@@ -7,6 +7,8 @@ a huge allocation:
 - data_offset far beyond the bitmap, or so large that data_offset + X wraps;
 - a 4 KiB overlay declaring a huge disk (the bitmap would be terabytes);
 - bitmap_offset + bitmap_size wrapping;
+- base names with control bytes (terminal escapes), in a header or given to
+  create;
 - a 24 KiB qcow2 whose header declares a 512 MiB L1 table;
 - qcow2 images libqcow mishandled: one larger than its backing file (reads
   past the backing file are zeroes, as qemu reads them, where libqcow hung),
@@ -80,6 +82,21 @@ def main():
                 "corrupt overlay header: bitmap_offset + bitmap_size overflows")
         refused(patch_overlay_ret(fresh("len.ovl"), base_path_len=4000),
                 "corrupt overlay header: base_path_len 4000 is not the length of base_path")
+        # Names that would carry a terminal escape into messages and logs.
+        refused(patch_overlay_ret(fresh("esc.ovl"), base_path="base\x1b]0;owned\x07.raw"),
+                "corrupt overlay header: base_path has a control byte (0x1b)")
+        refused(patch_overlay_ret(fresh("escfmt.ovl"), base_format=b"raw\x1b[2J"),
+                "corrupt overlay header: base_format has a control byte (0x1b)")
+        code, err, _ = info_rss(j("esc.ovl"))
+        check("\x1b" not in err and "\x07" not in err, "a control byte reached the message")
+        esc = j("b\x1b[31m.raw")
+        with open(esc, "wb") as f:
+            f.truncate(MiB)
+        p = subprocess.run([BLOCKD_IMG, "create", "-b", esc, j("escbase.ovl")],
+                           capture_output=True, text=True)
+        check(p.returncode == 1 and "has a control character (0x1b)" in p.stderr
+              and "\x1b" not in p.stderr and not os.path.exists(j("escbase.ovl")),
+              "create over a base named with an escape: exit %d, %r" % (p.returncode, p.stderr))
 
         # A 24 KiB qcow2 declaring 2^26 L1 entries (512 MiB).
         run("qemu-img", "create", "-q", "-f", "qcow2", j("l1.qcow2"), "1M")
