@@ -125,6 +125,12 @@ def run_rbd_job(args, job, srv, tmp, cluster, name):
     return r
 
 
+def no_such_run(name, job):
+    """Whether NAME cannot run JOB at all: fio-direct has no trim (fio trims
+    block devices only)."""
+    return name == FILE_DIRECT and job.rw == "trim"
+
+
 def run_host(args, jobs, targets, tmp, cluster=None):
     """Host mode: fio's nbd engine against every server, job by job; returns
     one (median) result per job and server, and whether all answered.  With
@@ -138,7 +144,7 @@ def run_host(args, jobs, targets, tmp, cluster=None):
             k = rnd % len(targets)
             for t in targets[k:] + targets[:k]:
                 srv = t.server
-                if t.name == FILE_DIRECT and job.rw == "trim":
+                if no_such_run(t.name, job):
                     continue
                 if job.refill and t.name != CEILING and cluster is None:
                     # Trims must punch data, not the holes an earlier round left.
@@ -527,9 +533,7 @@ def main(argv):
                                   "the image filled and flushed first")
             meta["ceph"] = rbdmode.describe()
         write_json(args.json, args, meta, targets, jobs, results, peak_rss, paths, page_cache)
-    expected = len(jobs) * len(targets)
-    if FILE_DIRECT in names:
-        expected -= sum(j.rw == "trim" for j in jobs)
+    expected = sum(not no_such_run(t.name, j) for t in targets for j in jobs)
     if status == 0 and len(results) != expected:
         status = 1
     return status

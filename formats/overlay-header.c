@@ -389,6 +389,7 @@ int overlay_header_set_base(struct overlay_header *h, const char *path, const ch
                             char *real, size_t reallen, char *err, size_t errlen)
 {
   char recorded[PATH_MAX];
+  unsigned c;
 
   if (reallen < PATH_MAX || realpath(base, real) == NULL) {
     snprintf(err, errlen, "%s: %s", base, strerror(reallen < PATH_MAX ? EINVAL : errno));
@@ -400,10 +401,9 @@ int overlay_header_set_base(struct overlay_header *h, const char *path, const ch
     snprintf(err, errlen, "%s: path too long for an overlay header", base);
     return -1;
   }
-  if (control_byte(recorded) != 0) {
+  if ((c = control_byte(recorded)) != 0) {
     snprintf(err, errlen, "the base's path has a control character (0x%02x): not recorded in "
-             "an overlay header, whose names reach messages and terminals",
-             control_byte(recorded));
+             "an overlay header, whose names reach messages and terminals", c);
     return -1;
   }
   memset(h->base_path, 0, sizeof h->base_path);

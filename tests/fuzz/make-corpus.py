@@ -265,6 +265,9 @@ def overlay_seeds():
         "base-self": edit(chain, base_path=b"top.ovl") + trailer(chain_size, 1),
         "base-path-len": edit(raw4, base_path_len=3) + trailer(raw4_size),
         "base-path-empty": edit(raw4, base_path=b"") + trailer(raw4_size),
+        # A terminal escape in either name: the header is corrupt.
+        "base-path-escape": edit(raw4, base_path=b"base\x1b]0;x\x07.raw") + trailer(raw4_size),
+        "base-format-escape": edit(raw4, base_format=b"raw\x1b[2J") + trailer(raw4_size),
         # RBD bases: no pool is allowed here, so each stops before any cluster.
         "base-rbd-snapshot": edit(raw4, base_format=b"rbd", base_path=b"rbd:rbd/img@snap")
         + trailer(raw4_size),
