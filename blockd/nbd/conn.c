@@ -120,7 +120,7 @@ static void post_recv(struct nbd_conn *c)
   void *dst;
   size_t len;
 
-  if (c->recv_posted || c->read_closed || c->dead)
+  if (c->recv_posted || c->read_closed)
     return;
   if (c->payload) {
     dst = c->payload->buf + c->payload->received;
@@ -159,32 +159,59 @@ static void conn_close_read(struct nbd_conn *c)
   conn_maybe_free(c);
 }
 
+/* Frees the replies queued and not yet handed to the kernel. */
+static void drop_replies(struct nbd_conn *c)
+{
+  if (c->send_posted)
+    return;
+  while (c->sq_head) {
+    struct nbd_req *req = c->sq_head;
+
+    c->sq_head = req->next;
+    request_free(req);
+  }
+  c->sq_tail = NULL;
+}
+
 /* Forces C off: shuts the socket so pending operations finish. May free C. */
 static void conn_abort(struct nbd_conn *c)
 {
   c->dead = true;
   shutdown(c->fd, SHUT_RDWR);
   /* Replies not yet handed to the kernel will never be sent. */
-  if (!c->send_posted) {
-    while (c->sq_head) {
-      struct nbd_req *req = c->sq_head;
-
-      c->sq_head = req->next;
-      request_free(req);
-    }
-    c->sq_tail = NULL;
-  }
+  drop_replies(c);
   conn_close_read(c); /* last: it may free C */
 }
 
-/* Queues REQ's encoded reply, or frees REQ if the socket is dead. May free
- * the connection. */
+/* The client takes no more replies (its end is closed) but what it sent
+ * before closing is still to be read: a client may close right behind
+ * NBD_CMD_DISC, and the writes it sent first must still be carried out
+ * (proto.md: the server handles all outstanding requests). Replies are
+ * dropped from now on; reading goes on to EOF or DISC. May free C. */
+static void conn_replies_gone(struct nbd_conn *c)
+{
+  c->dead = true;
+  drop_replies(c);
+  if (c->stalled && !c->read_closed) {
+    parse(c);
+    return;
+  }
+  conn_maybe_free(c);
+}
+
+/* Queues REQ's encoded reply, or frees REQ if the client takes no more
+ * replies. May free the connection. */
 static void conn_reply(struct nbd_req *req)
 {
   struct nbd_conn *c = req->conn;
 
   if (c->dead) {
     request_free(req);
+    /* Parsing may have paused for the room this request held. */
+    if (c->stalled && !c->read_closed) {
+      parse(c);
+      return;
+    }
     conn_maybe_free(c);
     return;
   }
@@ -619,11 +646,13 @@ static void send_done(struct completion *comp, int res)
     conn_abort(c);
     return;
   }
+  else if (res == -EPIPE || res == -ECONNRESET) {
+    conn_replies_gone(c);
+    return;
+  }
   else if (res < 0) {
-    if (res != -EPIPE && res != -ECONNRESET) {
-      errno = -res;
-      log_msg("export '%s': send: %m", c->p.exp->name);
-    }
+    errno = -res;
+    log_msg("export '%s': send: %m", c->p.exp->name);
     conn_abort(c);
     return;
   }
@@ -666,7 +695,7 @@ static void conn_tick(struct client *cl, time_t now)
   unsigned stall = cl->w->stall_timeout, idle = cl->w->idle_timeout;
   const char *why = NULL;
 
-  if (c->dead || c->read_closed)
+  if (c->read_closed)
     return;
   if (c->sq_head != NULL && now - c->send_at >= (time_t)stall)
     why = "has not read its replies";
@@ -707,7 +736,7 @@ static void conn_kill(struct client *cl)
 {
   struct nbd_conn *c = container_of(cl, struct nbd_conn, client);
 
-  if (c->dead)
+  if (c->dead && c->read_closed)
     return;
   log_msg("export '%s': client still has replies waiting: dropping it", c->p.exp->name);
   conn_abort(c);

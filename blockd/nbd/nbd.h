@@ -188,7 +188,7 @@ struct nbd_conn {
   bool send_posted;            /* a send is in the kernel */
   bool read_closed;            /* no more requests: EOF, DISC, error or stop */
   bool draining;               /* the server stops: answer ESHUTDOWN */
-  bool dead;                   /* the socket failed: replies are dropped */
+  bool dead;                   /* the client takes no replies: they are dropped */
   bool stalled;                /* parsing paused for memory until replies drain */
   struct nbd_req *sq_head, *sq_tail; /* replies waiting to be sent, in order */
   struct iovec siov[2 * SEND_BATCH]; /* iovecs of the posted send */

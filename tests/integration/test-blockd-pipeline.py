@@ -3,10 +3,10 @@ in any order but each echoes its cookie (any 64-bit value) exactly once with
 the right data; NBD_CMD_DISC after a burst still carries out every write
 (proto.md: "The server MUST handle all outstanding requests")."""
 import hashlib
-import os
+import socket
 
 import nbdraw as N
-from itest import served, check, main, MiB
+from itest import served, check, main, wait_until, MiB
 
 SIZE = 16 * MiB
 
@@ -59,20 +59,74 @@ def burst(b, structured):
     c.disconnect()
 
 
-def disc_after_burst(b, disk):
-    """32 writes followed at once by NBD_CMD_DISC."""
-    c = N.Client(b.sock).handshake(structured=False)
-    n = 65536
-    for i in range(32):
-        c.send_request(N.CMD_WRITE, 8 * MiB + i * n, n, data=blob(100 + i, n))
-    c.disconnect()      # DISC right behind the writes, no reply read
-    # A new connection must see all 32 writes.
+def send_writes(c, base, seed, count=32, n=65536):
+    """COUNT writes of N bytes of pattern SEED + i from BASE, replies unread."""
+    for i in range(count):
+        c.send_request(N.CMD_WRITE, base + i * n, n, data=blob(seed + i, n))
+
+
+def unwritten(b, base, seed, count=32, n=65536):
+    """Indexes of the writes of send_writes(BASE, SEED) a new connection
+    does not see."""
     d = N.Client(b.sock).handshake(structured=True)
-    for i in range(32):
-        r = d.read(8 * MiB + i * n, n)
-        check(r.error == 0 and r.data == blob(100 + i, n),
-              "write %d sent before NBD_CMD_DISC was lost" % i)
+    bad = []
+    for i in range(count):
+        r = d.read(base + i * n, n)
+        if r.error != 0 or r.data != blob(seed + i, n):
+            bad.append(i)
     d.disconnect()
+    return bad
+
+
+def unwritten_after(b, base, seed, count=32, timeout=5):
+    """unwritten(), polled until empty or TIMEOUT seconds: a client that
+    closes without reading its replies cannot know when its writes land."""
+    bad = []
+
+    def landed():
+        bad[:] = unwritten(b, base, seed, count)
+        return not bad
+    wait_until(landed, timeout=timeout, step=0.2)
+    return bad
+
+
+def disc_after_burst(b):
+    """Writes followed at once by NBD_CMD_DISC: the server carries out every
+    one before it closes the connection, and also when the client closes
+    its end at once without reading a reply."""
+    # DISC, then wait for the server's close: every write is done by then.
+    c = N.Client(b.sock).handshake(structured=False)
+    send_writes(c, 8 * MiB, 100)
+    c.send_request(N.CMD_DISC)
+    check(c.wait_closed(), "server did not close after NBD_CMD_DISC")
+    c.close()
+    bad = unwritten(b, 8 * MiB, 100)
+    check(not bad, "writes %s sent before NBD_CMD_DISC were not done when "
+          "the server closed" % bad)
+    # DISC and close at once: replies to the earlier writes then meet a
+    # closed socket while later ones may still be unread.
+    c = N.Client(b.sock).handshake(structured=False)
+    send_writes(c, 10 * MiB, 200)
+    c.disconnect()
+    bad = unwritten_after(b, 10 * MiB, 200)
+    check(not bad, "writes %s sent before NBD_CMD_DISC were lost" % bad)
+
+
+def replies_refused(b):
+    """A client that shuts its reading end before sending: every reply
+    fails (EPIPE), and the writes it goes on sending are still carried out,
+    not dropped with the first failed reply."""
+    c = N.Client(b.sock).handshake(structured=False)
+    c.sock.shutdown(socket.SHUT_RD)
+    try:
+        send_writes(c, 12 * MiB, 300, count=64)
+        c.send_request(N.CMD_DISC)
+    except OSError as e:
+        check(False, "server dropped the connection at the first refused "
+              "reply: %s" % e)
+    c.close()
+    bad = unwritten_after(b, 12 * MiB, 300, count=64)
+    check(not bad, "writes %s sent after the first refused reply were lost" % bad)
 
 
 def run():
@@ -80,7 +134,8 @@ def run():
     with served(size=SIZE) as (b, disk):
         burst(b, False)
         burst(b, True)
-        disc_after_burst(b, disk)
+        disc_after_burst(b)
+        replies_refused(b)
         check(b.proc.poll() is None, "blockd died")
         b.stop()
 
