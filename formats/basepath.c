@@ -310,7 +310,8 @@ struct fmt *basepath_open_rbd(const char *referrer, const char *name, char *err,
   }
   (void)referrer;
 #ifdef HAVE_RBD
-  return fmt_rbd_open(name, NULL, NULL, true, err, errlen);
+  return fmt_rbd_open(name, NULL, NULL, true /* from a header */, true /* read-only */, err,
+                      errlen);
 #else
   snprintf(err, errlen, "%s: built without Ceph RBD support (librbd)", name);
   return NULL;

@@ -258,7 +258,7 @@ struct fmt *fmt_open_spec(const struct img_spec *s, bool readonly, char *err, si
   if (!spec_is_rbd(s->path))
     return fmt_open(s->path, s->format, readonly, err, errlen);
 #ifdef HAVE_RBD
-  return fmt_rbd_open(s->path, s->conf, s->id, readonly, err, errlen);
+  return fmt_rbd_open(s->path, s->conf, s->id, false, readonly, err, errlen);
 #else
   no_rbd(s->path, err, errlen);
   return NULL;

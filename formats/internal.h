@@ -126,9 +126,10 @@ extern const struct fmt_ops fmt_rbd_ops;
 /* Opens the RBD image named PATH (rbd:POOL/IMAGE[@SNAP]) through the cluster
  * that CONF and ID (NULL: librados' defaults) name, connecting once per
  * process and cluster. A snapshot must be opened READONLY. NULL with a
- * one-line message in ERR on failure. */
-struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool readonly,
-                         char *err, size_t errlen);
+ * one-line message in ERR on failure. FROM_HEADER: PATH comes from an
+ * overlay's header, where no conf= can be given (messages say so). */
+struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool from_header,
+                         bool readonly, char *err, size_t errlen);
 /* An overlay's record of its RBD base F: the snapshot's id and the image's
  * id (into ID, LEN bytes), which a snapshot re-created under the same names
  * does not have. Returns 0 or -errno (-EINVAL: F is not a snapshot). */

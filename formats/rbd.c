@@ -85,9 +85,10 @@ static bool same(const char *a, const char *b)
 }
 
 /* Connects to the cluster CONF/ID. Returns the handle or NULL with a message
- * naming PATH in ERR. */
-static rados_t connect_cluster(const char *path, const char *conf, const char *id, char *err,
-                               size_t errlen)
+ * naming PATH in ERR; FROM_HEADER: PATH is an overlay's base, whose name
+ * takes no conf=, so the message does not suggest it. */
+static rados_t connect_cluster(const char *path, const char *conf, const char *id,
+                               bool from_header, char *err, size_t errlen)
 {
   rados_t r;
   int e;
@@ -101,6 +102,9 @@ static rados_t connect_cluster(const char *path, const char *conf, const char *i
   if (e < 0) {
     if (conf != NULL)
       snprintf(err, errlen, "%s: conf=%s: %s", path, conf, strerror(-e));
+    else if (from_header)
+      snprintf(err, errlen, "%s: no Ceph configuration (/etc/ceph/ceph.conf or $CEPH_CONF), "
+                            "which an overlay's RBD base is read with: set CEPH_CONF", path);
     else
       snprintf(err, errlen, "%s: no Ceph configuration (/etc/ceph/ceph.conf or $CEPH_CONF): "
                             "give conf=FILE", path);
@@ -141,9 +145,9 @@ err:
 }
 
 /* Returns the connection to CONF/ID, made now or shared, with a reference
- * taken; NULL with a message in ERR. */
-static struct cluster *cluster_get(const char *path, const char *conf, const char *id, char *err,
-                                   size_t errlen)
+ * taken; NULL with a message in ERR (FROM_HEADER: see connect_cluster). */
+static struct cluster *cluster_get(const char *path, const char *conf, const char *id,
+                                   bool from_header, char *err, size_t errlen)
 {
   struct cluster *c;
 
@@ -158,7 +162,7 @@ static struct cluster *cluster_get(const char *path, const char *conf, const cha
       snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
       goto err;
     }
-    c->rados = connect_cluster(path, conf, id, err, errlen);
+    c->rados = connect_cluster(path, conf, id, from_header, err, errlen);
     if (c->rados == NULL)
       goto err;
     c->next = clusters;
@@ -238,15 +242,15 @@ static int check_conf(const char *path, const char *conf, char *err, size_t errl
 }
 
 /* Opens POOL of the cluster CONF/ID (the rbd: name PATH, for messages) into
- * P. Returns 0, or -1 with a message in ERR. */
-static int pool_open(const char *path, const char *conf, const char *id, const char *pool,
-                     struct pool *p, char *err, size_t errlen)
+ * P. Returns 0, or -1 with a message in ERR (FROM_HEADER: see connect_cluster). */
+static int pool_open(const char *path, const char *conf, const char *id, bool from_header,
+                     const char *pool, struct pool *p, char *err, size_t errlen)
 {
   int e;
 
   if (conf != NULL && check_conf(path, conf, err, errlen) < 0)
     return -1;
-  p->cluster = cluster_get(path, conf, id, err, errlen);
+  p->cluster = cluster_get(path, conf, id, from_header, err, errlen);
   if (p->cluster == NULL)
     return -1;
   e = rados_ioctx_create(p->cluster->rados, pool, &p->io);
@@ -265,8 +269,8 @@ static void pool_close(struct pool *p)
   cluster_put(p->cluster);
 }
 
-struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool readonly,
-                     char *err, size_t errlen)
+struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, bool from_header,
+                         bool readonly, char *err, size_t errlen)
 {
   struct spec_rbd name;
   struct rbd *r;
@@ -285,7 +289,7 @@ struct fmt *fmt_rbd_open(const char *path, const char *conf, const char *id, boo
     snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
     return NULL;
   }
-  if (pool_open(path, conf, id, name.pool, &r->pool, err, errlen) < 0)
+  if (pool_open(path, conf, id, from_header, name.pool, &r->pool, err, errlen) < 0)
     goto err_free;
   if (readonly)
     e = rbd_open_read_only(r->pool.io, name.image, &r->image, name.snap[0] ? name.snap : NULL);
@@ -610,7 +614,7 @@ static int spec_pool_open(const struct img_spec *s, struct spec_rbd *n, struct p
 {
   if (spec_rbd_parse(s->path, n, err, errlen) < 0)
     return -1;
-  return pool_open(s->path, s->conf, s->id, n->pool, p, err, errlen);
+  return pool_open(s->path, s->conf, s->id, false, n->pool, p, err, errlen);
 }
 
 /* The message for E, an error creating the image N at PATH. */

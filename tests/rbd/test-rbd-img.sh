@@ -96,6 +96,22 @@ grep -q -- "--allow-base-dir rbd:rbd" "$TMP/err" || { cat "$TMP/err" >&2; fail "
 refused 1 "where bases may be only with --allow-base-dir rbd:rbd" info "$TMP/ws.ovl"
 "$IMG" info --allow-base-dir rbd:rbd "$TMP/ws.ovl" > "$TMP/info" || fail "info of the overlay"
 grep -qx "base: rbd:rbd/base@v1 (rbd)" "$TMP/info" || { cat "$TMP/info" >&2; fail "info: the rbd base"; }
+# Without any Ceph configuration, an rbd: name is told to take conf=FILE;
+# an overlay's base, whose name comes from its header and takes no
+# options, is told where the default one is looked for instead.
+if [ ! -e /etc/ceph/ceph.conf ]; then
+  mkdir "$TMP/noconf"
+  noconf() { (cd "$TMP/noconf" && env -u CEPH_CONF HOME="$TMP/noconf" "$@"); }
+  rc=0; noconf "$IMG" info rbd:rbd/base@v1 > "$TMP/out" 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] && grep -q "no Ceph configuration.*give conf=FILE" "$TMP/out" ||
+    { cat "$TMP/out" >&2; fail "info of an rbd: name with no Ceph configuration: exit $rc"; }
+  rc=0; noconf "$IMG" info --allow-base-dir rbd:rbd "$TMP/ws.ovl" > "$TMP/out" 2>&1 || rc=$?
+  [ "$rc" -eq 1 ] && grep -q "no Ceph configuration.*overlay's RBD base.*set CEPH_CONF" "$TMP/out" &&
+    ! grep -q "conf=" "$TMP/out" ||
+    { cat "$TMP/out" >&2; fail "info of an overlay over rbd with no Ceph configuration: exit $rc"; }
+else
+  echo "note: /etc/ceph/ceph.conf exists: messages without a Ceph configuration not checked"
+fi
 rc=0; timeout 30 "$BLOCKD" --unix "$TMP/no.sock" "$TMP/ws.ovl" 2> "$TMP/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "allow-base-dir rbd:rbd" "$TMP/err" || { cat "$TMP/err" >&2; fail "served from a pool not allowed: exit $rc"; }
 du_base=$(rbd_du base)
