@@ -178,7 +178,7 @@ int main(int argc, char **argv)
   /* Sockets a service manager passed are the caller's mistake if unusable. */
   nr_passed = activation_take(passed, ARRAY_SIZE(passed), err, sizeof err);
   if (nr_passed < 0) {
-    fprintf(stderr, "blockd: %s\n", err);
+    log_msg("%s", err);
     return 2;
   }
   switch (options_parse(&o, argc, argv, (size_t)nr_passed, err, sizeof err)) {
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
     options_free(&o);
     return EXIT_SUCCESS;
   case OPTIONS_USAGE:
-    fprintf(stderr, "blockd: %s\n", err);
+    log_msg("%s", err);
     options_free(&o);
     return 2;
   case OPTIONS_RUN:

@@ -205,15 +205,23 @@ static void info_text(struct fmt *f)
 #ifdef HAVE_QCOW2
   backing = qcow2_backing(f);
 #endif
-  printf("image: %s\n", f->path);
-  printf("format: %s\n", fmt_name(f));
+  /* Names may come from a file (a qcow2's backing name): escaped. */
+  printf("image: ");
+  img_print_name(f->path);
+  printf("\nformat: %s\n", fmt_name(f));
   printf("virtual size: %s (%" PRIu64 " bytes)\n", img_human(f->size, b1, sizeof b1), f->size);
   printf("allocated: %s (%" PRId64 " bytes)\n",
          img_human((uint64_t)(x.allocated < 0 ? 0 : x.allocated), b2, sizeof b2), x.allocated);
-  if (backing != NULL)
-    printf("backing file: %s\n", backing);
-  if (x.rbd.parent[0] != '\0')
-    printf("clone of: %s\n", x.rbd.parent);
+  if (backing != NULL) {
+    printf("backing file: ");
+    img_print_name(backing);
+    printf("\n");
+  }
+  if (x.rbd.parent[0] != '\0') {
+    printf("clone of: ");
+    img_print_name(x.rbd.parent);
+    printf("\n");
+  }
   switch (x.use) {
   case LOCK_UNUSED: break;
   case LOCK_IN_USE: printf("in use: open read-only by another process\n"); break;
@@ -226,10 +234,15 @@ static void info_text(struct fmt *f)
     printf("overlay version: %u\n", oi.version);
     printf("cluster size: %u\n", oi.cluster_size);
     printf("owned clusters: %" PRIu64 " of %" PRIu64 "\n", oi.owned, oi.clusters);
-    printf("base: %s (%s)\n", oi.base_path, oi.base_format);
-    printf("base chain: %s (%s)", f->path, fmt_name(f));
+    printf("base: ");
+    img_print_name(oi.base_path);
+    printf(" (%s)\nbase chain: ", oi.base_format);
+    img_print_name(f->path);
+    printf(" (%s)", fmt_name(f));
     for (struct fmt *b = oi.base; b != NULL;) {
-      printf(" -> %s (%s)", b->path, fmt_name(b));
+      printf(" -> ");
+      img_print_name(b->path);
+      printf(" (%s)", fmt_name(b));
       b = overlay_get_info(b, &oi) == 0 ? oi.base : NULL;
     }
     printf("\n");

@@ -12,15 +12,44 @@
 
 #include "internal.h"
 
+void fmt_vprint_line(FILE *f, const char *prefix, const char *fmt, va_list ap)
+{
+  static const char cut[] = "...";
+  char msg[4096], line[8192];
+  int saved = errno;
+  size_t o = 0;
+
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  for (const char *p = prefix; *p && o < 256; p++)
+    line[o++] = *p;
+  for (const char *p = msg; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+
+    /* Room for this byte escaped, the cut mark and the newline. */
+    if (o + 4 + sizeof cut + 1 > sizeof line) {
+      memcpy(line + o, cut, sizeof cut - 1);
+      o += sizeof cut - 1;
+      break;
+    }
+    if (c < 0x20 || c == 0x7f)
+      o += (size_t)snprintf(line + o, 5, "\\x%02x", c);
+    else
+      line[o++] = (char)c;
+  }
+  line[o++] = '\n';
+  line[o] = '\0';
+  fputs(line, f);
+  errno = saved;
+}
+
 /* Prints one line on stderr: the default fmt_log. */
 static void __attribute__((format(printf, 1, 2))) log_stderr(const char *fmt, ...)
 {
   va_list ap;
 
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  fmt_vprint_line(stderr, "", fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
 }
 
 void (*fmt_log)(const char *fmt, ...) = log_stderr;

@@ -21,9 +21,11 @@
 #define BLOCKD_FORMAT_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/uio.h>
 
 struct fmt_ops;
@@ -110,6 +112,12 @@ struct fmt {
  * failed sync): one line, no newline. Defaults to stderr; programs point it
  * at their logger. */
 extern void (*fmt_log)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Writes PREFIX and the message FMT/AP to F as one line in one write, every
+ * control byte (below 0x20, and 0x7f) as \xHH: a message may quote a name
+ * from an image's header, a client or a command line, and none may move a
+ * terminal's cursor or forge a second line. Keeps errno (for %m in FMT). */
+void fmt_vprint_line(FILE *f, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Whether NAME ("raw", "qcow2", "overlay") is a format built in. */
 bool fmt_known(const char *name);
 /* Names of the formats built in, comma-separated, for --help and --dump-plugin. */

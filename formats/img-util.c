@@ -14,11 +14,9 @@ void img_die(int status, const char *fmt, ...)
 {
   va_list ap;
 
-  fprintf(stderr, "%s: ", progname);
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  fmt_vprint_line(stderr, "blockd-img: ", fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
   if (status == EXIT_USAGE)
     fprintf(stderr, "Try '%s --help' for more information.\n", progname);
   exit(status);
@@ -28,11 +26,9 @@ void img_warn(const char *fmt, ...)
 {
   va_list ap;
 
-  fprintf(stderr, "%s: ", progname);
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  fmt_vprint_line(stderr, "blockd-img: ", fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
 }
 
 void img_allow_base_dir(const char *dir, int usage_status)

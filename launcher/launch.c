@@ -29,14 +29,10 @@ bool verbose;
 void launch_error(const char *fmt, ...)
 {
   va_list ap;
-  int saved = errno;
 
-  fputs("blockd-launch: ", stderr);
-  errno = saved;  /* %m in FMT */
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  fmt_vprint_line(stderr, "blockd-launch: ", fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
 }
 
 /* --help. */

@@ -18,17 +18,12 @@ void log_init(const char *progname)
  * several threads never interleave. */
 static void vlog(const char *tag, const char *fmt, va_list ap)
 {
-  char line[1024];
-  int saved = errno, n;
+  char prefix[64];
+  int saved = errno;
 
-  n = snprintf(line, sizeof line, "%s: %s", prog, tag);
-  if (n < 0 || (size_t)n >= sizeof line)
-    n = 0;
+  snprintf(prefix, sizeof prefix, "%s: %s", prog, tag);
   errno = saved; /* for %m */
-  vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-  strcat(line, "\n");
-  fputs(line, stderr);
-  errno = saved;
+  fmt_vprint_line(stderr, prefix, fmt, ap);
 }
 
 /* Prints "blockd: MESSAGE" on stderr (with %m support). */

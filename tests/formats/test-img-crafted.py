@@ -97,6 +97,13 @@ def main():
         check(p.returncode == 1 and "has a control character (0x1b)" in p.stderr
               and "\x1b" not in p.stderr and not os.path.exists(j("escbase.ovl")),
               "create over a base named with an escape: exit %d, %r" % (p.returncode, p.stderr))
+        # The user's own arguments, quoted back: control bytes as \xHH.
+        for arg, shown in ((j("no\x1b]0;x\x07such.raw"), "no\\x1b]0;x\\x07such.raw"),
+                           ("rbd:pool/im\x1b[2Jg", "rbd:pool/im\\x1b[2Jg")):
+            p = subprocess.run([BLOCKD_IMG, "info", arg], capture_output=True, text=True)
+            check(p.returncode != 0 and shown in p.stderr and "\x1b" not in p.stderr
+                  and "\x07" not in p.stderr,
+                  "info %r: exit %d, %r" % (arg, p.returncode, p.stderr))
 
         # A 24 KiB qcow2 declaring 2^26 L1 entries (512 MiB).
         run("qemu-img", "create", "-q", "-f", "qcow2", j("l1.qcow2"), "1M")
@@ -119,6 +126,16 @@ def main():
         check(open(j("grown.raw"), "rb").read() == open(j("grown.ref"), "rb").read(),
               "a qcow2 larger than its backing file reads differently from qemu-img")
         print("qcow2 of 200K over a 64K backing file: reads as qemu-img does")
+        # A qcow2 whose backing name holds an escape: info shows it as \xHH.
+        os.link(j("back.qcow2"), j("b\x1b]0;x\x07.qcow2"))
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", j("b\x1b]0;x\x07.qcow2"), "-F",
+            "qcow2", j("escback.qcow2"))
+        p = subprocess.run([BLOCKD_IMG, "info", "-f", "qcow2", j("escback.qcow2")],
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode == 0 and "backing file: %s" % j("b\\x1b]0;x\\x07.qcow2") in p.stdout
+              and "\x1b" not in p.stdout + p.stderr,
+              "info of a qcow2 backed by a name with an escape: exit %d, %r %r"
+              % (p.returncode, p.stdout, p.stderr))
         short = os.path.join(os.environ.get("SRCDIR", "."),
                              "tests/fuzz/corpus-qcow2/qcow2-short-compressed-cluster")
         p = subprocess.run([BLOCKD_IMG, "convert", "-f", "qcow2", short, j("short.raw")],

@@ -24,6 +24,9 @@ refuse "--kernel $TMP/disk.raw: not a Linux kernel" --kernel "$TMP/disk.raw" --d
 refuse "--initrd $TMP/no-initrd: No such file" "${K[@]}" --initrd "$TMP/no-initrd" --disk "$TMP/disk.raw"
 refuse "$TMP/no-disk: No such file" "${K[@]}" --disk "$TMP/no-disk"
 refuse "no --disk" "${K[@]}"
+# A name with terminal escapes is quoted with its control bytes as \xHH.
+refuse 'no\\x1b\[0mdisk: No such file' "${K[@]}" --disk "$TMP/no$(printf '\033[0m')disk"
+! grep -q "$(printf '\033')" "$TMP/err" || fail "a control byte reached the message"
 # Without --kernel the firmware boots the first disk: it must have a boot sector.
 refuse "$TMP/disk.raw: no boot sector" --accel tcg --disk "$TMP/disk.raw"
 refuse "--initrd needs --kernel" --accel tcg --initrd "$GUEST/initrd.img" --disk "$TMP/disk.raw"

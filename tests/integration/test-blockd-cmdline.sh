@@ -36,6 +36,10 @@ usage_error "unknown format" --export "a=$TMP/disk.img,format=bogus"
 usage_error "unknown --export suboption" --export "a=$TMP/disk.img,bogus"
 usage_error "the same export name twice" --export "a=$TMP/disk.img" --export "a=$TMP/disk.img"
 usage_error "an --export that is missing its file" --export "a=$TMP/nosuch.img"
+# A name with terminal escapes is quoted with its control bytes as \xHH.
+usage_error "a missing file named with escapes" "$TMP/no$(printf '\033]0;x\007')such.img"
+grep -qF 'no\x1b]0;x\x07such.img' "$TMP/err" || fail "escapes: message does not show them as \\xHH"
+! grep -q "$(printf '[\033\007]')" "$TMP/err" || fail "escapes: a control byte reached the message"
 [ ! -e "$TMP/bad.sock" ] || fail "a usage error left a socket behind"
 
 rc=0; "$BLOCKD" --help > "$TMP/out" 2> "$TMP/err" || rc=$?
