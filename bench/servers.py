@@ -53,6 +53,16 @@ def rbd_parts(image):
     return pool, img, conf
 
 
+# qemu-storage-daemon's request buffers come from glibc's malloc; left to
+# its defaults, a 1 MiB buffer is mapped fresh and faulted in page by page
+# for each request, and page faults are dear on a paravirtualised VM like
+# the one these figures are taken on (1 MiB reads: 195-236 IOPS, against
+# 3133-3342 with these two settings, which keep buffers in the heap). Set
+# so that the peer runs at its best.
+QSD = ["env", "MALLOC_MMAP_THRESHOLD_=%d" % (64 * MIB),
+       "MALLOC_TRIM_THRESHOLD_=%d" % (256 * MIB), "qemu-storage-daemon"]
+
+
 def server_argv(name, paths, sock, pidfile, image):
     """Returns the command line that serves IMAGE on SOCK for server NAME
     (for the rbd servers IMAGE is rbd:POOL/IMAGE,conf=FILE)."""
@@ -62,7 +72,7 @@ def server_argv(name, paths, sock, pidfile, image):
         # cache.direct=on is how QEMU's rbd driver sets rbd_cache=false (off,
         # it turns librbd's write-back cache on); blockd forces it off.
         pool, img, conf = rbd_parts(image)
-        return ["qemu-storage-daemon",
+        return [*QSD,
                 "--blockdev", "driver=rbd,node-name=rbd0,pool=%s,image=%s,conf=%s,"
                 "cache.direct=on,discard=unmap" % (pool, img, conf),
                 "--nbd-server", "addr.type=unix,addr.path=" + sock,
@@ -77,7 +87,7 @@ def server_argv(name, paths, sock, pidfile, image):
         return [paths["blockd"], "--pidfile", pidfile, "--vhost-user-blk",
                 "%s=%s,queues=2" % (sock, image)]
     if name == "qsd-vhost":
-        return ["qemu-storage-daemon",
+        return [*QSD,
                 "--blockdev", "driver=file,node-name=file0,filename=" + image +
                 ",aio=io_uring,cache.direct=off,discard=unmap",
                 "--export", "type=vhost-user-blk,id=e0,node-name=file0,addr.type=unix,"
@@ -94,7 +104,7 @@ def server_argv(name, paths, sock, pidfile, image):
                 "--pidfile", pidfile, "null", "size=%d" % os.path.getsize(image)]
     if name == "qsd":
         # --nbd-server must come before --export (qemu 7.2 refuses otherwise).
-        return ["qemu-storage-daemon",
+        return [*QSD,
                 "--blockdev", "driver=file,node-name=file0,filename=" + image +
                 ",aio=io_uring,cache.direct=off,discard=unmap",
                 "--nbd-server", "addr.type=unix,addr.path=" + sock,
