@@ -31,7 +31,7 @@ void fmt_vprint_line(FILE *f, const char *prefix, const char *fmt, va_list ap)
       o += sizeof cut - 1;
       break;
     }
-    if (c < 0x20 || c == 0x7f)
+    if (fmt_is_control(c))
       o += (size_t)snprintf(line + o, 5, "\\x%02x", c);
     else
       line[o++] = (char)c;

@@ -112,6 +112,12 @@ struct fmt {
  * failed sync): one line, no newline. Defaults to stderr; programs point it
  * at their logger. */
 extern void (*fmt_log)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Whether C is a control byte (below 0x20, or 0x7f), which no name may carry
+ * raw into a message or a terminal. */
+static inline bool fmt_is_control(unsigned char c)
+{
+  return c < 0x20 || c == 0x7f;
+}
 /* Writes PREFIX and the message FMT/AP to F as one line in one write, every
  * control byte (below 0x20, and 0x7f) as \xHH: a message may quote a name
  * from an image's header, a client or a command line, and none may move a

@@ -8,17 +8,17 @@
 
 #include "img.h"
 
-static const char progname[] = "blockd-img";
+#define PROGNAME "blockd-img"
 
 void img_die(int status, const char *fmt, ...)
 {
   va_list ap;
 
   va_start(ap, fmt);
-  fmt_vprint_line(stderr, "blockd-img: ", fmt, ap);
+  fmt_vprint_line(stderr, PROGNAME ": ", fmt, ap);
   va_end(ap);
   if (status == EXIT_USAGE)
-    fprintf(stderr, "Try '%s --help' for more information.\n", progname);
+    fputs("Try '" PROGNAME " --help' for more information.\n", stderr);
   exit(status);
 }
 
@@ -27,7 +27,7 @@ void img_warn(const char *fmt, ...)
   va_list ap;
 
   va_start(ap, fmt);
-  fmt_vprint_line(stderr, "blockd-img: ", fmt, ap);
+  fmt_vprint_line(stderr, PROGNAME ": ", fmt, ap);
   va_end(ap);
 }
 
@@ -80,7 +80,7 @@ void img_json_string(const char *s)
     unsigned char c = (unsigned char)*s;
     if (c == '"' || c == '\\')
       printf("\\%c", c);
-    else if (c < 0x20 || c == 0x7f)
+    else if (fmt_is_control(c))
       printf("\\u%04x", c);
     else
       putchar(c);
@@ -92,7 +92,7 @@ void img_print_name(const char *s)
 {
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
-    if (c < 0x20 || c == 0x7f)
+    if (fmt_is_control(c))
       printf("\\x%02x", c);
     else
       putchar(c);

@@ -37,7 +37,7 @@ static uint64_t fnv1a(const unsigned char *p, size_t len)
 static unsigned control_byte(const char *s)
 {
   for (; *s; s++)
-    if ((unsigned char)*s < 0x20 || *s == 0x7f)
+    if (fmt_is_control((unsigned char)*s))
       return (unsigned char)*s;
   return 0;
 }

@@ -183,6 +183,16 @@ static void conn_abort(struct nbd_conn *c)
   conn_close_read(c); /* last: it may free C */
 }
 
+/* Replies were freed: parsing goes on if it paused for the room they held,
+ * else C is freed if it is done. May free C. */
+static void conn_resume(struct nbd_conn *c)
+{
+  if (c->stalled && !c->read_closed)
+    parse(c);
+  else
+    conn_maybe_free(c);
+}
+
 /* The client takes no more replies (its end is closed) but what it sent
  * before closing is still to be read: a client may close right behind
  * NBD_CMD_DISC, and the writes it sent first must still be carried out
@@ -192,11 +202,7 @@ static void conn_replies_gone(struct nbd_conn *c)
 {
   c->dead = true;
   drop_replies(c);
-  if (c->stalled && !c->read_closed) {
-    parse(c);
-    return;
-  }
-  conn_maybe_free(c);
+  conn_resume(c);
 }
 
 /* Queues REQ's encoded reply, or frees REQ if the client takes no more
@@ -207,12 +213,7 @@ static void conn_reply(struct nbd_req *req)
 
   if (c->dead) {
     request_free(req);
-    /* Parsing may have paused for the room this request held. */
-    if (c->stalled && !c->read_closed) {
-      parse(c);
-      return;
-    }
-    conn_maybe_free(c);
+    conn_resume(c);
     return;
   }
   /* An all-zero read costs a 12-byte chunk instead of its data. */
@@ -679,11 +680,7 @@ static void send_done(struct completion *comp, int res)
     return;
   }
   send_soon(c);
-  if (c->stalled && !c->read_closed) {
-    parse(c);
-    return;
-  }
-  conn_maybe_free(c);
+  conn_resume(c);
 }
 
 /* Client op: drops C if it broke a time limit at NOW (monotonic seconds):

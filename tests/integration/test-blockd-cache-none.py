@@ -1,10 +1,10 @@
 """blockd cache=none: an export's own file is read and written around the
 host's page cache (O_DIRECT) where requests are aligned, or for reads of
 64 KiB or more through it by splice with what they brought in dropped
-behind them, so that a guest's disk is not cached twice; an export beside it without cache=none fills the
-cache as before (the measurement can tell them apart). Unaligned requests
-still work, through the cache. An overlay with cache=none keeps its own
-data out of the cache too."""
+behind them, so that a guest's disk is not cached twice; an export beside
+it without cache=none fills the cache as before (the measurement can tell
+them apart). Unaligned requests still work, through the cache. An overlay
+with cache=none keeps its own data out of the cache too."""
 import os
 import random
 import shutil
